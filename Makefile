@@ -1,0 +1,44 @@
+# The two commands a new user needs:  make demo   and   make test
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ATHAR_HOME ?= $(CURDIR)/.athar-demo
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup system-deps demo test lint bench clean
+
+# Debian packages the scanner needs at run time (zbar for pyzbar). Installed only when missing.
+system-deps:
+	@if ! ldconfig -p 2>/dev/null | grep -q libzbar.so.0; then \
+	  echo "installing libzbar0 (Debian)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libzbar0 >/dev/null; \
+	fi
+
+$(BIN)/athar: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(BIN)/athar
+
+setup: system-deps $(BIN)/athar
+
+# Builds the demo ledger (idempotent) in $(ATHAR_HOME) on embedded SQLite, verifies it, then serves it.
+demo: setup
+	$(BIN)/athar demo --data-dir $(ATHAR_HOME) --serve --host $(HOST) --port $(PORT)
+
+# All tests. PostgreSQL tests run when ATHAR_TEST_POSTGRES_URL is set (CI sets it and requires them).
+test: setup
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .athar-demo .pytest_cache .mypy_cache .ruff_cache
