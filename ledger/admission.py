@@ -1,0 +1,59 @@
+"""Who may sign what: the check that runs before the custody rules and again during an audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger import errors as E
+from ledger import events as ev
+from ledger.entry import EVENT_PURPOSE, SignedEvent
+from ledger.state import KeyRecord, StateReader
+from signing import BadSignatureError, PublicKey, SigningError
+
+
+@dataclass(frozen=True)
+class TrustAnchors:
+    """The two public keys configured at ``athar init``: all an offline verifier needs."""
+
+    root: PublicKey
+    ledger: PublicKey
+
+
+def key_active_at(key: KeyRecord, index: int) -> bool:
+    return key.added_index < index and (key.retired_index is None or index < key.retired_index)
+
+
+def authenticate(signed: SignedEvent, event: ev.Event, index: int, state: StateReader,
+                 trust: TrustAnchors) -> None:
+    """Raise an AuthError unless ``signed`` was signed by a key of ``event.actor`` valid at ``index``."""
+    if event.actor == ev.ROOT_ACTOR:
+        public = _anchor(signed, trust.root, "the regulator root key")
+    elif event.actor == ev.LEDGER_ACTOR:
+        public = _anchor(signed, trust.ledger, "the ledger key")
+    else:
+        key = state.key(signed.key_id)
+        if key is None:
+            raise E.UnknownKey(f"key {signed.key_id} is not registered in the ledger", key_id=signed.key_id)
+        if key.actor != event.actor:
+            raise E.SignerMismatch(f"key {signed.key_id} belongs to {key.actor}, but the event names "
+                                   f"{event.actor} as its actor", key_id=signed.key_id)
+        if not key_active_at(key, index):
+            raise E.KeyNotActive(f"key {signed.key_id} of {key.actor} was {key.status} at entry "
+                                 f"{key.retired_index} and signs nothing after that", key_id=signed.key_id)
+        try:
+            public = PublicKey.from_b64(key.public_key)
+        except SigningError as exc:
+            raise E.IntegrityError(f"registered key {key.key_id} is malformed") from exc
+    try:
+        public.verify(EVENT_PURPOSE, dict(signed.body), signed.signature)
+    except BadSignatureError as exc:
+        raise E.SignatureInvalid(f"the signature does not verify with key {signed.key_id} over the "
+                                 f"canonical event (RFC 8785, purpose athar/v1/event)",
+                                 key_id=signed.key_id) from exc
+
+
+def _anchor(signed: SignedEvent, key: PublicKey, what: str) -> PublicKey:
+    if signed.key_id != key.key_id:
+        raise E.SignerMismatch(f"events of this actor must be signed by {what} ({key.key_id}), "
+                               f"not {signed.key_id}", key_id=signed.key_id)
+    return key

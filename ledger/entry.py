@@ -1,0 +1,145 @@
+"""Signed submissions and log entries, and their exact bytes.
+
+A client submits a ``SignedEvent``: the event body, the id of the key that signed it and an Ed25519
+signature over ``b"athar/v1/event\\x00" + JCS(body)``. The sequencer wraps it in an ``Entry`` with its
+index, receive time, chain and ``prev`` (the hash of the previous entry of the same chain). The
+entry's canonical JSON is the RFC 9162 leaf; the entry hash is the leaf hash SHA-256(0x00 || leaf).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import events as ev
+from ledger.errors import IntegrityError, InvalidEvent
+from ledger.merkle import leaf_hash
+from signing import KeyPair, b64decode, b64encode, canonical
+from signing.canonical import parse_canonical
+from signing.errors import SigningError
+
+EVENT_PURPOSE = "event"
+ENTRY_VERSION = 1
+MAX_SIGNATURE_B64 = 100
+
+
+@dataclass(frozen=True)
+class SignedEvent:
+    body: Mapping[str, Any]
+    key_id: str
+    signature: bytes
+
+    @classmethod
+    def create(cls, body: Mapping[str, Any], key: KeyPair) -> SignedEvent:
+        return cls(body, key.key_id, key.sign(EVENT_PURPOSE, body))
+
+    @classmethod
+    def from_json(cls, doc: Any) -> SignedEvent:
+        if not isinstance(doc, Mapping):
+            raise InvalidEvent("a submission must be a JSON object with 'event', 'key_id' and 'signature'")
+        unknown = sorted(set(doc) - {"event", "key_id", "signature"})
+        if unknown:
+            raise InvalidEvent(f"unknown field(s) in the submission: {', '.join(unknown)}")
+        body, kid, sig = doc.get("event"), doc.get("key_id"), doc.get("signature")
+        if not isinstance(body, Mapping):
+            raise InvalidEvent("'event' must be the JSON object that was signed")
+        if not isinstance(kid, str) or not kid or len(kid) > 100:
+            raise InvalidEvent("'key_id' must be the signing key's id, e.g. ed25519:1f2e...")
+        if not isinstance(sig, str) or len(sig) > MAX_SIGNATURE_B64:
+            raise InvalidEvent("'signature' must be a base64 Ed25519 signature")
+        try:
+            raw = b64decode(sig, "signature")
+        except SigningError as exc:
+            raise InvalidEvent(str(exc)) from exc
+        return cls(dict(body), kid, raw)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": dict(self.body), "key_id": self.key_id, "signature": b64encode(self.signature)}
+
+    @property
+    def event_id(self) -> str:
+        return str(self.body.get("id", ""))
+
+    def same_as(self, other: SignedEvent) -> bool:
+        return (canonical(dict(self.body)) == canonical(dict(other.body)) and self.key_id == other.key_id
+                and self.signature == other.signature)
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: int
+    received: dt.datetime
+    chain: str
+    prev: bytes | None
+    signed: SignedEvent
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": ENTRY_VERSION,
+            "index": self.index,
+            "received": ev.format_time(self.received),
+            "chain": self.chain,
+            "prev": self.prev.hex() if self.prev is not None else None,
+            "event": dict(self.signed.body),
+            "key_id": self.signed.key_id,
+            "signature": b64encode(self.signed.signature),
+        }
+
+    def leaf(self) -> bytes:
+        return canonical(self.to_json())
+
+    @property
+    def hash(self) -> bytes:
+        return leaf_hash(self.leaf())
+
+    @classmethod
+    def from_leaf(cls, leaf: bytes) -> Entry:
+        """Parse stored leaf bytes; raise IntegrityError if they are not a well-formed canonical entry."""
+        try:
+            doc = parse_canonical(leaf)
+            if not isinstance(doc, dict) or doc.get("v") != ENTRY_VERSION:
+                raise ValueError("not a version-1 entry")
+            prev = doc["prev"]
+            return cls(
+                index=int(doc["index"]),
+                received=ev.parse_time(doc["received"], "received"),
+                chain=str(doc["chain"]),
+                prev=bytes.fromhex(prev) if prev is not None else None,
+                signed=SignedEvent(doc["event"], str(doc["key_id"]), b64decode(doc["signature"], "signature")),
+            )
+        except (SigningError, InvalidEvent, KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"stored entry is malformed: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What every write returns: where the entry is, and proof that it is in the signed tree."""
+
+    index: int
+    entry_hash: bytes
+    chain: str
+    prev: bytes | None
+    received: dt.datetime
+    event_id: str
+    tree_size: int
+    root: bytes
+    inclusion_proof: tuple[bytes, ...]
+    checkpoint: str
+    replayed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "entry_hash": self.entry_hash.hex(),
+            "chain": self.chain,
+            "prev": self.prev.hex() if self.prev else None,
+            "received": ev.format_time(self.received),
+            "event_id": self.event_id,
+            "tree_size": self.tree_size,
+            "root_hash": self.root.hex(),
+            "inclusion_proof": [h.hex() for h in self.inclusion_proof],
+            "checkpoint": self.checkpoint,
+            "replayed": self.replayed,
+        }

@@ -1,0 +1,109 @@
+"""Engines and migrations for the two supported databases.
+
+SQLite (embedded default): WAL journal, ``synchronous=FULL`` so an acknowledged append survives a crash,
+and write transactions opened with ``BEGIN IMMEDIATE`` so two processes never interleave appends.
+PostgreSQL (production): the sequencer locks the single ``log_head`` row (``SELECT ... FOR UPDATE``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from ledger.errors import StorageUnavailable
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@dataclass
+class Database:
+    """A writer engine and a reader engine (the same one on PostgreSQL)."""
+
+    url: str
+    writer: Engine
+    reader: Engine
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.writer.dialect.name == "sqlite"
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        if self.reader is not self.writer:
+            self.reader.dispose()
+
+
+def open_database(url: str, *, pool_size: int = 10, connect_args: dict[str, Any] | None = None) -> Database:
+    try:
+        if url.startswith("sqlite"):
+            return Database(url, _sqlite_engine(url, immediate=True), _sqlite_engine(url, immediate=False))
+        engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                                  connect_args=connect_args or {})
+        return Database(url, engine, engine)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise StorageUnavailable(f"cannot use database URL {redact(url)}: {exc}") from exc
+
+
+def redact(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<invalid database URL>"
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see the "begin" hook).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _alembic_config(connection: sa.Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("migrations")))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(db: Database) -> None:
+    """Bring the schema to the newest Alembic revision (the only way athar creates its schema)."""
+    try:
+        with db.writer.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+    except sa.exc.OperationalError as exc:
+        raise StorageUnavailable(f"cannot migrate {redact(db.url)}: {exc.orig}") from exc
+
+
+def schema_is_current(db: Database) -> bool:
+    with db.reader.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+    return current is not None and current == head

@@ -1,0 +1,73 @@
+"""Mapping between projection records and table rows, shared by the SQL adapter and the rebuild check."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ledger.identifiers import Channel, Role
+from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Pack, Shipment
+
+
+def actor_from(row: Any) -> Actor:
+    return Actor(row.id, row.name, Role(row.role), row.region, row.city, row.gln, row.status, row.registered_index)
+
+
+def key_from(row: Any) -> KeyRecord:
+    return KeyRecord(row.key_id, row.actor, row.public_key, row.status, row.added_index, row.retired_index)
+
+
+def batch_from(row: Any) -> Batch:
+    return Batch(row.gtin, row.lot, row.expiry, row.product, row.manufacturer, row.quantity, Channel(row.channel),
+                 row.status, row.status_reason, row.status_index, row.commissioned_index, row.commissioned_at)
+
+
+def pack_from(row: Any) -> Pack:
+    return Pack(row.gtin, row.serial, row.lot, row.status, row.holder, row.dispensed_by, row.dispensed_at,
+                row.dispensed_index)
+
+
+def shipment_from(row: Any) -> Shipment:
+    serials = tuple(json.loads(row.serials)) if row.serials is not None else None
+    return Shipment(row.id, row.kind, row.gtin, row.lot, row.sender, row.recipient, row.quantity, serials,
+                    Channel(row.channel) if row.channel else None, row.status, row.shipped_index, row.shipped_at,
+                    row.closed_index)
+
+
+def alert_from(row: Any) -> AlertRecord:
+    return AlertRecord(row.id, row.kind, row.message, row.gtin, row.lot, row.serial, row.suspect, row.idx,
+                       row.raised_at, row.status)
+
+
+def actor_row(a: Actor) -> dict[str, Any]:
+    return {"id": a.id, "name": a.name, "role": a.role.value, "region": a.region, "city": a.city, "gln": a.gln,
+            "status": a.status, "registered_index": a.registered_index}
+
+
+def key_row(k: KeyRecord) -> dict[str, Any]:
+    return {"key_id": k.key_id, "actor": k.actor, "public_key": k.public_key, "status": k.status,
+            "added_index": k.added_index, "retired_index": k.retired_index}
+
+
+def batch_row(b: Batch) -> dict[str, Any]:
+    return {"gtin": b.gtin, "lot": b.lot, "expiry": b.expiry, "product": b.product, "manufacturer": b.manufacturer,
+            "quantity": b.quantity, "channel": b.channel.value, "status": b.status, "status_reason": b.status_reason,
+            "status_index": b.status_index, "commissioned_index": b.commissioned_index,
+            "commissioned_at": b.commissioned_at}
+
+
+def pack_row(p: Pack) -> dict[str, Any]:
+    return {"gtin": p.gtin, "serial": p.serial, "lot": p.lot, "status": p.status, "holder": p.holder,
+            "dispensed_by": p.dispensed_by, "dispensed_at": p.dispensed_at, "dispensed_index": p.dispensed_index}
+
+
+def shipment_row(s: Shipment) -> dict[str, Any]:
+    return {"id": s.id, "kind": s.kind, "gtin": s.gtin, "lot": s.lot, "sender": s.sender, "recipient": s.recipient,
+            "quantity": s.quantity, "serials": json.dumps(list(s.serials)) if s.serials is not None else None,
+            "channel": s.channel.value if s.channel else None, "status": s.status,
+            "shipped_index": s.shipped_index, "shipped_at": s.shipped_at, "closed_index": s.closed_index}
+
+
+def alert_row(a: AlertRecord) -> dict[str, Any]:
+    return {"id": a.id, "kind": a.kind, "message": a.message, "gtin": a.gtin, "lot": a.lot, "serial": a.serial,
+            "suspect": a.suspect, "idx": a.index, "raised_at": a.raised_at, "status": a.status}

@@ -1,0 +1,336 @@
+"""The SQLAlchemy adapter: one ``SqlUnit`` per transaction, reading state for the custody rules,
+applying their changes, and appending entries, tree nodes and checkpoints.
+
+Only this package imports SQLAlchemy. Database errors are translated here, at one boundary, into
+``StorageUnavailable`` (the database cannot be reached) so callers never see driver exceptions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ledger.entry import Entry
+from ledger.errors import StorageUnavailable
+from ledger.merkle import NodeID
+from ledger.state import (
+    Actor,
+    AddPacks,
+    AdjustHolding,
+    AlertRecord,
+    Batch,
+    Change,
+    KeyRecord,
+    Pack,
+    PoolPacks,
+    PutActor,
+    PutAlert,
+    PutBatch,
+    PutKey,
+    PutPacks,
+    PutShipment,
+    Shipment,
+)
+from ledger.storage import rows
+from ledger.storage import tables as t
+from ledger.storage.database import Database, redact
+
+CHUNK = 2000  # bound IN-lists and multi-row inserts (SQLite allows at most 32766 parameters)
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    index: int
+    entry_hash: bytes
+    leaf: bytes
+    chain: str
+    prev: bytes | None
+    event_id: str
+    event_type: str
+    actor: str
+    gtin: str | None
+    lot: str | None
+    received_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    tree_size: int
+    root_hash: bytes
+    note: str
+    created_at: dt.datetime
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class SqlUnit:
+    """State reader, change applier and log writer over one open transaction."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self._postgres = conn.dialect.name == "postgresql"
+
+    # ---- StateReader -----------------------------------------------------------------------------------
+
+    def actor(self, actor_id: str) -> Actor | None:
+        row = self.conn.execute(sa.select(t.actors).where(t.actors.c.id == actor_id)).first()
+        return rows.actor_from(row) if row else None
+
+    def actors(self) -> list[Actor]:
+        return [rows.actor_from(r) for r in self.conn.execute(sa.select(t.actors).order_by(t.actors.c.id))]
+
+    def key(self, key_id: str) -> KeyRecord | None:
+        row = self.conn.execute(sa.select(t.actor_keys).where(t.actor_keys.c.key_id == key_id)).first()
+        return rows.key_from(row) if row else None
+
+    def keys_of(self, actor_id: str) -> list[KeyRecord]:
+        q = sa.select(t.actor_keys).where(t.actor_keys.c.actor == actor_id).order_by(t.actor_keys.c.added_index)
+        return [rows.key_from(r) for r in self.conn.execute(q)]
+
+    def all_keys(self) -> list[KeyRecord]:
+        q = sa.select(t.actor_keys).order_by(t.actor_keys.c.added_index)
+        return [rows.key_from(r) for r in self.conn.execute(q)]
+
+    def active_keys(self, actor_id: str) -> list[KeyRecord]:
+        return [k for k in self.keys_of(actor_id) if k.status == "active"]
+
+    def batch(self, gtin: str, lot: str) -> Batch | None:
+        row = self.conn.execute(sa.select(t.batches).where(t.batches.c.gtin == gtin, t.batches.c.lot == lot)).first()
+        return rows.batch_from(row) if row else None
+
+    def batches(self, gtin: str | None = None) -> list[Batch]:
+        q = sa.select(t.batches).order_by(t.batches.c.commissioned_index)
+        if gtin is not None:
+            q = q.where(t.batches.c.gtin == gtin)
+        return [rows.batch_from(r) for r in self.conn.execute(q)]
+
+    def pack(self, gtin: str, serial: str) -> Pack | None:
+        row = self.conn.execute(sa.select(t.packs).where(t.packs.c.gtin == gtin, t.packs.c.serial == serial)).first()
+        return rows.pack_from(row) if row else None
+
+    def packs(self, gtin: str, serials: tuple[str, ...]) -> dict[str, Pack]:
+        found: dict[str, Pack] = {}
+        for chunk in _chunks(serials):
+            q = sa.select(t.packs).where(t.packs.c.gtin == gtin, t.packs.c.serial.in_(chunk))
+            found.update((r.serial, rows.pack_from(r)) for r in self.conn.execute(q))
+        return found
+
+    def pack_counts(self, gtin: str, lot: str) -> dict[str, int]:
+        q = (sa.select(t.packs.c.status, sa.func.count()).where(t.packs.c.gtin == gtin, t.packs.c.lot == lot)
+             .group_by(t.packs.c.status))
+        return {status: int(n) for status, n in self.conn.execute(q)}
+
+    def holding(self, actor: str, gtin: str, lot: str) -> int:
+        q = sa.select(t.holdings.c.quantity).where(t.holdings.c.actor == actor, t.holdings.c.gtin == gtin,
+                                                    t.holdings.c.lot == lot)
+        return int(self.conn.execute(q).scalar() or 0)
+
+    def holdings_of_batch(self, gtin: str, lot: str) -> dict[str, int]:
+        q = (sa.select(t.holdings.c.actor, t.holdings.c.quantity)
+             .where(t.holdings.c.gtin == gtin, t.holdings.c.lot == lot, t.holdings.c.quantity != 0)
+             .order_by(t.holdings.c.actor))
+        return {a: int(q_) for a, q_ in self.conn.execute(q)}
+
+    def shipment(self, shipment_id: str) -> Shipment | None:
+        row = self.conn.execute(sa.select(t.shipments).where(t.shipments.c.id == shipment_id)).first()
+        return rows.shipment_from(row) if row else None
+
+    def shipments_of_batch(self, gtin: str, lot: str) -> list[Shipment]:
+        q = (sa.select(t.shipments).where(t.shipments.c.gtin == gtin, t.shipments.c.lot == lot)
+             .order_by(t.shipments.c.shipped_index))
+        return [rows.shipment_from(r) for r in self.conn.execute(q)]
+
+    def alerts(self, status: str | None = None, limit: int = 1000) -> list[AlertRecord]:
+        q = sa.select(t.alerts).order_by(t.alerts.c.idx.desc()).limit(limit)
+        if status is not None:
+            q = q.where(t.alerts.c.status == status)
+        return [rows.alert_from(r) for r in self.conn.execute(q)]
+
+    # ---- applying changes ----------------------------------------------------------------------------------
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            match change:
+                case PutActor(actor):
+                    self._upsert(t.actors, rows.actor_row(actor), ["id"])
+                case PutKey(key):
+                    self._upsert(t.actor_keys, rows.key_row(key), ["key_id"])
+                case PutBatch(batch):
+                    self._upsert(t.batches, rows.batch_row(batch), ["gtin", "lot"])
+                case AddPacks(gtin, lot, serials, holder):
+                    self._add_packs(gtin, lot, serials, holder)
+                case PutPacks(packs):
+                    self._put_packs(packs)
+                case PoolPacks(gtin, lot, holder):
+                    self.conn.execute(
+                        sa.update(t.packs).where(t.packs.c.gtin == gtin, t.packs.c.lot == lot,
+                                                 t.packs.c.holder == holder, t.packs.c.status == "active")
+                        .values(holder=None))
+                case AdjustHolding(actor, gtin, lot, delta):
+                    self._adjust_holding(actor, gtin, lot, delta)
+                case PutShipment(shipment):
+                    self._upsert(t.shipments, rows.shipment_row(shipment), ["id"])
+                case PutAlert(alert):
+                    self._upsert(t.alerts, rows.alert_row(alert), ["id"])
+                case _:  # pragma: no cover
+                    raise AssertionError(change)
+
+    def _upsert(self, table: sa.Table, row: dict[str, Any], keys: list[str]) -> None:
+        ins = postgresql.insert(table) if self._postgres else sqlite.insert(table)
+        stmt = ins.values(**row).on_conflict_do_update(
+            index_elements=keys, set_={k: v for k, v in row.items() if k not in keys})
+        self.conn.execute(stmt)
+
+    def _add_packs(self, gtin: str, lot: str, serials: tuple[str, ...], holder: str) -> None:
+        base = {"gtin": gtin, "lot": lot, "status": "active", "holder": holder, "dispensed_by": None,
+                "dispensed_at": None, "dispensed_index": None}
+        for chunk in _chunks(serials):
+            self.conn.execute(sa.insert(t.packs), [{**base, "serial": s} for s in chunk])
+
+    def _put_packs(self, packs: tuple[Pack, ...]) -> None:
+        stmt = (sa.update(t.packs)
+                .where(t.packs.c.gtin == sa.bindparam("k_gtin"), t.packs.c.serial == sa.bindparam("k_serial"))
+                .values(status=sa.bindparam("status"), holder=sa.bindparam("holder"),
+                        dispensed_by=sa.bindparam("dispensed_by"), dispensed_at=sa.bindparam("dispensed_at"),
+                        dispensed_index=sa.bindparam("dispensed_index")))
+        params = [{"k_gtin": p.gtin, "k_serial": p.serial, "status": p.status, "holder": p.holder,
+                   "dispensed_by": p.dispensed_by, "dispensed_at": p.dispensed_at,
+                   "dispensed_index": p.dispensed_index} for p in packs]
+        for chunk in _chunks(params):
+            self.conn.execute(stmt, list(chunk))
+
+    def _adjust_holding(self, actor: str, gtin: str, lot: str, delta: int) -> None:
+        c = t.holdings.c
+        done = self.conn.execute(sa.update(t.holdings).where(c.actor == actor, c.gtin == gtin, c.lot == lot)
+                                 .values(quantity=c.quantity + delta))
+        if done.rowcount == 0:
+            self.conn.execute(sa.insert(t.holdings).values(actor=actor, gtin=gtin, lot=lot, quantity=delta))
+
+    # ---- the log --------------------------------------------------------------------------------------------
+
+    def lock_head(self) -> tuple[int, bytes]:
+        """Read the log head; on PostgreSQL also lock it until commit (SQLite: BEGIN IMMEDIATE already did)."""
+        q = sa.select(t.log_head.c.tree_size, t.log_head.c.root_hash).where(t.log_head.c.id == 1)
+        if self._postgres:
+            q = q.with_for_update()
+        row = self.conn.execute(q).one()
+        return int(row.tree_size), bytes(row.root_hash)
+
+    def head(self) -> tuple[int, bytes]:
+        row = self.conn.execute(sa.select(t.log_head.c.tree_size, t.log_head.c.root_hash)).one()
+        return int(row.tree_size), bytes(row.root_hash)
+
+    def set_head(self, size: int, root: bytes) -> None:
+        self.conn.execute(sa.update(t.log_head).where(t.log_head.c.id == 1).values(tree_size=size, root_hash=root))
+
+    def entry_by_event_id(self, event_id: str) -> StoredEntry | None:
+        row = self.conn.execute(sa.select(t.log_entries).where(t.log_entries.c.event_id == event_id)).first()
+        return _stored(row) if row else None
+
+    def entry(self, index: int) -> StoredEntry | None:
+        row = self.conn.execute(sa.select(t.log_entries).where(t.log_entries.c.idx == index)).first()
+        return _stored(row) if row else None
+
+    def entries(self, start: int, end: int) -> list[StoredEntry]:
+        q = (sa.select(t.log_entries).where(t.log_entries.c.idx >= start, t.log_entries.c.idx < end)
+             .order_by(t.log_entries.c.idx))
+        return [_stored(r) for r in self.conn.execute(q)]
+
+    def chain_entries(self, chain: str) -> list[StoredEntry]:
+        q = sa.select(t.log_entries).where(t.log_entries.c.chain == chain).order_by(t.log_entries.c.idx)
+        return [_stored(r) for r in self.conn.execute(q)]
+
+    def insert_entry(self, entry: Entry, event_type: str, gtin: str | None, lot: str | None) -> None:
+        self.conn.execute(sa.insert(t.log_entries).values(
+            idx=entry.index, entry_hash=entry.hash, event_id=entry.signed.event_id, event_type=event_type,
+            actor=str(entry.signed.body.get("actor")), chain=entry.chain, prev=entry.prev, gtin=gtin, lot=lot,
+            received_at=entry.received, leaf=entry.leaf()))
+
+    def chain_head(self, chain: str) -> tuple[bytes, int, int] | None:
+        row = self.conn.execute(sa.select(t.chain_heads).where(t.chain_heads.c.chain == chain)).first()
+        return (bytes(row.head_hash), int(row.head_index), int(row.length)) if row else None
+
+    def set_chain_head(self, chain: str, head_hash: bytes, head_index: int, length: int) -> None:
+        self._upsert(t.chain_heads, {"chain": chain, "head_hash": head_hash, "head_index": head_index,
+                                     "length": length}, ["chain"])
+
+    def nodes(self, ids: Iterable[NodeID]) -> dict[NodeID, bytes]:
+        wanted = list(dict.fromkeys(ids))
+        found: dict[NodeID, bytes] = {}
+        for chunk in _chunks(wanted, 500):
+            q = sa.select(t.merkle_nodes).where(
+                sa.tuple_(t.merkle_nodes.c.level, t.merkle_nodes.c.idx).in_([(n.level, n.index) for n in chunk]))
+            found.update((NodeID(r.level, r.idx), bytes(r.hash)) for r in self.conn.execute(q))
+        return found
+
+    def insert_nodes(self, nodes: Sequence[tuple[NodeID, bytes]]) -> None:
+        for chunk in _chunks(nodes):
+            self.conn.execute(sa.insert(t.merkle_nodes),
+                              [{"level": n.level, "idx": n.index, "hash": h} for n, h in chunk])
+
+    def insert_checkpoint(self, size: int, root: bytes, note: str, created: dt.datetime) -> None:
+        self.conn.execute(sa.insert(t.checkpoints).values(tree_size=size, root_hash=root, note=note,
+                                                          created_at=created))
+
+    def checkpoint(self, size: int | None = None) -> StoredCheckpoint | None:
+        q = sa.select(t.checkpoints)
+        q = q.where(t.checkpoints.c.tree_size == size) if size is not None else q.order_by(
+            t.checkpoints.c.tree_size.desc()).limit(1)
+        row = self.conn.execute(q).first()
+        return StoredCheckpoint(int(row.tree_size), bytes(row.root_hash), row.note, row.created_at) if row else None
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        q = sa.select(t.checkpoints).order_by(t.checkpoints.c.tree_size)
+        return [StoredCheckpoint(int(r.tree_size), bytes(r.root_hash), r.note, r.created_at)
+                for r in self.conn.execute(q)]
+
+    def meta(self) -> dict[str, str]:
+        return {k: v for k, v in self.conn.execute(sa.select(t.meta.c.key, t.meta.c.value))}
+
+    def put_meta(self, values: dict[str, str]) -> None:
+        for k, v in values.items():
+            self.conn.execute(sa.insert(t.meta).values(key=k, value=v))
+
+    def clear_projections(self) -> None:
+        for table in t.PROJECTION_TABLES:
+            self.conn.execute(sa.delete(table))
+
+
+def _stored(row: Any) -> StoredEntry:
+    return StoredEntry(int(row.idx), bytes(row.entry_hash), bytes(row.leaf), row.chain,
+                       bytes(row.prev) if row.prev is not None else None, row.event_id, row.event_type, row.actor,
+                       row.gtin, row.lot, row.received_at)
+
+
+class SqlStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @contextmanager
+    def write(self) -> Iterator[SqlUnit]:
+        with _translated(self.db), self.db.writer.begin() as conn:
+            yield SqlUnit(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[SqlUnit]:
+        with _translated(self.db), self.db.reader.connect() as conn, conn.begin():
+            yield SqlUnit(conn)
+
+
+@contextmanager
+def _translated(db: Database) -> Iterator[None]:
+    try:
+        yield
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        if isinstance(exc.orig, Exception) and "locked" in str(exc.orig):
+            raise StorageUnavailable(f"the ledger database is busy: {exc.orig}") from exc
+        raise StorageUnavailable(f"the ledger database {redact(db.url)} is unavailable: {exc.orig}") from exc
