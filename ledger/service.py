@@ -1,0 +1,224 @@
+"""The application service: one unit of work per call, the sequencer, and the read side.
+
+Writes go through ``append``: it takes a group of signed submissions, locks the log head (so several
+processes append to one linear log), checks each submission (shape, signature, custody rules), appends
+the accepted ones with their chain links and Merkle nodes, applies their projection changes, signs one
+checkpoint for the group and commits once. Each submission gets a receipt, or the error that refused it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import errors as E
+from ledger import events as ev
+from ledger.admission import TrustAnchors, authenticate
+from ledger.checkpoint import Checkpoint, sign_checkpoint, verifier_key
+from ledger.custody import Context, decide
+from ledger.entry import Entry, Receipt, SignedEvent
+from ledger.merkle import CompactRange, consistency_plan, inclusion_plan, root_nodes
+from ledger.state import Batch, Pack
+from ledger.storage.sql import SqlStore, SqlUnit, StoredCheckpoint, StoredEntry
+from ledger.verdict import Finding, judge
+from signing import KeyPair, canonical
+
+DEFAULT_ORIGIN = "athar.local/ledger"
+MAX_ENTRIES_PAGE = 1000
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    origin: str
+    ledger_key: KeyPair
+    trust: TrustAnchors
+
+    @property
+    def verifier_key(self) -> str:
+        return verifier_key(self.origin, self.ledger_key.public)
+
+
+@dataclass(frozen=True)
+class PackView:
+    gtin: str
+    serial: str
+    finding: Finding
+    pack: Pack | None
+    batch: Batch | None
+    history: list[StoredEntry]
+
+
+class Ledger:
+    def __init__(self, store: SqlStore, config: LedgerConfig, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+
+    # ---- set-up -------------------------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Record the trust anchors in a new database, or check that an existing one uses the same keys."""
+        want = {"origin": self.config.origin, "ledger_key_id": self.config.ledger_key.key_id,
+                "ledger_public_key": self.config.ledger_key.public.b64,
+                "root_key_id": self.config.trust.root.key_id, "root_public_key": self.config.trust.root.b64}
+        with self.store.write() as u:
+            have = u.meta()
+            if not have:
+                u.put_meta(want)
+                return
+        diff = [k for k in want if have.get(k) != want[k]]
+        if diff:
+            raise E.IntegrityError(f"this database belongs to another ledger ({', '.join(diff)} differ): "
+                                   f"it was created with ledger key {have.get('ledger_key_id')} and root key "
+                                   f"{have.get('root_key_id')}")
+
+    # ---- writes ---------------------------------------------------------------------------------------------
+
+    def submit(self, signed: SignedEvent) -> Receipt:
+        result = self.append([signed])[0]
+        if isinstance(result, E.LedgerError):
+            raise result
+        return result
+
+    def append(self, submissions: Sequence[SignedEvent]) -> list[Receipt | E.LedgerError]:
+        now = self.clock()
+        with self.store.write() as u:
+            size, _ = u.lock_head()
+            tree = CompactRange.from_nodes(size, u.nodes(root_nodes(size)))
+            outcomes: list[int | E.LedgerError] = []  # an entry index, or the refusal
+            replayed: set[int] = set()
+            for signed in submissions:
+                try:
+                    index, was_replay = self._admit(u, tree, signed, now)
+                    outcomes.append(index)
+                    if was_replay:
+                        replayed.add(len(outcomes) - 1)
+                except E.LedgerError as err:
+                    outcomes.append(err)
+            if tree.size > size:
+                note = sign_checkpoint(Checkpoint(self.config.origin, tree.size, tree.root()), self.config.origin,
+                                       self.config.ledger_key)
+                u.insert_checkpoint(tree.size, tree.root(), note, now)
+                u.set_head(tree.size, tree.root())
+            return [o if isinstance(o, E.LedgerError) else self._receipt(u, o, replayed=i in replayed)
+                    for i, o in enumerate(outcomes)]
+
+    def _admit(self, u: SqlUnit, tree: CompactRange, signed: SignedEvent, now: dt.datetime) -> tuple[int, bool]:
+        prior = u.entry_by_event_id(signed.event_id) if signed.event_id else None
+        if prior is not None:
+            if Entry.from_leaf(prior.leaf).signed.same_as(signed):
+                return prior.index, True
+            raise E.EventIdConflict(f"event id {signed.event_id!r} was already used by entry {prior.index} "
+                                    "for a different event; choose a new id", index=prior.index)
+        event = ev.parse_event(signed.body)
+        authenticate(signed, event, tree.size, u, self.config.trust)
+        try:
+            decision = decide(event, Context(tree.size, now), u)
+        except E.LedgerError as err:
+            if err.raises_alert:
+                self._record_alert(u, tree, signed, event, err, now)
+            raise
+        return self._write(u, tree, signed, event, decision.chain, decision.changes, now), False
+
+    def _write(self, u: SqlUnit, tree: CompactRange, signed: SignedEvent, event: ev.Event, chain: str,
+               changes: Sequence[Any], now: dt.datetime) -> int:
+        head = u.chain_head(chain)
+        entry = Entry(tree.size, now, chain, head[0] if head else None, signed)
+        entry_hash = entry.hash
+        gtin, lot = getattr(event, "gtin", None), getattr(event, "lot", None)
+        if lot is None and chain.startswith("batch/"):
+            _, gtin, lot = chain.split("/", 2)
+        u.insert_entry(entry, event.type, gtin, lot)
+        u.set_chain_head(chain, entry_hash, entry.index, (head[2] if head else 0) + 1)
+        u.insert_nodes(tree.append(entry_hash))
+        u.apply(changes)
+        return entry.index
+
+    def _record_alert(self, u: SqlUnit, tree: CompactRange, signed: SignedEvent, event: ev.Event,
+                      err: E.LedgerError, now: dt.datetime) -> None:
+        """Keep a refused but properly signed submission in the log as evidence, signed by the ledger."""
+        alert_id = "alert:" + hashlib.sha256(canonical(signed.to_json())).hexdigest()[:40]
+        if u.entry_by_event_id(alert_id) is not None:
+            return  # the same refused submission again: one alert is enough
+        body: dict[str, Any] = {"v": ev.SCHEMA_VERSION, "type": "alert", "id": alert_id, "actor": ev.LEDGER_ACTOR,
+                "time": ev.format_time(now),
+                "kind": err.code, "message": err.message[:2000], "suspect": event.actor,
+                "evidence": signed.to_json()}
+        for name in ("gtin", "lot", "serial"):
+            value = err.details.get(name, getattr(event, name, None))
+            if isinstance(value, str):
+                body[name] = value
+        if "lot" not in body and isinstance(body.get("gtin"), str) and isinstance(body.get("serial"), str):
+            pack = u.pack(str(body["gtin"]), str(body["serial"]))
+            if pack is not None:
+                body["lot"] = pack.lot
+        alert_signed = SignedEvent.create(body, self.config.ledger_key)
+        alert = ev.parse_event(body)
+        decision = decide(alert, Context(tree.size, now), u)
+        self._write(u, tree, alert_signed, alert, decision.chain, decision.changes, now)
+
+    # ---- receipts and proofs -----------------------------------------------------------------------------
+
+    def _receipt(self, u: SqlUnit, index: int, *, replayed: bool = False) -> Receipt:
+        stored = u.entry(index)
+        cp = u.checkpoint()
+        assert stored is not None and cp is not None
+        return Receipt(stored.index, stored.entry_hash, stored.chain, stored.prev, stored.received_at,
+                       stored.event_id, cp.tree_size, cp.root_hash,
+                       tuple(self._inclusion(u, index, cp.tree_size)), cp.note, replayed)
+
+    @staticmethod
+    def _inclusion(u: SqlUnit, index: int, size: int) -> list[bytes]:
+        plan = inclusion_plan(index, size)
+        return plan.proof(u.nodes(plan.ids))
+
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        with self.store.read() as u:
+            self._check_size(u, tree_size)
+            return self._inclusion(u, index, tree_size)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        with self.store.read() as u:
+            self._check_size(u, second)
+            plan = consistency_plan(first, second)
+            return plan.proof(u.nodes(plan.ids))
+
+    @staticmethod
+    def _check_size(u: SqlUnit, tree_size: int) -> None:
+        size, _ = u.head()
+        if tree_size > size:
+            raise E.NotFound(f"tree size {tree_size} is larger than the log ({size} entries)")
+
+    # ---- reads -----------------------------------------------------------------------------------------------
+
+    def checkpoint(self, tree_size: int | None = None) -> StoredCheckpoint | None:
+        with self.store.read() as u:
+            return u.checkpoint(tree_size)
+
+    def size(self) -> int:
+        with self.store.read() as u:
+            return u.head()[0]
+
+    def entries(self, start: int, end: int) -> list[StoredEntry]:
+        if start < 0 or end < start:
+            raise E.InvalidEvent(f"invalid range [{start}, {end})")
+        with self.store.read() as u:
+            return u.entries(start, min(end, start + MAX_ENTRIES_PAGE))
+
+    def pack_view(self, gtin: str, serial: str, *, lot: str | None = None, expiry: dt.date | None = None,
+                  scanner: str | None = None) -> PackView:
+        with self.store.read() as u:
+            pack = u.pack(gtin, serial)
+            batch = u.batch(gtin, pack.lot) if pack else None
+            pooled = bool(scanner and pack and pack.holder is None and u.holding(scanner, gtin, pack.lot) > 0)
+            finding = judge(pack, batch, gtin=gtin, serial=serial, lot=lot, expiry=expiry, now=self.clock(),
+                            scanner=scanner, scanner_holds_pooled=pooled)
+            history = u.chain_entries(f"batch/{gtin}/{pack.lot}") if pack else []
+        return PackView(gtin, serial, finding, pack, batch, history)
