@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,14 @@ from ledger.custody import Context, decide
 from ledger.entry import Entry, Receipt, SignedEvent
 from ledger.merkle import CompactRange, consistency_plan, inclusion_plan, root_nodes
 from ledger.state import Batch, Pack
-from ledger.storage.sql import SqlStore, SqlUnit, StoredCheckpoint, StoredEntry
+from ledger.storage.sql import (
+    SqlStore,
+    SqlUnit,
+    StoredCheckpoint,
+    StoredEntry,
+    erase_personal_data,
+    put_personal_data,
+)
 from ledger.verdict import Finding, judge
 from signing import KeyPair, canonical
 
@@ -222,3 +230,37 @@ class Ledger:
                             scanner=scanner, scanner_holds_pooled=pooled)
             history = u.chain_entries(f"batch/{gtin}/{pack.lot}") if pack else []
         return PackView(gtin, serial, finding, pack, batch, history)
+
+
+class PublicReports:
+    """Reports from citizens: the ledger key signs them, and personal details stay off the log."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def file(self, *, gtin: str, category: str, serial: str | None = None, lot: str | None = None,
+             expiry: dt.date | None = None, region: str | None = None, details: str | None = None) -> Receipt:
+        details_hash = None
+        if details:
+            salt = secrets.token_bytes(16)
+            details_hash = hashlib.sha256(salt + details.encode()).hexdigest()
+            with self.ledger.store.write() as u:
+                put_personal_data(u, details_hash, salt, details, self.ledger.clock())
+        body: dict[str, Any] = {"v": ev.SCHEMA_VERSION, "type": "report", "id": "public:" + secrets.token_hex(16),
+                                "actor": ev.LEDGER_ACTOR, "time": ev.format_time(self.ledger.clock()),
+                                "gtin": gtin, "category": category}
+        optional = {"serial": serial, "lot": lot, "expiry": expiry.isoformat() if expiry else None,
+                    "region": region, "details_hash": details_hash}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        try:
+            return self.ledger.submit(SignedEvent.create(body, self.ledger.config.ledger_key))
+        except E.LedgerError:
+            if details_hash:
+                with self.ledger.store.write() as u:
+                    erase_personal_data(u, details_hash)
+            raise
+
+    def erase(self, details_hash: str) -> bool:
+        """Erase the personal details behind a report (the right to erasure); the log is untouched."""
+        with self.ledger.store.write() as u:
+            return erase_personal_data(u, details_hash)

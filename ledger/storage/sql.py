@@ -334,3 +334,13 @@ def _translated(db: Database) -> Iterator[None]:
         if isinstance(exc.orig, Exception) and "locked" in str(exc.orig):
             raise StorageUnavailable(f"the ledger database is busy: {exc.orig}") from exc
         raise StorageUnavailable(f"the ledger database {redact(db.url)} is unavailable: {exc.orig}") from exc
+
+
+def put_personal_data(unit: SqlUnit, data_hash: str, salt: bytes, content: str, created: dt.datetime) -> None:
+    unit.conn.execute(sa.insert(t.personal_data).values(data_hash=data_hash, salt=salt, content=content,
+                                                        created_at=created))
+
+
+def erase_personal_data(unit: SqlUnit, data_hash: str) -> bool:
+    return bool(unit.conn.execute(sa.delete(t.personal_data).where(t.personal_data.c.data_hash == data_hash))
+                .rowcount)

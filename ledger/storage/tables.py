@@ -186,3 +186,13 @@ alerts = sa.Table(
 )
 
 PROJECTION_TABLES = (chain_heads, actors, actor_keys, batches, packs, holdings, shipments, alerts)
+
+# Personal data given with a public report (contact details, free text). Never in the log: the log holds
+# only SHA-256(salt || data). Deleting the row erases the data and leaves every chain intact.
+personal_data = sa.Table(
+    "personal_data", metadata,
+    sa.Column("data_hash", sa.String(64), primary_key=True),
+    sa.Column("salt", sa.LargeBinary(16), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,187 @@
+"""The read side: views of actors, batches, histories and packs, and who may see them.
+
+Visibility rules (DESIGN.md, "Trust and access"): the public sees a pack's verdict and minimal provenance
+(no volumes); an actor sees the histories it takes part in; regulators and inspectors see everything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ledger import errors as E
+from ledger.entry import Entry
+from ledger.identifiers import Role, batch_chain
+from ledger.merkle import NodeID, inclusion_plan
+from ledger.service import Ledger
+from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Shipment
+from ledger.storage.sql import SqlUnit, StoredCheckpoint, StoredEntry
+from ledger.verdict import Finding, judge
+
+OVERSIGHT = frozenset({Role.REGULATOR, Role.INSPECTOR})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is reading: an authenticated actor, or None for the public."""
+
+    actor: Actor
+
+    @property
+    def oversees(self) -> bool:
+        return self.actor.role in OVERSIGHT
+
+
+@dataclass(frozen=True)
+class ProvedEntry:
+    entry: StoredEntry
+    proof: list[bytes]
+
+
+@dataclass(frozen=True)
+class BatchView:
+    batch: Batch
+    holdings: dict[str, int]
+    pack_counts: dict[str, int]
+    shipments: list[Shipment]
+
+
+@dataclass(frozen=True)
+class History:
+    checkpoint: StoredCheckpoint
+    entries: list[ProvedEntry]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One public provenance step: who did what, where and when. No quantities."""
+
+    index: int
+    type: str
+    actor: str
+    actor_name: str
+    role: str
+    region: str
+    time: dt.datetime
+
+
+@dataclass(frozen=True)
+class PackReport:
+    gtin: str
+    serial: str
+    finding: Finding
+    batch: Batch | None
+    steps: list[Step]
+
+
+class Reader:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    # ---- actors ----------------------------------------------------------------------------------------------
+
+    def actors(self) -> list[tuple[Actor, list[KeyRecord]]]:
+        with self.ledger.store.read() as u:
+            keys: dict[str, list[KeyRecord]] = {}
+            for k in u.all_keys():
+                keys.setdefault(k.actor, []).append(k)
+            return [(a, keys.get(a.id, [])) for a in u.actors()]
+
+    def actor(self, actor_id: str) -> tuple[Actor, list[KeyRecord]]:
+        with self.ledger.store.read() as u:
+            actor = u.actor(actor_id)
+            if actor is None:
+                raise E.NotFound(f"actor {actor_id!r} is not registered", actor=actor_id)
+            return actor, u.keys_of(actor_id)
+
+    # ---- batches ---------------------------------------------------------------------------------------------
+
+    def batch(self, gtin: str, lot: str, who: Principal) -> BatchView:
+        with self.ledger.store.read() as u:
+            batch = self._visible_batch(u, gtin, lot, who)
+            return BatchView(batch, u.holdings_of_batch(gtin, lot), u.pack_counts(gtin, lot),
+                             u.shipments_of_batch(gtin, lot))
+
+    def history(self, gtin: str, lot: str, who: Principal) -> History:
+        """Every entry of the batch's chain, each with an inclusion proof against one checkpoint."""
+        with self.ledger.store.read() as u:
+            self._visible_batch(u, gtin, lot, who)
+            cp = u.checkpoint()
+            assert cp is not None
+            entries = [e for e in u.chain_entries(batch_chain(gtin, lot)) if e.index < cp.tree_size]
+            return History(cp, prove(u, entries, cp.tree_size))
+
+    def batch_entries(self, gtin: str, lot: str, who: Principal) -> list[Entry]:
+        with self.ledger.store.read() as u:
+            self._visible_batch(u, gtin, lot, who)
+            return [Entry.from_leaf(e.leaf) for e in u.chain_entries(batch_chain(gtin, lot))]
+
+    def takes_part(self, u: SqlUnit, batch: Batch, actor_id: str) -> bool:
+        if batch.manufacturer == actor_id or u.holding(actor_id, batch.gtin, batch.lot) != 0:
+            return True
+        return any(actor_id in (s.sender, s.recipient) for s in u.shipments_of_batch(batch.gtin, batch.lot))
+
+    def _visible_batch(self, u: SqlUnit, gtin: str, lot: str, who: Principal | None) -> Batch:
+        batch = u.batch(gtin, lot)
+        if batch is None:
+            raise E.UnknownBatch(f"batch GTIN {gtin} lot {lot} is not registered", gtin=gtin, lot=lot)
+        if who is None or not (who.oversees or self.takes_part(u, batch, who.actor.id)):
+            raise E.RoleNotAllowed("only regulators, inspectors and the actors that handled this batch may "
+                                   "read its history")
+        return batch
+
+    # ---- packs -----------------------------------------------------------------------------------------------
+
+    def pack(self, gtin: str, serial: str, *, lot: str | None = None, expiry: dt.date | None = None,
+             who: Principal | None = None) -> PackReport:
+        """The verdict at a scan. A dispensing actor's scan also checks custody (NOT_IN_CUSTODY)."""
+        scanner = who.actor.id if who and who.actor.role in (Role.PHARMACY, Role.HOSPITAL) else None
+        with self.ledger.store.read() as u:
+            pack = u.pack(gtin, serial)
+            batch = u.batch(gtin, pack.lot) if pack else None
+            pooled = bool(scanner and pack and pack.holder is None and u.holding(scanner, gtin, pack.lot) > 0)
+            finding = judge(pack, batch, gtin=gtin, serial=serial, lot=lot, expiry=expiry, now=self.ledger.clock(),
+                            scanner=scanner, scanner_holds_pooled=pooled)
+            steps = self._steps(u, batch, serial) if batch else []
+        return PackReport(gtin, serial, finding, batch, steps)
+
+    def _steps(self, u: SqlUnit, batch: Batch, serial: str) -> list[Step]:
+        names = {a.id: a for a in u.actors()}
+        steps = []
+        for stored in u.chain_entries(batch_chain(batch.gtin, batch.lot)):
+            body = Entry.from_leaf(stored.leaf).signed.body
+            kind = str(body.get("type"))
+            serials = body.get("serials")
+            if kind in ("dispense", "undo_dispense") and body.get("serial") != serial:
+                continue
+            if isinstance(serials, list) and kind != "commission" and serial not in serials:
+                continue
+            if kind in ("alert", "report", "receive", "refuse") or kind.startswith("key"):
+                continue
+            actor = names.get(stored.actor)
+            steps.append(Step(stored.index, kind, stored.actor, actor.name if actor else stored.actor,
+                              actor.role.value if actor else "", actor.region if actor else "", stored.received_at))
+        return steps
+
+    # ---- oversight -------------------------------------------------------------------------------------------
+
+    def alerts(self, who: Principal, status: str | None = None, limit: int = 500) -> list[AlertRecord]:
+        if not who.oversees:
+            raise E.RoleNotAllowed("only regulators and inspectors may read alerts")
+        with self.ledger.store.read() as u:
+            return u.alerts(status, limit)
+
+    def entries(self, start: int, end: int, who: Principal) -> list[StoredEntry]:
+        if not who.oversees:
+            raise E.RoleNotAllowed("only regulators and inspectors may read the raw log; actors read the "
+                                   "histories of the batches they handled")
+        return self.ledger.entries(start, end)
+
+
+def prove(u: SqlUnit, entries: Sequence[StoredEntry], tree_size: int) -> list[ProvedEntry]:
+    """Inclusion proofs for many entries with one fetch of all the nodes they need."""
+    plans = [inclusion_plan(e.index, tree_size) for e in entries]
+    needed: list[NodeID] = [n for p in plans for n in p.ids]
+    nodes = u.nodes(needed)
+    return [ProvedEntry(e, p.proof(nodes)) for e, p in zip(entries, plans, strict=True)]
