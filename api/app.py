@@ -1,0 +1,86 @@
+"""The FastAPI application: ``create_app(settings)``; ``app`` is built from the environment for uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+
+from api import problems
+from api.deps import AppState, RateLimiter
+from api.routes import actors, batches, digital_link, events, health, log, packs, reports
+from api.settings import Settings
+from ledger.home import open_ledger
+from ledger.queries import Reader
+from ledger.sequencer import GroupCommitter
+from ledger.service import PublicReports
+
+DESCRIPTION = """\
+athar is a tamper-evident traceability ledger for medicines. Every batch is recorded from manufacturer to
+pharmacy as an append-only, hash-chained log of events that each party signs with Ed25519 (RFC 8785
+canonical JSON), logged in an RFC 9162 Merkle tree with C2SP signed checkpoints.
+
+* **Writes**: `POST /v1/events` with a signed event; the signature is the authentication.
+* **Reads**: public for pack verdicts, proofs and checkpoints; signed requests (`Athar-*` headers) for batch
+  histories, raw entries and alerts. See `docs/protocol.md`.
+* **Errors**: RFC 9457 `application/problem+json`, with a stable `code`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ledger, db = open_ledger(settings.data_dir, settings.database_url, pool_size=settings.pool_size)
+        committer = GroupCommitter(ledger)
+        app.state.athar = AppState(settings, ledger, db, committer, Reader(ledger), PublicReports(ledger),
+                                   RateLimiter(settings.public_reports_per_minute))
+        try:
+            yield
+        finally:
+            committer.close()
+            db.dispose()
+
+    app = FastAPI(title="athar", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    problems.install(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            return problems.problem(413, "body_too_large", "Request body too large",
+                                    f"the body must be at most {settings.max_body_bytes} bytes", request.url.path)
+        if request.method in ("POST", "PUT", "PATCH") and length is None:
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > settings.max_body_bytes:
+                    return problems.problem(413, "body_too_large", "Request body too large",
+                                            f"the body must be at most {settings.max_body_bytes} bytes",
+                                            request.url.path)
+            request._body = body
+        return await call_next(request)
+
+    for module in (events, log, actors, batches, packs, digital_link, reports, health):
+        app.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = problems.PROBLEM_SCHEMA
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory api.app:app_from_env`` (what ``athar serve`` runs)."""
+    return create_app(Settings.from_env())

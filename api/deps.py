@@ -1,0 +1,91 @@
+"""Dependencies: the ledger objects held by the app, and the optional or required reader identity."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from api.settings import Settings
+from ledger import errors as E
+from ledger.queries import Principal, Reader
+from ledger.read_auth import HEADER_ACTOR, HEADER_KEY, HEADER_SIGNATURE, HEADER_TIME, authenticate_read
+from ledger.sequencer import GroupCommitter
+from ledger.service import Ledger, PublicReports
+from ledger.storage.database import Database
+
+
+@dataclass
+class RateLimiter:
+    """A sliding one-minute window per client address (for anonymous reports)."""
+
+    per_minute: int
+    _hits: dict[str, deque[float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits.setdefault(key, deque())
+            while hits and now - hits[0] > 60:
+                hits.popleft()
+            if len(hits) >= self.per_minute:
+                return False
+            hits.append(now)
+            return True
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    ledger: Ledger
+    db: Database
+    committer: GroupCommitter
+    reader: Reader
+    reports: PublicReports
+    limiter: RateLimiter
+
+
+def state(request: Request) -> AppState:
+    app_state: AppState = request.app.state.athar
+    return app_state
+
+
+State = Annotated[AppState, Depends(state)]
+
+
+def _principal(request: Request, st: AppState) -> Principal | None:
+    headers = request.headers
+    names = (HEADER_ACTOR, HEADER_KEY, HEADER_TIME, HEADER_SIGNATURE)
+    present = [h for h in names if h in headers]
+    if not present:
+        return None
+    if len(present) != len(names):
+        missing = ", ".join(h for h in names if h not in headers)
+        raise E.SignatureInvalid(f"incomplete signed request: missing {missing}")
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return authenticate_read(st.ledger, actor=headers[HEADER_ACTOR], key_id=headers[HEADER_KEY],
+                             timestamp=headers[HEADER_TIME], signature=headers[HEADER_SIGNATURE],
+                             method=request.method, path=path,
+                             max_skew=dt.timedelta(seconds=st.settings.read_auth_skew_seconds))
+
+
+def optional_reader(request: Request, st: State) -> Principal | None:
+    return _principal(request, st)
+
+
+def required_reader(request: Request, st: State) -> Principal:
+    who = _principal(request, st)
+    if who is None:
+        raise HTTPException(401, "this resource needs a signed request (Athar-Actor, Athar-Key-Id, "
+                                 "Athar-Timestamp, Athar-Signature headers; see docs/protocol.md)")
+    return who
+
+
+MaybeWho = Annotated[Principal | None, Depends(optional_reader)]
+Who = Annotated[Principal, Depends(required_reader)]

@@ -1,0 +1,107 @@
+"""RFC 9457 problem details for every error: ledger errors by class (most specific wins), and the
+framework's own errors (validation, unknown route, wrong method, oversized body)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger import errors as E
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "/problems/"
+
+#: HTTP status per error class; the most specific class in an error's MRO wins.
+STATUS: dict[type[E.LedgerError], int] = {
+    E.LedgerError: 400,
+    E.InvalidEvent: 422,
+    E.AuthError: 403,
+    E.UnknownKey: 401,
+    E.SignatureInvalid: 401,
+    E.SignerMismatch: 401,
+    E.UnknownActor: 422,
+    E.ConflictError: 409,
+    E.CustodyError: 409,
+    E.NotFound: 404,
+    E.IntegrityError: 500,
+    E.StorageUnavailable: 503,
+}
+
+
+def status_for(cls: type[E.LedgerError]) -> int:
+    for klass in cls.__mro__:
+        if klass in STATUS:
+            return STATUS[klass]  # type: ignore[index]
+    return 400
+
+
+def problem(status: int, code: str, title: str, detail: str, instance: str | None = None,
+            **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail,
+                            "code": code}
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {"Retry-After": "2"} if status == 503 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def ledger_problem(err: E.LedgerError, instance: str | None = None) -> JSONResponse:
+    details = {k: v for k, v in err.details.items() if isinstance(v, str | int | float | bool) or v is None}
+    return problem(status_for(type(err)), err.code, err.title, err.message, instance,
+                   **({"details": details} if details else {}))
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(E.LedgerError)
+    async def _ledger(request: Request, err: E.LedgerError) -> JSONResponse:
+        return ledger_problem(err, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in err.errors()]
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
+        return problem(422, "invalid_request", "The request is not valid", detail, request.url.path, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
+                429: "rate_limited", 400: "bad_request", 401: "unauthenticated"}.get(err.status_code, "http_error")
+        response = problem(err.status_code, code, str(err.detail) if err.status_code != 404 else "Not found",
+                           str(err.detail), request.url.path)
+        for k, v in (err.headers or {}).items():
+            response.headers[k] = v
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+        return problem(500, "internal_error", "Internal error", "the server failed; nothing was written",
+                       request.url.path)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "properties": {
+        "type": {"type": "string", "example": "/problems/over_shipment"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "code": {"type": "string", "description": "stable machine-readable error code"},
+        "details": {"type": "object"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["type", "title", "status", "detail", "code"],
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the problem responses a route can give."""
+    return {s: {"description": "problem details (RFC 9457)",
+                "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+            for s in statuses}

@@ -1,0 +1,47 @@
+"""Batch state, signed history with proofs, and the EPCIS 2.0 export. Actors that handled the batch,
+regulators and inspectors only."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from api.deps import State, Who
+from api.problems import responses
+from api.schemas import BatchOut, HistoryOut
+from ledger import identifiers as ids
+from ledger.epcis import to_epcis_document
+from ledger.queries import Principal, Reader
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+
+@router.get("/{gtin}/{lot}", response_model=BatchOut, summary="Batch state and holdings",
+            responses=responses(401, 403, 404, 422))
+async def get_batch(gtin: str, lot: str, st: State, who: Who) -> BatchOut:
+    view = await run_in_threadpool(st.reader.batch, ids.gtin14(gtin), ids.lot(lot), who)
+    return BatchOut.of(view)
+
+
+@router.get("/{gtin}/{lot}/history", response_model=HistoryOut,
+            summary="The batch's hash chain: signed entries with inclusion proofs against one checkpoint",
+            responses=responses(401, 403, 404, 422))
+async def history(gtin: str, lot: str, st: State, who: Who) -> HistoryOut:
+    return HistoryOut.of(await run_in_threadpool(st.reader.history, ids.gtin14(gtin), ids.lot(lot), who))
+
+
+def _epcis(reader: Reader, gtin: str, lot: str, who: Principal) -> dict[str, Any]:
+    entries = reader.batch_entries(gtin, lot, who)
+    actors = {a.id: a for a, _ in reader.actors()}
+    return to_epcis_document(entries, actors, created=dt.datetime.now(dt.UTC), sender=None)
+
+
+@router.get("/{gtin}/{lot}/epcis", summary="The batch's history as an EPCIS 2.0 JSON-LD document",
+            responses={200: {"content": {"application/ld+json": {}}}, **responses(401, 403, 404, 422)})
+async def epcis(gtin: str, lot: str, st: State, who: Who) -> JSONResponse:
+    doc = await run_in_threadpool(_epcis, st.reader, ids.gtin14(gtin), ids.lot(lot), who)
+    return JSONResponse(doc, media_type="application/ld+json")

@@ -1,0 +1,78 @@
+"""POST /v1/events: submit a signed event. Authenticated by the event signature alone."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from api.deps import State
+from api.problems import responses
+from api.schemas import ReceiptOut
+from ledger import errors as E
+from ledger.entry import SignedEvent
+
+router = APIRouter(tags=["events"])
+MAX_DEPTH = 32
+
+SUBMISSION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "key_id", "signature"],
+    "additionalProperties": False,
+    "properties": {
+        "event": {"type": "object", "description": "the event body exactly as signed (see docs/protocol.md)"},
+        "key_id": {"type": "string", "example": "ed25519:84c613d7c43394245f1519983420cfc6"},
+        "signature": {"type": "string", "description": "base64 Ed25519 signature over "
+                      "'athar/v1/event' || 0x00 || RFC 8785 canonical JSON of event"},
+    },
+    "example": {"event": {"v": 1, "type": "dispense", "id": "f3b1c2d4e5", "actor": "ph-rabat",
+                          "time": "2026-11-22T10:15:00Z", "gtin": "06111234567895", "serial": "L001S00001"},
+                "key_id": "ed25519:84c613d7c43394245f1519983420cfc6", "signature": "base64..."},
+}
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON: UTF-8, no duplicate keys (they would make the signed bytes ambiguous), bounded depth."""
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise E.InvalidEvent("the JSON object has a duplicate key")
+        return dict(pairs)
+
+    def reject_constant(name: str) -> Any:
+        raise E.InvalidEvent(f"{name} is not valid JSON")
+
+    depth = 0
+    for byte in raw:
+        if byte in b"[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise E.InvalidEvent(f"the JSON is nested more than {MAX_DEPTH} levels deep")
+        elif byte in b"]}":
+            depth -= 1
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=reject_constant)
+    except UnicodeDecodeError as exc:
+        raise E.InvalidEvent("the body is not UTF-8") from exc
+    except json.JSONDecodeError as exc:
+        raise E.InvalidEvent(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+
+
+@router.post(
+    "/v1/events", status_code=201, response_model=ReceiptOut,
+    summary="Submit a signed event",
+    description="Records a signed event and returns its receipt. The same signed event submitted again returns "
+                "the original receipt (200, replayed=true). A refused event gets a problem naming the rule.",
+    openapi_extra={"requestBody": {"required": True,
+                                   "content": {"application/json": {"schema": SUBMISSION_SCHEMA}}}},
+    responses={200: {"description": "replay: the original receipt", "model": ReceiptOut},
+               **responses(401, 403, 404, 409, 413, 422, 503)},
+)
+async def submit_event(request: Request, st: State) -> JSONResponse:
+    signed = SignedEvent.from_json(parse_json(await request.body()))
+    receipt = await run_in_threadpool(st.committer.submit, signed)
+    return JSONResponse(ReceiptOut.of(receipt).model_dump(), status_code=200 if receipt.replayed else 201)

@@ -1,0 +1,72 @@
+"""The transparency-log endpoints: checkpoint, verifier key, entries and RFC 9162 proofs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+
+from api.deps import State, Who
+from api.problems import responses
+from api.schemas import EntriesOut, EntryOut, ProofOut
+from ledger import errors as E
+from ledger.entry import Entry
+
+router = APIRouter(prefix="/v1/log", tags=["log"])
+Size = Annotated[int, Query(ge=0, le=2**62)]
+
+
+@router.get("/checkpoint", response_class=PlainTextResponse, summary="The latest signed checkpoint",
+            description="A C2SP tlog-checkpoint in a C2SP signed note, signed by the ledger key.",
+            responses={200: {"content": {"text/plain": {"example": "athar.local/ledger\n43\nw5Nd...=\n\n"
+                                                                   "— athar.local/ledger AbCd...\n"}}},
+                       **responses(404, 503)})
+async def checkpoint(st: State) -> PlainTextResponse:
+    cp = await run_in_threadpool(st.ledger.checkpoint)
+    if cp is None:
+        raise E.NotFound("the log is empty: no checkpoint yet")
+    return PlainTextResponse(cp.note, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/public-key", response_class=PlainTextResponse, summary="The ledger's verifier key",
+            description="The checkpoint verifier key in signed-note verifier-key form: name+keyhash+base64(0x01||key).")
+async def public_key(st: State) -> PlainTextResponse:
+    return PlainTextResponse(st.ledger.config.verifier_key + "\n")
+
+
+@router.get("/entries", response_model=EntriesOut, summary="Log entries [start, end)",
+            description="At most 1000 entries per call. Regulators and inspectors only (entries hold volumes).",
+            responses=responses(401, 403, 422, 503))
+async def entries(st: State, who: Who, start: Size, end: Size) -> EntriesOut:
+    rows = await run_in_threadpool(st.reader.entries, start, end, who)
+    return EntriesOut(start=start, entries=[EntryOut.of(e) for e in rows])
+
+
+@router.get("/proof/inclusion", response_model=ProofOut, summary="RFC 9162 inclusion proof",
+            responses=responses(404, 422, 503))
+async def inclusion(st: State, index: Size, tree_size: Size) -> ProofOut:
+    if not index < tree_size:
+        raise E.InvalidEvent(f"index {index} must be smaller than tree_size {tree_size}")
+    cp = await run_in_threadpool(st.ledger.checkpoint, tree_size)
+    if cp is None:
+        raise E.NotFound(f"no checkpoint for tree size {tree_size}")
+    hashes = await run_in_threadpool(st.ledger.inclusion_proof, index, tree_size)
+    entry = await run_in_threadpool(st.ledger.entries, index, index + 1)
+    return ProofOut(tree_size=tree_size, root_hash=cp.root_hash.hex(), hashes=[h.hex() for h in hashes],
+                    leaf_index=index, leaf_hash=Entry.from_leaf(entry[0].leaf).hash.hex() if entry else None)
+
+
+@router.get("/proof/consistency", response_model=ProofOut, summary="RFC 9162 consistency proof",
+            responses=responses(404, 422, 503))
+async def consistency(st: State, first: Size, second: Size) -> ProofOut:
+    if not 0 < first <= second:
+        raise E.InvalidEvent(f"need 0 < first <= second, got first={first} second={second}")
+    cp1 = await run_in_threadpool(st.ledger.checkpoint, first)
+    cp2 = await run_in_threadpool(st.ledger.checkpoint, second)
+    if cp1 is None or cp2 is None:
+        raise E.NotFound(f"no checkpoint for tree size {first if cp1 is None else second}")
+    hashes = await run_in_threadpool(st.ledger.consistency_proof, first, second)
+    return ProofOut(tree_size=second, root_hash=cp2.root_hash.hex(), hashes=[h.hex() for h in hashes],
+                    first=first, first_root_hash=cp1.root_hash.hex())

@@ -1,0 +1,43 @@
+"""Suspect-pack reports from the public, and the alerts the regulator reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import MaybeWho, State, Who
+from api.problems import responses
+from api.schemas import AlertOut, PublicReportIn, ReceiptOut
+from ledger import identifiers as ids
+
+router = APIRouter(tags=["reports and alerts"])
+
+
+@router.post("/v1/reports", status_code=201, response_model=ReceiptOut, summary="Report a suspect pack",
+             description="Open to citizens (rate limited per address) and actors. The report becomes an alert "
+                         "for the regulator. Personal details in 'details' never enter the log: the log keeps a "
+                         "salted hash and the text can be erased. Actors may instead submit a signed 'report' "
+                         "event to /v1/events.",
+             responses=responses(401, 422, 429, 503))
+async def report(body: PublicReportIn, request: Request, st: State, who: MaybeWho) -> ReceiptOut:
+    client = request.client.host if request.client else "unknown"
+    if who is None and not st.limiter.allow(client):
+        raise HTTPException(429, "too many reports from this address; try again in a minute",
+                            headers={"Retry-After": "60"})
+    region = body.region or (who.actor.region if who else None)
+    receipt = await run_in_threadpool(
+        lambda: st.reports.file(gtin=ids.gtin14(body.gtin), category=body.category,
+                                serial=ids.serial(body.serial) if body.serial else None,
+                                lot=ids.lot(body.lot) if body.lot else None, expiry=body.expiry, region=region,
+                                details=body.details))
+    return ReceiptOut.of(receipt)
+
+
+@router.get("/v1/alerts", response_model=list[AlertOut], summary="Alerts (regulators and inspectors)",
+            responses=responses(401, 403))
+async def alerts(st: State, who: Who,
+                 status: Annotated[str | None, Query(pattern="^(open|investigating|closed)$")] = None,
+                 limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[AlertOut]:
+    return [AlertOut.of(a) for a in await run_in_threadpool(st.reader.alerts, who, status, limit)]
