@@ -1,0 +1,112 @@
+"""athar init, athar serve, athar demo."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ledger.audit import verify_store
+from ledger.home import ENV_DATABASE_URL, ENV_HOME, init_home, open_ledger
+from ledger.service import DEFAULT_ORIGIN
+from scanner_cli import render
+
+if TYPE_CHECKING:
+    from fixtures.demo import DemoSummary
+from scanner_cli.options import DataDir, DbUrl, Json, home_path
+
+Host = Annotated[str, typer.Option(help="address to listen on")]
+Port = Annotated[int, typer.Option(help="port to listen on")]
+
+
+def init(data_dir: DataDir = None, db: DbUrl = None,
+         origin: Annotated[str, typer.Option(help="checkpoint origin, e.g. sante.gov.ma/athar")] = DEFAULT_ORIGIN,
+         json_out: Json = False) -> None:
+    """Create a data directory (ledger key, regulator root key) and migrate the database. Idempotent."""
+    path = home_path(data_dir)
+    home, created = init_home(path, origin=origin, database_url=db)
+    info = {"data_dir": str(path), "created": created, "database": home.database_url(db).split("@")[-1],
+            "ledger_key": home.ledger_key().key_id, "root_key": home.trust().root.key_id}
+    if json_out:
+        render.emit_json(info)
+        return
+    render.console.print(f"[green]{'created' if created else 'already initialised'}[/] {path}")
+    render.console.print(f"  ledger key  {info['ledger_key']}\n  root key    {info['root_key']}\n"
+                         f"  database    {info['database']} (migrated)")
+
+
+def serve(data_dir: DataDir = None, db: DbUrl = None, host: Host = "127.0.0.1", port: Port = 8000,
+          workers: Annotated[int, typer.Option(help="worker processes")] = 1) -> None:
+    """Run the API server (uvicorn)."""
+    _serve(home_path(data_dir), db, host, port, workers)
+
+
+def _serve(path: Path, db: str | None, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    os.environ[ENV_HOME] = str(path)
+    if db:
+        os.environ[ENV_DATABASE_URL] = db
+    os.environ.setdefault("ATHAR_PUBLIC_URL", f"http://{host}:{port}")
+    open_ledger(path, db)[1].dispose()  # fail fast, with a readable message, before forking workers
+    render.console.print(f"athar API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs)")
+    uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", proxy_headers=True)
+
+
+def demo(data_dir: DataDir = None, db: DbUrl = None,
+         serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the API afterwards")] = False,
+         host: Host = "127.0.0.1", port: Port = 8000, json_out: Json = False) -> None:
+    """Build a realistic demo ledger (idempotent), verify it, and optionally serve it."""
+    from fixtures.demo import build_demo
+
+    path = home_path(data_dir)
+    home, _ = init_home(path, database_url=db)
+    ledger, database = open_ledger(path, db)
+    started = time.perf_counter()
+    try:
+        with render.console.status("building the demo ledger...") as status:
+            summary = build_demo(ledger, home, progress=lambda msg: status.update(msg))
+        report = verify_store(ledger.store, ledger.config.trust, ledger.config.origin)
+    finally:
+        database.dispose()
+    elapsed = time.perf_counter() - started
+    if json_out:
+        render.emit_json({"summary": dataclasses.asdict(summary), "verified": report.ok,
+                          "seconds": round(elapsed, 2)})
+    else:
+        _print_summary(summary, f"http://{host}:{port}")
+        state = "[green]intact[/]" if report.ok else f"[red]FAILED[/] {report.failure}"
+        render.console.print(f"audit verify: {report.entries} entries, {report.checkpoints} checkpoints: {state} "
+                             f"({elapsed:.1f} s)")
+    if serve_after:
+        _serve(path, db, host, port, 1)
+
+
+def _print_summary(summary: DemoSummary, base: str) -> None:
+    from rich.table import Table
+
+    c = render.console
+    c.print(f"[bold]demo ledger[/] {'built' if summary.created else 'already present (nothing added)'}: "
+            f"{summary.tree_size} log entries")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for label, value in [("actors", summary.actors), ("products", summary.products), ("batches", summary.batches),
+                         ("serialized packs", summary.packs), ("shipments", summary.shipments),
+                         ("returns", summary.returns), ("dispensed", summary.dispensed),
+                         ("destroyed", summary.destroyed), ("recalled batches", summary.recalled_batches),
+                         ("quarantined batches", summary.quarantined_batches), ("reports", summary.reports),
+                         ("alerts", summary.alerts)]:
+        table.add_row(label, str(value))
+    c.print(table)
+    for refused in summary.refused:
+        c.print(f"  [yellow]refused[/] {refused.code} by {refused.actor}: {refused.message} "
+                f"(alert at entry {refused.alert_index})", highlight=False)
+    if summary.samples:
+        c.print("\n[bold]try these packs[/] (expected verdict):")
+        for s in summary.samples:
+            link = f"{base}/01/{s.gtin}/10/{s.lot}/21/{s.serial}?17={s.expiry.strftime('%y%m%d')}"
+            c.print(f"  {s.expected:<18} athar scan --text '{s.element_string}'   {link}", highlight=False)
