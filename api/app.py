@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (events, log, actors, batches, packs, digital_link, reports, health):
         app.include_router(module.router)
+    app.include_router(batches.bundles)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

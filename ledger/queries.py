@@ -9,14 +9,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ledger import errors as E
+from ledger.bundle import build_bundle
 from ledger.entry import Entry
 from ledger.identifiers import Role, batch_chain
-from ledger.merkle import NodeID, inclusion_plan
 from ledger.service import Ledger
 from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Shipment
-from ledger.storage.sql import SqlUnit, StoredCheckpoint, StoredEntry
+from ledger.storage.sql import SqlUnit, StoredCheckpoint, StoredEntry, prove_entries
 from ledger.verdict import Finding, judge
 
 OVERSIGHT = frozenset({Role.REGULATOR, Role.INSPECTOR})
@@ -164,6 +165,30 @@ class Reader:
                               actor.role.value if actor else "", actor.region if actor else "", stored.received_at))
         return steps
 
+    # ---- offline bundles ---------------------------------------------------------------------------------------
+
+    def bundle(self, who: Principal, *, batches: Sequence[tuple[str, str]] = (), region: str | None = None,
+               actor: str | None = None) -> dict[str, Any]:
+        """A signed offline bundle for chosen batches, every batch held in a region, or everything an actor
+        handled. Regions and other actors' stock are for regulators and inspectors."""
+        if (region is not None or (actor is not None and actor != who.actor.id)) and not who.oversees:
+            raise E.RoleNotAllowed("only regulators and inspectors may bundle a region or another actor's stock")
+        with self.ledger.store.read() as u:
+            wanted: set[tuple[str, str]] = set()
+            for gtin, lot in batches:
+                self._visible_batch(u, gtin, lot, who)
+                wanted.add((gtin, lot))
+            if actor is not None:
+                wanted |= u.batches_of_actor(actor)
+            if region is not None:
+                for a in u.actors():
+                    if a.region == region:
+                        wanted |= u.batches_of_actor(a.id)
+            if not wanted:
+                raise E.NotFound("no batch matches: name batches, a region or an actor")
+            return build_bundle(u, self.ledger.config.ledger_key, [batch_chain(g, lot) for g, lot in wanted],
+                                created=self.ledger.clock())
+
     # ---- oversight -------------------------------------------------------------------------------------------
 
     def alerts(self, who: Principal, status: str | None = None, limit: int = 500) -> list[AlertRecord]:
@@ -180,8 +205,4 @@ class Reader:
 
 
 def prove(u: SqlUnit, entries: Sequence[StoredEntry], tree_size: int) -> list[ProvedEntry]:
-    """Inclusion proofs for many entries with one fetch of all the nodes they need."""
-    plans = [inclusion_plan(e.index, tree_size) for e in entries]
-    needed: list[NodeID] = [n for p in plans for n in p.ids]
-    nodes = u.nodes(needed)
-    return [ProvedEntry(e, p.proof(nodes)) for e, p in zip(entries, plans, strict=True)]
+    return [ProvedEntry(e, proof) for e, proof in prove_entries(u, entries, tree_size)]

@@ -124,6 +124,11 @@ class AtharClient:
         result: dict[str, Any] = self._request("GET", f"/v1/batches/{gtin}/{_seg(lot)}/epcis", signed=True).json()
         return result
 
+    def bundle(self, *, batches: list[str], region: str | None = None, actor: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "/v1/bundles", json={"batches": batches, "region": region,
+                                                                            "actor": actor}, signed=True).json()
+        return result
+
     def alerts(self, status: str | None = None) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/alerts", params={"status": status}, signed=True).json())
 

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from api.deps import State, Who
 from api.problems import responses
@@ -45,3 +46,27 @@ def _epcis(reader: Reader, gtin: str, lot: str, who: Principal) -> dict[str, Any
 async def epcis(gtin: str, lot: str, st: State, who: Who) -> JSONResponse:
     doc = await run_in_threadpool(_epcis, st.reader, ids.gtin14(gtin), ids.lot(lot), who)
     return JSONResponse(doc, media_type="application/ld+json")
+
+
+bundles = APIRouter(prefix="/v1/bundles", tags=["offline bundles"])
+
+
+class BundleRequest(BaseModel):
+    batches: list[str] = Field(default_factory=list, max_length=1000,
+                               description="batches as '<gtin>/<lot>'", examples=[["06111234567895/L2026A"]])
+    region: str | None = Field(default=None, max_length=100)
+    actor: str | None = Field(default=None, max_length=64)
+
+
+@bundles.post("", summary="An offline verification bundle",
+              description="Signed checkpoint, manifest of chain heads signed by the ledger key, the actor registry "
+                          "and every entry of the chosen batches with inclusion proofs. `athar scan --offline` "
+                          "verifies it with no network.",
+              responses={200: {"content": {"application/json": {}}}, **responses(401, 403, 404, 422)})
+async def bundle(body: BundleRequest, st: State, who: Who) -> JSONResponse:
+    pairs = []
+    for item in body.batches:
+        gtin, _, lot = item.partition("/")
+        pairs.append((ids.gtin14(gtin), ids.lot(lot)))
+    doc = await run_in_threadpool(lambda: st.reader.bundle(who, batches=pairs, region=body.region, actor=body.actor))
+    return JSONResponse(doc)

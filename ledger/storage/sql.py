@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ledger.entry import Entry
 from ledger.errors import StorageUnavailable
-from ledger.merkle import NodeID
+from ledger.merkle import NodeID, inclusion_plan
 from ledger.state import (
     Actor,
     AddPacks,
@@ -139,6 +139,16 @@ class SqlUnit:
              .where(t.holdings.c.gtin == gtin, t.holdings.c.lot == lot, t.holdings.c.quantity != 0)
              .order_by(t.holdings.c.actor))
         return {a: int(q_) for a, q_ in self.conn.execute(q)}
+
+    def batches_of_actor(self, actor: str) -> set[tuple[str, str]]:
+        """Every batch the actor made, held, shipped or received."""
+        found: set[tuple[str, str]] = set()
+        for q in (sa.select(t.batches.c.gtin, t.batches.c.lot).where(t.batches.c.manufacturer == actor),
+                  sa.select(t.holdings.c.gtin, t.holdings.c.lot).where(t.holdings.c.actor == actor),
+                  sa.select(t.shipments.c.gtin, t.shipments.c.lot).where(
+                      sa.or_(t.shipments.c.sender == actor, t.shipments.c.recipient == actor))):
+            found.update((g, lot) for g, lot in self.conn.execute(q))
+        return found
 
     def shipment(self, shipment_id: str) -> Shipment | None:
         row = self.conn.execute(sa.select(t.shipments).where(t.shipments.c.id == shipment_id)).first()
@@ -344,3 +354,11 @@ def put_personal_data(unit: SqlUnit, data_hash: str, salt: bytes, content: str, 
 def erase_personal_data(unit: SqlUnit, data_hash: str) -> bool:
     return bool(unit.conn.execute(sa.delete(t.personal_data).where(t.personal_data.c.data_hash == data_hash))
                 .rowcount)
+
+
+def prove_entries(unit: SqlUnit, entries: Sequence[StoredEntry],
+                  tree_size: int) -> list[tuple[StoredEntry, list[bytes]]]:
+    """Inclusion proofs for many entries with one fetch of all the nodes they need."""
+    plans = [inclusion_plan(e.index, tree_size) for e in entries]
+    nodes = unit.nodes(n for p in plans for n in p.ids)
+    return [(e, p.proof(nodes)) for e, p in zip(entries, plans, strict=True)]
