@@ -107,9 +107,11 @@ def test_batch_lifecycle_over_http_with_independent_proof_checks(live: Live) -> 
 
     vkey = live.http.get("/v1/log/public-key").text
     origin, size, root = check_note_signature(receipt["checkpoint"], vkey)
+    assert origin == "athar.local/ledger"
     assert size == receipt["tree_size"] and root.hex() == receipt["root_hash"]
     leaf = bytes.fromhex(receipt["entry_hash"])
-    got = verify_inclusion_independently(leaf, receipt["index"], size, [bytes.fromhex(h) for h in receipt["inclusion_proof"]])
+    path = [bytes.fromhex(h) for h in receipt["inclusion_proof"]]
+    got = verify_inclusion_independently(leaf, receipt["index"], size, path)
     assert got == root
 
     # the served inclusion proof for an earlier entry against the latest checkpoint
