@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api.deps import State
-from api.problems import problem, status_for
+from api.problems import problem, responses, status_for
 from api.schemas import HealthOut
 from ledger import errors as E
 
@@ -29,7 +29,7 @@ async def ready(st: State) -> JSONResponse:
     return JSONResponse(HealthOut(status="ready", tree_size=size).model_dump())
 
 
-@router.get("/problems/{code}", summary="What a problem type means", include_in_schema=True)
+@router.get("/problems/{code}", summary="What a problem type means", responses=responses(404))
 async def problem_type(code: str) -> JSONResponse:
     for cls in E.all_error_classes():
         if cls.code == code:
