@@ -104,9 +104,10 @@ def _print_summary(summary: DemoSummary, base: str) -> None:
     c.print(table)
     for refused in summary.refused:
         c.print(f"  [yellow]refused[/] {refused.code} by {refused.actor}: {refused.message} "
-                f"(alert at entry {refused.alert_index})", highlight=False)
+                f"(alert at entry {refused.alert_index})", highlight=False, soft_wrap=True)
     if summary.samples:
         c.print("\n[bold]try these packs[/] (expected verdict):")
         for s in summary.samples:
             link = f"{base}/01/{s.gtin}/10/{s.lot}/21/{s.serial}?17={s.expiry.strftime('%y%m%d')}"
-            c.print(f"  {s.expected:<18} athar scan --text '{s.element_string}'   {link}", highlight=False)
+            c.print(f"  {s.expected:<18} athar scan --text '{s.element_string}'   {link}", highlight=False,
+                    soft_wrap=True)

@@ -1,0 +1,267 @@
+"""Verdicts for scanned packs, online and offline, checked against the pinned keys.
+
+Offline, the verdict comes from a verified bundle alone. Online, the API gives the verdict; when the reader
+has an identity it also fetches a bundle of the pack's batch, verifies it with the pinned keys and computes
+the verdict locally: a bundle that fails verification, or a local verdict that differs from the server's,
+makes the verdict TAMPERED. The rules themselves (verdicts, bundle verification) live in ``ledger``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ledger import errors as E
+from ledger.admission import TrustAnchors
+from ledger.bundle import VerifiedBundle, verify_bundle
+from ledger.checkpoint import CheckpointError, open_checkpoint, verifier_key
+from ledger.entry import Entry, SignedEvent
+from ledger.events import parse_time
+from ledger.identifiers import DISPENSERS
+from ledger.merkle import ProofError, verify_inclusion
+from ledger.verdict import Finding, Verdict
+from scanner_cli.client import AtharClient, Identity
+from scanner_cli.scantext import PackCode
+
+#: event types shown in a pack's provenance (as the API shows them: no receipts, reports or alerts)
+_HIDDEN = frozenset({"alert", "report", "receive", "refuse"})
+#: how bad a verdict is, for the exit code of a scan of several codes (worst wins)
+SEVERITY: dict[Verdict, int] = {
+    Verdict.AUTHENTIC: 0, Verdict.NOT_IN_CUSTODY: 1, Verdict.ALREADY_DISPENSED: 2, Verdict.EXPIRED: 3,
+    Verdict.QUARANTINED: 4, Verdict.RECALLED: 5, Verdict.MISMATCH: 6, Verdict.UNKNOWN: 7, Verdict.TAMPERED: 9,
+}
+
+
+class BundleFileError(ValueError):
+    """The bundle file cannot be read as JSON."""
+
+
+class TamperedReceipt(E.IntegrityError):
+    code = "tampered_receipt"
+    title = "The receipt fails verification"
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    type: str
+    actor: str
+    actor_name: str
+    role: str
+    region: str
+    time: str
+    signature: str  # "verified" (checked here against the pinned keys) or "not checked" (as told by the API)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ScanResult:
+    code: PackCode
+    verdict: Verdict
+    reason: str
+    mode: str  # online | offline
+    product: str | None = None
+    manufacturer: str | None = None
+    lot: str | None = None  # as registered
+    expiry: dt.date | None = None  # as registered
+    provenance: list[Step] = field(default_factory=list)
+    verification: str = ""
+
+    def to_json(self, source: str) -> dict[str, Any]:
+        c = self.code
+        return {
+            "input": source,
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "code": {"gtin": c.gtin, "lot": c.lot, "expiry": c.expiry.isoformat() if c.expiry else None,
+                     "serial": c.serial, "form": c.source},
+            "product": self.product, "manufacturer": self.manufacturer, "lot": self.lot,
+            "expiry": self.expiry.isoformat() if self.expiry else None,
+            "mode": self.mode, "verification": self.verification,
+            "provenance": [s.to_json() for s in self.provenance],
+        }
+
+
+# ---- bundles ------------------------------------------------------------------------------------------------
+
+
+def read_bundle(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleFileError(f"bundle file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleFileError(f"cannot read bundle {path}: {exc}") from exc
+
+
+def bundle_summary(vb: VerifiedBundle) -> dict[str, Any]:
+    chains = {e.chain for e in vb.entries}
+    return {"tree_size": vb.checkpoint.size, "root_hash": vb.checkpoint.root.hex(), "origin": vb.checkpoint.origin,
+            "created": vb.created.isoformat(), "chains": len(chains), "entries": len(vb.entries),
+            "actors": len(vb.state.actors), "batches": len(vb.state.batches),
+            "packs": len(vb.state.packs_)}
+
+
+def scanner_of(vb: VerifiedBundle, actor: str | None) -> str | None:
+    """The actor as a dispensing scanner (custody applies), as the API does: pharmacies and hospitals only."""
+    record = vb.state.actor(actor) if actor else None
+    return actor if record is not None and record.role in DISPENSERS else None
+
+
+def bundle_provenance(vb: VerifiedBundle, gtin: str, lot: str, serial: str) -> list[Step]:
+    """The pack's steps from the verified batch chain: every one has a verified signature."""
+    steps = []
+    for entry in vb.history(gtin, lot):
+        body = entry.signed.body
+        kind = str(body.get("type"))
+        serials = body.get("serials")
+        if kind in ("dispense", "undo_dispense") and body.get("serial") != serial:
+            continue
+        if isinstance(serials, list) and kind != "commission" and serial not in serials:
+            continue
+        if kind in _HIDDEN or kind.startswith("key"):
+            continue
+        actor_id = str(body.get("actor"))
+        actor = vb.state.actor(actor_id)
+        steps.append(Step(entry.index, kind, actor_id, actor.name if actor else actor_id,
+                          actor.role.value if actor else "", actor.region if actor else "",
+                          entry.received.isoformat(), "verified"))
+    return steps
+
+
+def _fill_from_bundle(result: ScanResult, vb: VerifiedBundle, code: PackCode) -> None:
+    assert code.serial is not None
+    pack = vb.state.pack(code.gtin, code.serial)
+    batch = vb.state.batch(code.gtin, pack.lot) if pack else None
+    if batch is not None:
+        result.product, result.manufacturer = batch.product, batch.manufacturer
+        result.lot, result.expiry = batch.lot, batch.expiry
+        result.provenance = bundle_provenance(vb, code.gtin, batch.lot, code.serial)
+
+
+def offline_verdict(vb: VerifiedBundle, code: PackCode, actor: str | None,
+                    now: dt.datetime | None = None) -> ScanResult:
+    """The verdict from a verified bundle; a pack of a batch the bundle does not hold is UNKNOWN, saying so."""
+    assert code.serial is not None
+    when = f"bundle of {vb.created.strftime('%Y-%m-%d %H:%M UTC')}, tree size {vb.checkpoint.size}"
+    pack = vb.state.pack(code.gtin, code.serial)
+    if pack is None and (code.lot is None or vb.state.batch(code.gtin, code.lot) is None):
+        what = f"batch {code.lot} of GTIN {code.gtin}" if code.lot else f"GTIN {code.gtin}"
+        if not vb.covers(code.gtin):
+            what = f"GTIN {code.gtin}"
+        return ScanResult(code, Verdict.UNKNOWN, f"{what} is not in this bundle: the pack cannot be checked "
+                          "offline (this is not a finding on the pack; check it online)", "offline",
+                          verification=f"not in the {when}")
+    finding = vb.verdict(code.gtin, code.serial, lot=code.lot, expiry=code.expiry, scanner=scanner_of(vb, actor),
+                         now=now)
+    result = ScanResult(code, finding.verdict, finding.reason, "offline",
+                        verification=f"verified offline against the pinned keys ({when})")
+    _fill_from_bundle(result, vb, code)
+    return result
+
+
+def tampered(code: PackCode, reason: str, mode: str) -> ScanResult:
+    return ScanResult(code, Verdict.TAMPERED, reason, mode, verification="failed")
+
+
+# ---- online -------------------------------------------------------------------------------------------------
+
+
+def _api_provenance(steps: Any) -> list[Step]:
+    out = []
+    for s in steps if isinstance(steps, list) else []:
+        out.append(Step(int(s.get("index", -1)), str(s.get("type", "")), str(s.get("actor", "")),
+                        str(s.get("actor_name", "")), str(s.get("role", "")), str(s.get("region", "")),
+                        str(s.get("time", "")), "not checked"))
+    return out
+
+
+def _server_result(code: PackCode, doc: Mapping[str, Any]) -> ScanResult:
+    try:
+        verdict = Verdict(str(doc.get("verdict")))
+    except ValueError:
+        return tampered(code, f"the server answered an unknown verdict {doc.get('verdict')!r}", "online")
+    expiry = doc.get("expiry")
+    return ScanResult(code, verdict, str(doc.get("reason", "")), "online", product=doc.get("product"),
+                      manufacturer=doc.get("manufacturer"), lot=doc.get("lot"),
+                      expiry=dt.date.fromisoformat(expiry) if isinstance(expiry, str) else None,
+                      provenance=_api_provenance(doc.get("provenance")),
+                      verification="verdict from the API (not checked locally: no identity given)")
+
+
+def _ask(client: AtharClient, code: PackCode) -> dict[str, Any]:
+    assert code.serial is not None
+    return client.pack(code.gtin, code.serial, lot=code.lot,
+                       expiry=code.expiry.isoformat() if code.expiry else None)
+
+
+def online_verdict(client: AtharClient, code: PackCode, identity: Identity | None,
+                   trust: TrustAnchors | None) -> ScanResult:
+    """The API's verdict, cross-checked against a locally verified bundle when an identity is given."""
+    result = _server_result(code, _ask(client, code))
+    if identity is None or trust is None or result.verdict is Verdict.TAMPERED:
+        if identity is not None and trust is None:
+            result.verification = "verdict from the API (not checked locally: no pinned keys)"
+        return result
+    lot = result.lot or code.lot
+    if lot is None:
+        result.verification = "verdict from the API (not checked locally: the code carries no lot)"
+        return result
+    try:
+        doc = client.bundle(batches=[f"{code.gtin}/{lot}"])
+    except (E.NotFound, E.AuthError) as err:
+        result.verification = f"verdict from the API (not checked locally: {err.message})"
+        return result
+    try:
+        vb = verify_bundle(doc, trust)
+    except E.IntegrityError as err:
+        return tampered(code, f"the bundle the server sent fails verification: {err.message}", "online")
+    local = _local(vb, code, identity)
+    if local.verdict != result.verdict:  # a write may have landed in between: ask once more
+        result = _server_result(code, _ask(client, code))
+    if local.verdict != result.verdict:
+        return tampered(code, f"the server says {result.verdict.value} but the signed bundle says "
+                        f"{local.verdict.value} ({local.reason})", "online")
+    _fill_from_bundle(result, vb, code)
+    result.verification = (f"server verdict confirmed by a bundle verified against the pinned keys "
+                           f"(tree size {vb.checkpoint.size})")
+    return result
+
+
+def _local(vb: VerifiedBundle, code: PackCode, identity: Identity) -> Finding:
+    assert code.serial is not None
+    return vb.verdict(code.gtin, code.serial, lot=code.lot, expiry=code.expiry,
+                      scanner=scanner_of(vb, identity.actor))
+
+
+# ---- receipts -----------------------------------------------------------------------------------------------
+
+
+def verify_receipt(receipt: Mapping[str, Any], signed: SignedEvent, trust: TrustAnchors) -> None:
+    """Check that the receipt's entry holds exactly the submitted event and is in a tree signed by the ledger."""
+    try:
+        prev = receipt.get("prev")
+        entry = Entry(int(receipt["index"]), parse_time(receipt["received"], "received"), str(receipt["chain"]),
+                      bytes.fromhex(prev) if isinstance(prev, str) else None, signed)
+        note = str(receipt["checkpoint"])
+        cp = open_checkpoint(note, verifier_key(note.split("\n", 1)[0], trust.ledger))
+        size, root = int(receipt["tree_size"]), bytes.fromhex(str(receipt["root_hash"]))
+        proof = [bytes.fromhex(h) for h in receipt["inclusion_proof"]]
+    except (KeyError, TypeError, ValueError, E.LedgerError) as exc:
+        raise TamperedReceipt(f"the receipt is malformed: {exc}") from exc
+    except CheckpointError as exc:
+        raise TamperedReceipt(f"the receipt's checkpoint is not signed by the pinned ledger key: {exc}") from exc
+    if entry.hash.hex() != receipt.get("entry_hash"):
+        raise TamperedReceipt(f"entry {entry.index}: the receipt's entry hash does not match the submitted event")
+    if (cp.size, cp.root) != (size, root):
+        raise TamperedReceipt("the receipt's checkpoint and tree do not match")
+    try:
+        verify_inclusion(entry.hash, entry.index, size, proof, root)
+    except ProofError as exc:
+        raise TamperedReceipt(f"entry {entry.index} is not in the signed tree: {exc}") from exc
