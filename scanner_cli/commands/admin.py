@@ -14,6 +14,7 @@ from ledger.audit import verify_store
 from ledger.home import ENV_DATABASE_URL, ENV_HOME, init_home, open_ledger
 from ledger.service import DEFAULT_ORIGIN
 from scanner_cli import render
+from signing.keys import read_public_key
 
 if TYPE_CHECKING:
     from fixtures.demo import DemoSummary
@@ -25,10 +26,13 @@ Port = Annotated[int, typer.Option(help="port to listen on")]
 
 def init(data_dir: DataDir = None, db: DbUrl = None,
          origin: Annotated[str, typer.Option(help="checkpoint origin, e.g. sante.gov.ma/athar")] = DEFAULT_ORIGIN,
+         root_public_key: Annotated[Path | None, typer.Option(
+             help="the regulator's root public key file; without it a root key pair is generated here")] = None,
          json_out: Json = False) -> None:
     """Create a data directory (ledger key, regulator root key) and migrate the database. Idempotent."""
     path = home_path(data_dir)
-    home, created = init_home(path, origin=origin, database_url=db)
+    root = read_public_key(root_public_key) if root_public_key else None
+    home, created = init_home(path, origin=origin, database_url=db, root_public_key=root)
     info = {"data_dir": str(path), "created": created, "database": home.database_url(db).split("@")[-1],
             "ledger_key": home.ledger_key().key_id, "root_key": home.trust().root.key_id}
     if json_out:

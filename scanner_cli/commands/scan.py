@@ -1,0 +1,226 @@
+"""athar scan: decode pack codes (images, text, stdin) and give each a verdict, online or from an offline bundle.
+
+Exit code: the worst verdict over all codes (exit_codes.VERDICT: TAMPERED, then suspect verdicts, then
+AUTHENTIC); when some input could not be read at all (no image, no barcode, not a GS1 pack code) and no code
+got a suspect verdict, 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ledger import errors as E
+from ledger.bundle import VerifiedBundle, verify_bundle
+from ledger.verdict import Verdict
+from scanner_cli import exit_codes, render
+from scanner_cli.decode import DecodeError, decode_image
+from scanner_cli.identity import DEFAULT_URL, Actor, KeyFile, LedgerKey, RootKey, Url, client, key_file_actor, \
+    pinned_trust, resolve_identity, usage
+from scanner_cli.options import DataDir, Json
+from scanner_cli.scantext import PackCode, ScanTextError, parse_scanned_text
+from scanner_cli.verify import SEVERITY, BundleFileError, ScanResult, offline_verdict, online_verdict, read_bundle, \
+    tampered
+
+COLOURS = {Verdict.AUTHENTIC: "bold green", Verdict.TAMPERED: "bold white on red", Verdict.UNKNOWN: "bold red",
+           Verdict.MISMATCH: "bold red"}
+BORDERS = {Verdict.AUTHENTIC: "green", Verdict.TAMPERED: "red", Verdict.UNKNOWN: "red", Verdict.MISMATCH: "red"}
+
+
+@dataclass(frozen=True)
+class Scanned:
+    source: str
+    code: PackCode | None
+    error: str | None = None
+
+
+_Show = Callable[[Scanned, ScanResult | None], None]
+
+
+def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (photos or scans of packs)",
+                                                              show_default=False)] = None,
+         text: Annotated[list[str] | None, typer.Option("--text", help="a scanned code as text, e.g. "
+                                                        "']d20106111234567895172806301012AB<GS>21XY9' (repeatable)",
+                                                        show_default=False)] = None,
+         stdin: Annotated[bool, typer.Option("--stdin", help="read codes from standard input, one per line")] = False,
+         offline: Annotated[Path | None, typer.Option("--offline", help="verify against this bundle, with no "
+                                                      "network at all", show_default=False)] = None,
+         oneline: Annotated[bool, typer.Option("--oneline", help="one line per code (the default for --stdin)")]
+         = False,
+         url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None, data_dir: DataDir = None,
+         ledger_key: LedgerKey = None, root_key: RootKey = None, json_out: Json = False) -> None:
+    """Give each scanned pack a verdict: AUTHENTIC, UNKNOWN, MISMATCH, ALREADY_DISPENSED, RECALLED, QUARANTINED,
+    EXPIRED, NOT_IN_CUSTODY or TAMPERED, with its provenance."""
+    if not images and not text and not stdin:
+        usage("nothing to scan: give image files, --text CODE or --stdin")
+    oneline = oneline or stdin
+    worst = -1
+    errors = 0
+
+    def show(item: Scanned, result: ScanResult | None) -> None:
+        nonlocal worst, errors
+        if result is None:
+            errors += 1
+            render.fail_line(item.error or "unreadable")
+            if json_out:
+                _json_line({"input": item.source, "verdict": None, "error": item.error})
+            return
+        worst = max(worst, SEVERITY[result.verdict])
+        if json_out:
+            _json_line(result.to_json(item.source))
+        elif oneline:
+            _print_line(item.source, result)
+        else:
+            render.console.print(_panel(item.source, result))
+
+    inputs = _inputs(images or [], text or [], stdin)
+    if offline is not None:
+        _scan_offline(offline, inputs, show, actor or (key_file_actor(key) if key else None), data_dir,
+                      ledger_key, root_key)
+    else:
+        identity = resolve_identity(key, actor, data_dir)
+        trust = pinned_trust(data_dir, ledger_key, root_key) if identity is not None else None
+        with client(url, identity) as api:
+            for item in inputs:
+                if item.code is None:
+                    show(item, None)
+                    continue
+                try:
+                    result = online_verdict(api, item.code, identity, trust)
+                except E.LedgerError as err:
+                    if isinstance(err, E.AuthError | E.StorageUnavailable | E.IntegrityError):
+                        raise
+                    show(Scanned(item.source, None, f"{item.source}: {err.message}"), None)
+                    continue
+                show(item, result)
+    by_severity = {v: k for k, v in SEVERITY.items()}
+    verdict = by_severity.get(worst)
+    if verdict is not None and (verdict is not Verdict.AUTHENTIC or not errors):
+        raise typer.Exit(exit_codes.VERDICT[verdict])
+    raise typer.Exit(exit_codes.USAGE if errors else exit_codes.OK)
+
+
+def _scan_offline(path: Path, inputs: Iterator[Scanned], show: _Show, actor: str | None, data_dir: Path | None,
+                  ledger_key: Path | None, root_key: Path | None) -> None:
+    trust = pinned_trust(data_dir, ledger_key, root_key)
+    assert trust is not None
+    try:
+        doc = read_bundle(path)
+    except BundleFileError as exc:
+        usage(str(exc))
+    vb: VerifiedBundle | None = None
+    failure = ""
+    try:
+        vb = verify_bundle(doc, trust)
+    except E.IntegrityError as err:
+        failure = f"the bundle {path} fails verification: {err.message}"
+        render.fail_line(failure)
+    for item in inputs:
+        if item.code is None:
+            show(item, None)
+        elif vb is None:
+            show(item, tampered(item.code, failure, "offline"))
+        else:
+            show(item, offline_verdict(vb, item.code, actor))
+
+
+# ---- inputs -------------------------------------------------------------------------------------------------
+
+
+def _inputs(images: list[Path], texts: list[str], stdin: bool) -> Iterator[Scanned]:
+    for path in images:
+        yield from _from_image(path)
+    for i, t in enumerate(texts, 1):
+        yield _from_text(t, f"text {i}" if len(texts) > 1 else "text")
+    if stdin:
+        for n, line in enumerate(sys.stdin, 1):
+            if line.strip():
+                yield _from_text(line.rstrip("\r\n"), f"line {n}")
+
+
+def _from_text(raw: str, source: str) -> Scanned:
+    try:
+        code = parse_scanned_text(raw)
+    except ScanTextError as exc:
+        return Scanned(source, None, f"{source}: {exc}")
+    if code.serial is None:
+        return Scanned(source, None, f"{source}: the code carries no serial number (AI 21): only serialized packs "
+                                     "can be checked")
+    return Scanned(source, code)
+
+
+def _from_image(path: Path) -> Iterator[Scanned]:
+    name = str(path)
+    try:
+        symbols = decode_image(path)
+    except DecodeError as exc:
+        yield Scanned(name, None, str(exc))
+        return
+    if not symbols:
+        yield Scanned(name, None, f"no barcode found in {name}")
+        return
+    seen: set[tuple[object, ...]] = set()
+    found: list[Scanned] = []
+    first_error: str | None = None
+    for symbol in symbols:
+        item = _from_text(symbol.symbology_identifier + symbol.text, f"{name} ({symbol.format})")
+        if item.code is None:
+            first_error = first_error or item.error
+            continue
+        ident = (item.code.gtin, item.code.lot, item.code.expiry, item.code.serial)
+        if ident not in seen:  # the DataMatrix and the QR of one label name the same pack
+            seen.add(ident)
+            found.append(Scanned(name, item.code))
+    if not found:
+        yield Scanned(name, None, first_error or f"no pack code found in {name}")
+    yield from found
+
+
+# ---- output -------------------------------------------------------------------------------------------------
+
+
+def _json_line(value: object) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _print_line(source: str, r: ScanResult) -> None:
+    c = r.code
+    line = Text()
+    line.append(f"{r.verdict.value:<17}", style=COLOURS.get(r.verdict, "bold yellow"))
+    line.append(f" {c.gtin} lot {c.lot or '-'} sn {c.serial}  {r.reason}  [{source}]")
+    render.console.print(line, soft_wrap=True)
+
+
+def _panel(source: str, r: ScanResult) -> Panel:
+    c = r.code
+    style = COLOURS.get(r.verdict, "bold yellow")
+    facts = Table.grid(padding=(0, 2))
+    facts.add_row("reason", Text(r.reason))
+    facts.add_row("product", Text(f"{r.product or '-'}" + (f"  ({r.manufacturer})" if r.manufacturer else "")))
+    facts.add_row("pack", Text(f"GTIN {c.gtin}  serial {c.serial}"))
+    facts.add_row("as scanned", Text(f"lot {c.lot or '-'}  expiry {c.expiry.isoformat() if c.expiry else '-'}"))
+    if r.lot:
+        facts.add_row("registered", Text(f"lot {r.lot}  expiry {r.expiry.isoformat() if r.expiry else '-'}"))
+    facts.add_row("checked", Text(r.verification))
+    parts: list[Table] = [facts]
+    if r.provenance:
+        steps = Table(title="provenance", title_justify="left", box=None, padding=(0, 1), header_style="dim")
+        for col in ("#", "when", "what", "who", "role", "region", "signature"):
+            steps.add_column(col)
+        for s in r.provenance:
+            sig = Text("✓ verified", style="green") if s.signature == "verified" else Text(s.signature, style="dim")
+            steps.add_row(str(s.index), s.time[:19].replace("T", " "), s.type, s.actor_name, s.role, s.region, sig)
+        parts.append(steps)
+    return Panel(Group(*parts), title=Text(f" {r.verdict.value} ", style=style), title_align="left",
+                 subtitle=source, subtitle_align="right", border_style=BORDERS.get(r.verdict, "yellow"))
