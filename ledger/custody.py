@@ -405,5 +405,25 @@ def _alert(e: ev.Alert, ctx: Context, state: StateReader) -> Decision:
     if e.actor != ev.LEDGER_ACTOR:
         raise E.RoleNotAllowed("only the ledger itself records alerts", actor=e.actor)
     chain = batch_chain(e.gtin, e.lot) if e.gtin and e.lot and state.batch(e.gtin, e.lot) else ALERTS_CHAIN
-    alert = AlertRecord(e.id, e.kind, e.message, e.gtin, e.lot, e.serial, e.suspect, ctx.index, ctx.now, "open")
+    alert = AlertRecord(e.id, e.kind, e.message, e.gtin, e.lot, e.serial, e.suspect, ctx.index, ctx.now, "open",
+                        cause=e.cause)
     return Decision(chain, (PutAlert(alert),))
+
+
+def alert_chain(alert: AlertRecord, state: StateReader) -> str:
+    if alert.gtin and alert.lot and state.batch(alert.gtin, alert.lot):
+        return batch_chain(alert.gtin, alert.lot)
+    return REPORTS_CHAIN if alert.kind == "report" else ALERTS_CHAIN
+
+
+@_rule(ev.AlertUpdate)
+def _alert_update(e: ev.AlertUpdate, ctx: Context, state: StateReader) -> Decision:
+    _role(_actor(state, e.actor), {Role.REGULATOR, Role.INSPECTOR}, "handle alerts")
+    alert = state.alert(e.alert)
+    if alert is None:
+        raise E.NotFound(f"alert {e.alert!r} does not exist", alert=e.alert)
+    if alert.status == "closed":
+        raise E.InvalidTransition(f"alert {e.alert!r} is already closed ({alert.outcome})", alert=e.alert)
+    updated = replace(alert, status=e.status, outcome=e.outcome, finding=e.finding or alert.finding,
+                      updated_index=ctx.index)
+    return Decision(alert_chain(alert, state), (PutAlert(updated),))

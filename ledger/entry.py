@@ -102,7 +102,7 @@ class Entry:
             if not isinstance(doc, dict) or doc.get("v") != ENTRY_VERSION:
                 raise ValueError("not a version-1 entry")
             prev = doc["prev"]
-            return cls(
+            entry = cls(
                 index=int(doc["index"]),
                 received=ev.parse_time(doc["received"], "received"),
                 chain=str(doc["chain"]),
@@ -111,6 +111,11 @@ class Entry:
             )
         except (SigningError, InvalidEvent, KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"stored entry is malformed: {exc}") from exc
+        # Only the one serialisation the sequencer writes is accepted: an entry that parses to the same
+        # meaning but has other bytes (extra fields, other spellings) would have another leaf hash.
+        if entry.leaf() != leaf:
+            raise IntegrityError("stored entry is not in the form the sequencer writes (fields added or respelled)")
+        return entry
 
 
 @dataclass(frozen=True)

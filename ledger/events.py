@@ -25,6 +25,7 @@ actor_register     (master data)         regulator root key     actor and its fi
 key_rotate         (master data)         regulator root key     new key; older keys retired
 key_revoke         (master data)         regulator root key     key revoked
 alert              (ledger)              ledger key             a refused signed event, kept as evidence
+alert_update       (case handling)       regulator / inspector  investigating, or closed with a finding
 =================  ====================  =====================  ===================================
 
 (*) ``returning`` and ``recalling`` are not CBV 2.0 terms; the EPCIS export maps them to CBV ``shipping``
@@ -284,7 +285,7 @@ class Alert(Event):
     """
 
     TYPE = "alert"
-    FIELDS = frozenset({"kind", "message", "gtin", "lot", "serial", "suspect", "evidence"})
+    FIELDS = frozenset({"kind", "message", "gtin", "lot", "serial", "suspect", "evidence", "cause"})
     kind: str
     message: str
     gtin: str | None
@@ -292,12 +293,29 @@ class Alert(Event):
     serial: str | None
     suspect: str
     evidence: Mapping[str, Any]
+    cause: str | None
+
+
+ALERT_STATUSES = ("investigating", "closed")
+ALERT_OUTCOMES = ("confirmed", "false_alarm", "inconclusive")
+
+
+@dataclass(frozen=True)
+class AlertUpdate(Event):
+    """The regulator's handling of an alert: under investigation, or closed with a finding."""
+
+    TYPE = "alert_update"
+    FIELDS = frozenset({"alert", "status", "outcome", "finding"})
+    alert: str
+    status: str
+    outcome: str | None
+    finding: str | None
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (Commission, Ship, Return, Destroy, Receive, Refuse, Dispense, UndoDispense, Recall,
-                Quarantine, Release, Report, ActorRegister, KeyRotate, KeyRevoke, Alert)
+                Quarantine, Release, Report, ActorRegister, KeyRotate, KeyRevoke, Alert, AlertUpdate)
 }
 BASE_FIELDS = frozenset({"v", "type", "id", "actor", "time"})
 
@@ -406,5 +424,13 @@ def _specific(cls: type[Event], f: _Fields) -> dict[str, Any]:
         return {"kind": f.req("kind", 64), "message": f.req("message", 2000),
                 "gtin": f.text("gtin", optional=True), "lot": f.text("lot", optional=True),
                 "serial": f.text("serial", optional=True), "suspect": f.req("suspect", 64),
-                "evidence": evidence}
+                "evidence": evidence, "cause": f.text("cause", optional=True)}
+    if cls is AlertUpdate:
+        status, outcome = f.req("status", 16), f.text("outcome", optional=True, max_len=16)
+        if status not in ALERT_STATUSES:
+            raise InvalidEvent(f"status {status!r} must be one of {', '.join(ALERT_STATUSES)}")
+        if (status == "closed") != (outcome is not None) or (outcome and outcome not in ALERT_OUTCOMES):
+            raise InvalidEvent(f"a closed alert needs an outcome ({', '.join(ALERT_OUTCOMES)}); an open one none")
+        return {"alert": f.req("alert", 160), "status": status, "outcome": outcome,
+                "finding": f.text("finding", optional=True, max_len=2000)}
     raise AssertionError(cls)  # pragma: no cover

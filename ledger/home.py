@@ -83,8 +83,14 @@ class Home:
         except SigningError as exc:
             raise HomeError(f"the regulator root private key is not in this data directory: {exc}") from exc
 
+    def witnesses(self) -> dict[str, PublicKey]:
+        """Witness public keys, one file per witness: keys/witnesses/<name>.pub."""
+        folder = self.keys / "witnesses"
+        return {p.stem: read_public_key(p) for p in sorted(folder.glob("*.pub"))} if folder.is_dir() else {}
+
     def ledger_config(self) -> LedgerConfig:
-        return LedgerConfig(self.config().get("origin", DEFAULT_ORIGIN), self.ledger_key(), self.trust())
+        return LedgerConfig(self.config().get("origin", DEFAULT_ORIGIN), self.ledger_key(), self.trust(),
+                            self.witnesses())
 
 
 def init_home(path: Path, *, origin: str = DEFAULT_ORIGIN, database_url: str | None = None,

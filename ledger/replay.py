@@ -59,6 +59,9 @@ class MemoryState:
     def shipment(self, shipment_id: str) -> Shipment | None:
         return self.shipments.get(shipment_id)
 
+    def alert(self, alert_id: str) -> AlertRecord | None:
+        return self.alerts.get(alert_id)
+
     def apply(self, changes: Iterable[Change]) -> None:
         for change in changes:
             match change:

@@ -8,17 +8,26 @@ checkpoint for the group and commits once. Each submission gets a receipt, or th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import errors as E
 from ledger import events as ev
 from ledger.admission import TrustAnchors, authenticate
-from ledger.checkpoint import Checkpoint, sign_checkpoint, verifier_key
+from ledger.causes import likely_cause
+from ledger.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    sign_checkpoint,
+    split_note,
+    verifier_key,
+    verify_cosignature,
+)
 from ledger.custody import Context, decide
 from ledger.entry import Entry, Receipt, SignedEvent
 from ledger.merkle import CompactRange, consistency_plan, inclusion_plan, root_nodes
@@ -32,7 +41,7 @@ from ledger.storage.sql import (
     put_personal_data,
 )
 from ledger.verdict import Finding, judge
-from signing import KeyPair, canonical
+from signing import KeyPair, PublicKey, canonical
 
 DEFAULT_ORIGIN = "athar.local/ledger"
 MAX_ENTRIES_PAGE = 1000
@@ -47,6 +56,8 @@ class LedgerConfig:
     origin: str
     ledger_key: KeyPair
     trust: TrustAnchors
+    #: witnesses whose cosignatures the ledger accepts and serves (name -> public key)
+    witnesses: Mapping[str, PublicKey] = field(default_factory=dict)
 
     @property
     def verifier_key(self) -> str:
@@ -131,7 +142,9 @@ class Ledger:
             decision = decide(event, Context(tree.size, now), u)
         except E.LedgerError as err:
             if err.raises_alert:
-                self._record_alert(u, tree, signed, event, err, now)
+                # the refusal stands even if its alert cannot be filed; the client still gets it
+                with contextlib.suppress(E.LedgerError):
+                    self._record_alert(u, tree, signed, event, err, now)
             raise
         return self._write(u, tree, signed, event, decision.chain, decision.changes, now), False
 
@@ -163,14 +176,56 @@ class Ledger:
             value = err.details.get(name, getattr(event, name, None))
             if isinstance(value, str):
                 body[name] = value
-        if "lot" not in body and isinstance(body.get("gtin"), str) and isinstance(body.get("serial"), str):
-            pack = u.pack(str(body["gtin"]), str(body["serial"]))
-            if pack is not None:
-                body["lot"] = pack.lot
+        pack = u.pack(str(body["gtin"]), str(body["serial"])) if "gtin" in body and "serial" in body else None
+        if pack is not None:
+            body["lot"] = pack.lot  # file the alert in the real batch chain; the scanned lot is in the evidence
+        known_lots = [b.lot for b in u.batches(str(body["gtin"]))] if "gtin" in body else []
+        cause = likely_cause(err, event, registered_lot=pack.lot if pack else None, known_lots=known_lots)
+        if cause:
+            body["cause"] = cause
         alert_signed = SignedEvent.create(body, self.config.ledger_key)
         alert = ev.parse_event(body)
         decision = decide(alert, Context(tree.size, now), u)
         self._write(u, tree, alert_signed, alert, decision.chain, decision.changes, now)
+
+    def file_alerts(self, alerts: Sequence[dict[str, Any]]) -> list[Receipt]:
+        """Append ledger-signed alerts found by the ledger itself (overdue shipments, suspect scans).
+
+        Each alert's id is derived from what it is about, so filing the same finding twice adds nothing.
+        """
+        with self.store.read() as u:
+            fresh = [a for a in alerts if u.entry_by_event_id(a["id"]) is None]
+        now = self.clock()
+        signed = []
+        for a in fresh:
+            body = {"v": ev.SCHEMA_VERSION, "type": "alert", "actor": ev.LEDGER_ACTOR, "time": ev.format_time(now),
+                    **a}
+            signed.append(SignedEvent.create(body, self.config.ledger_key))
+        results = self.append(signed) if signed else []
+        return [r for r in results if isinstance(r, Receipt)]
+
+    def overdue_shipments(self, max_transit: dt.timedelta) -> list[Receipt]:
+        """Alert on every shipment still in transit after ``max_transit`` (received late or never)."""
+        cutoff = self.clock() - max_transit
+        with self.store.read() as u:
+            late = u.shipments_in_transit(before=cutoff)
+        return self.file_alerts([{
+            "id": f"alert:overdue:{s.id}"[:128], "kind": "shipment_overdue",
+            "message": f"shipment {s.id} of {s.quantity} pack(s) from {s.sender} to {s.recipient}, shipped "
+                       f"{ev.format_time(s.shipped_at)}, was not received within {max_transit.days} day(s)",
+            "gtin": s.gtin, "lot": s.lot, "suspect": s.recipient,
+            "cause": "goods lost or diverted in transit, or a receipt not recorded",
+            "evidence": {"shipment": s.id, "shipped_index": s.shipped_index}} for s in late])
+
+    def suspect_scan(self, actor: str, gtin: str, serial: str, verdict: str, reason: str) -> list[Receipt]:
+        """Alert on an authenticated scan of an unknown pack (the ledger never saw this serial)."""
+        digest = hashlib.sha256(f"{actor}|{gtin}|{serial}".encode()).hexdigest()[:32]
+        return self.file_alerts([{
+            "id": f"alert:scan:{digest}", "kind": "unknown_pack_scan",
+            "message": f"{actor} scanned GTIN {gtin} serial {serial}: {verdict} ({reason})", "gtin": gtin,
+            "serial": serial, "suspect": actor,
+            "cause": "a pack that was never registered: falsified, or outside the national supply chain",
+            "evidence": {"scanner": actor, "gtin": gtin, "serial": serial, "verdict": verdict}}])
 
     # ---- receipts and proofs -----------------------------------------------------------------------------
 
@@ -209,6 +264,35 @@ class Ledger:
     def checkpoint(self, tree_size: int | None = None) -> StoredCheckpoint | None:
         with self.store.read() as u:
             return u.checkpoint(tree_size)
+
+    def cosigned_checkpoint(self) -> str | None:
+        """The latest checkpoint with every witness cosignature received for it."""
+        with self.store.read() as u:
+            cp = u.checkpoint()
+            return cp.note + "".join(u.cosignature_lines(cp.tree_size)) if cp else None
+
+    def add_cosignatures(self, note: str) -> list[str]:
+        """Store the cosignatures of known witnesses on one of our checkpoints; return the witnesses accepted."""
+        text, sigs = split_note(note)
+        body = Checkpoint.parse_body(text)
+        with self.store.write() as u:
+            stored = u.checkpoint(body.size)
+            if stored is None or split_note(stored.note)[0] != text:
+                raise E.NotFound(f"no checkpoint of this ledger has that body (tree size {body.size})")
+            accepted = []
+            for sig in sigs:
+                key = self.config.witnesses.get(sig.name)
+                if key is None or sig.name == self.config.origin:
+                    continue
+                try:
+                    timestamp = verify_cosignature(note, sig.name, key)
+                except CheckpointError as exc:
+                    raise E.SignatureInvalid(f"the cosignature of witness {sig.name} does not verify: {exc}") from exc
+                u.put_cosignature(body.size, sig.name, sig.line(), timestamp)
+                accepted.append(sig.name)
+        if not accepted:
+            raise E.UnknownKey("the note carries no cosignature by a witness this ledger knows")
+        return accepted
 
     def size(self) -> int:
         with self.store.read() as u:

@@ -92,6 +92,10 @@ class AlertRecord:
     index: int
     raised_at: dt.datetime
     status: str  # open | investigating | closed
+    cause: str | None = None  # the most likely explanation, e.g. "probable typing error"
+    outcome: str | None = None  # when closed: confirmed | false_alarm | inconclusive
+    finding: str | None = None
+    updated_index: int | None = None
 
 
 class StateReader(Protocol):
@@ -105,6 +109,7 @@ class StateReader(Protocol):
     def packs(self, gtin: str, serials: tuple[str, ...]) -> dict[str, Pack]: ...
     def holding(self, actor: str, gtin: str, lot: str) -> int: ...
     def shipment(self, shipment_id: str) -> Shipment | None: ...
+    def alert(self, alert_id: str) -> AlertRecord | None: ...
 
 
 # ---- changes ---------------------------------------------------------------------------------------

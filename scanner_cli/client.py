@@ -52,10 +52,12 @@ class AtharClient:
     # ---- plumbing ------------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
-                 signed: bool = False, accept: str = "application/json") -> httpx.Response:
+                 signed: bool = False, accept: str = "application/json", content: bytes | None = None,
+                 content_type: str | None = None) -> httpx.Response:
+        headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
         request = self._http.build_request(method, path, params={k: v for k, v in (params or {}).items()
-                                                                 if v is not None}, json=json,
-                                           headers={"Accept": accept})
+                                                                 if v is not None}, json=json, content=content,
+                                           headers=headers)
         if signed and self.identity is not None:
             raw_path = request.url.raw_path.decode("ascii")
             request.headers.update(sign_request(self.identity.key, self.identity.actor, method, raw_path,
@@ -82,6 +84,11 @@ class AtharClient:
 
     def checkpoint(self) -> str:
         return self._request("GET", "/v1/log/checkpoint", accept="text/plain").text
+
+    def submit_cosignature(self, cosigned_note: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "/v1/log/cosignatures", content=cosigned_note.encode(),
+                                               content_type="text/plain").json()
+        return result
 
     def verifier_key(self) -> str:
         return self._request("GET", "/v1/log/public-key", accept="text/plain").text.strip()

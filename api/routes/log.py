@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
 
 from api.deps import State, Who
 from api.problems import responses
 from api.schemas import EntriesOut, EntryOut, ProofOut
 from ledger import errors as E
+from ledger.checkpoint import CheckpointError
 from ledger.entry import Entry
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
@@ -19,15 +21,36 @@ Size = Annotated[int, Query(ge=0, le=2**62)]
 
 
 @router.get("/checkpoint", response_class=PlainTextResponse, summary="The latest signed checkpoint",
-            description="A C2SP tlog-checkpoint in a C2SP signed note, signed by the ledger key.",
+            description="A C2SP tlog-checkpoint in a C2SP signed note, signed by the ledger key, followed by the "
+                        "C2SP tlog-cosignature lines of the witnesses that verified it.",
             responses={200: {"content": {"text/plain": {"example": "athar.local/ledger\n43\nw5Nd...=\n\n"
                                                                    "— athar.local/ledger AbCd...\n"}}},
                        **responses(404, 503)})
 async def checkpoint(st: State) -> PlainTextResponse:
-    cp = await run_in_threadpool(st.ledger.checkpoint)
-    if cp is None:
+    note = await run_in_threadpool(st.ledger.cosigned_checkpoint)
+    if note is None:
         raise E.NotFound("the log is empty: no checkpoint yet")
-    return PlainTextResponse(cp.note, headers={"Cache-Control": "no-cache"})
+    return PlainTextResponse(note, headers={"Cache-Control": "no-cache"})
+
+
+class CosignaturesOut(BaseModel):
+    accepted: list[str]
+
+
+@router.post("/cosignatures", response_model=CosignaturesOut, summary="A witness cosigns a checkpoint",
+             description="Body: a checkpoint note of this ledger with C2SP tlog-cosignature lines added by witnesses "
+                         "configured on the server (keys/witnesses/<name>.pub). Each cosignature is verified before "
+                         "it is stored and served with the checkpoint.",
+             openapi_extra={"requestBody": {"required": True,
+                                            "content": {"text/plain": {"schema": {"type": "string"}}}}},
+             responses=responses(401, 404, 422))
+async def cosignatures(request: Request, st: State) -> CosignaturesOut:
+    try:
+        note = (await request.body()).decode("utf-8")
+        accepted = await run_in_threadpool(st.ledger.add_cosignatures, note)
+    except (UnicodeDecodeError, CheckpointError) as exc:
+        raise E.InvalidEvent(f"not a checkpoint note: {exc}") from exc
+    return CosignaturesOut(accepted=accepted)
 
 
 @router.get("/public-key", response_class=PlainTextResponse, summary="The ledger's verifier key",

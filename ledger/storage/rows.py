@@ -36,7 +36,7 @@ def shipment_from(row: Any) -> Shipment:
 
 def alert_from(row: Any) -> AlertRecord:
     return AlertRecord(row.id, row.kind, row.message, row.gtin, row.lot, row.serial, row.suspect, row.idx,
-                       row.raised_at, row.status)
+                       row.raised_at, row.status, row.cause, row.outcome, row.finding, row.updated_index)
 
 
 def actor_row(a: Actor) -> dict[str, Any]:
@@ -70,4 +70,5 @@ def shipment_row(s: Shipment) -> dict[str, Any]:
 
 def alert_row(a: AlertRecord) -> dict[str, Any]:
     return {"id": a.id, "kind": a.kind, "message": a.message, "gtin": a.gtin, "lot": a.lot, "serial": a.serial,
-            "suspect": a.suspect, "idx": a.index, "raised_at": a.raised_at, "status": a.status}
+            "suspect": a.suspect, "idx": a.index, "raised_at": a.raised_at, "status": a.status, "cause": a.cause,
+            "outcome": a.outcome, "finding": a.finding, "updated_index": a.updated_index}

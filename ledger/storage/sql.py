@@ -59,6 +59,21 @@ class StoredEntry:
     received_at: dt.datetime
 
 
+@dataclass
+class ProjectionSnapshot:
+    """Every projection table as rows keyed by primary key (for the rebuild comparison)."""
+
+    TABLES = ("actors", "actor_keys", "batches", "packs", "holdings", "shipments", "alerts", "chain_heads")
+    actors: dict[Any, dict[str, Any]]
+    actor_keys: dict[Any, dict[str, Any]]
+    batches: dict[Any, dict[str, Any]]
+    packs: dict[Any, dict[str, Any]]
+    holdings: dict[Any, dict[str, Any]]
+    shipments: dict[Any, dict[str, Any]]
+    alerts: dict[Any, dict[str, Any]]
+    chain_heads: dict[Any, dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class StoredCheckpoint:
     tree_size: int
@@ -158,6 +173,15 @@ class SqlUnit:
         q = (sa.select(t.shipments).where(t.shipments.c.gtin == gtin, t.shipments.c.lot == lot)
              .order_by(t.shipments.c.shipped_index))
         return [rows.shipment_from(r) for r in self.conn.execute(q)]
+
+    def shipments_in_transit(self, before: dt.datetime) -> list[Shipment]:
+        q = (sa.select(t.shipments).where(t.shipments.c.status == "in_transit", t.shipments.c.shipped_at < before)
+             .order_by(t.shipments.c.shipped_index))
+        return [rows.shipment_from(r) for r in self.conn.execute(q)]
+
+    def alert(self, alert_id: str) -> AlertRecord | None:
+        row = self.conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id)).first()
+        return rows.alert_from(row) if row else None
 
     def alerts(self, status: str | None = None, limit: int = 1000) -> list[AlertRecord]:
         q = sa.select(t.alerts).order_by(t.alerts.c.idx.desc()).limit(limit)
@@ -303,12 +327,49 @@ class SqlUnit:
         return [StoredCheckpoint(int(r.tree_size), bytes(r.root_hash), r.note, r.created_at)
                 for r in self.conn.execute(q)]
 
+    def cosignature_lines(self, tree_size: int) -> list[str]:
+        q = (sa.select(t.cosignatures.c.line).where(t.cosignatures.c.tree_size == tree_size)
+             .order_by(t.cosignatures.c.witness))
+        return [str(line) for line in self.conn.execute(q).scalars()]
+
+    def put_cosignature(self, tree_size: int, witness: str, line: str, timestamp: int) -> None:
+        c = t.cosignatures.c
+        self.conn.execute(sa.delete(t.cosignatures).where(c.tree_size == tree_size, c.witness == witness))
+        self.conn.execute(sa.insert(t.cosignatures).values(tree_size=tree_size, witness=witness, line=line,
+                                                           timestamp=timestamp))
+
     def meta(self) -> dict[str, str]:
         return {k: v for k, v in self.conn.execute(sa.select(t.meta.c.key, t.meta.c.value))}
 
     def put_meta(self, values: dict[str, str]) -> None:
         for k, v in values.items():
             self.conn.execute(sa.insert(t.meta).values(key=k, value=v))
+
+    def snapshot(self) -> ProjectionSnapshot:
+        """Read every projection, normalised through the record mappers so values compare like for like."""
+        def load(table: sa.Table, key: Any, to_row: Any, from_row: Any) -> dict[Any, dict[str, Any]]:
+            out = {}
+            for r in self.conn.execute(sa.select(table)):
+                values = to_row(from_row(r)) if from_row else dict(r._mapping)
+                out[key(values)] = values
+            return out
+
+        return ProjectionSnapshot(
+            actors=load(t.actors, lambda r: r["id"], rows.actor_row, rows.actor_from),
+            actor_keys=load(t.actor_keys, lambda r: r["key_id"], rows.key_row, rows.key_from),
+            batches=load(t.batches, lambda r: (r["gtin"], r["lot"]), rows.batch_row, rows.batch_from),
+            packs=load(t.packs, lambda r: (r["gtin"], r["serial"]), rows.pack_row, rows.pack_from),
+            holdings={k: v for k, v in load(t.holdings, lambda r: (r["actor"], r["gtin"], r["lot"]),
+                                               lambda r: r, None).items() if v["quantity"] != 0},
+            shipments=load(t.shipments, lambda r: r["id"], rows.shipment_row, rows.shipment_from),
+            alerts=load(t.alerts, lambda r: r["id"], rows.alert_row, rows.alert_from),
+            chain_heads={k: {**v, "head_hash": bytes(v["head_hash"])}
+                         for k, v in load(t.chain_heads, lambda r: r["chain"], lambda r: r, None).items()},
+        )
+
+    def insert_packs(self, packs: Sequence[Pack]) -> None:
+        for chunk in _chunks([rows.pack_row(p) for p in packs]):
+            self.conn.execute(sa.insert(t.packs), list(chunk))
 
     def clear_projections(self) -> None:
         for table in t.PROJECTION_TABLES:

@@ -182,6 +182,10 @@ alerts = sa.Table(
     sa.Column("idx", sa.BigInteger, nullable=False),
     sa.Column("raised_at", UTCDateTime, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("cause", sa.String(500), nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("finding", sa.Text, nullable=True),
+    sa.Column("updated_index", sa.BigInteger, nullable=True),
     sa.Index("ix_alerts_status", "status", "idx"),
 )
 
@@ -195,4 +199,13 @@ personal_data = sa.Table(
     sa.Column("salt", sa.LargeBinary(16), nullable=False),
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Witness cosignatures (C2SP tlog-cosignature) on checkpoints; each line was verified before it was stored.
+cosignatures = sa.Table(
+    "cosignatures", metadata,
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("witness", sa.String(200), primary_key=True),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
 )

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ledger.audit import verify_store
+from ledger import errors as E
+from ledger.audit import AuditFailure, AuditReport, LogVerifier, verify_store
+from ledger.checkpoint import Checkpoint, cosign, verifier_key
 from ledger.home import open_ledger
+from ledger.monitor import check_update
+from ledger.rebuild import rebuild as rebuild_projections
 from scanner_cli import exit_codes, render
+from scanner_cli.identity import (
+    DEFAULT_URL,
+    Actor,
+    KeyFile,
+    LedgerKey,
+    RootKey,
+    Url,
+    client,
+    pinned_trust,
+    resolve_identity,
+    usage,
+)
 from scanner_cli.options import DataDir, DbUrl, Json, home_path
+from signing import canonical
+from signing.keys import read_private_key
 
 app = typer.Typer(help="Audit the ledger: verify every signature, chain link, Merkle node and checkpoint.",
                   no_args_is_help=True)
@@ -26,6 +48,110 @@ def verify(data_dir: DataDir = None, db: DbUrl = None, json_out: Json = False) -
                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
     finally:
         database.dispose()
+    _report(report, json_out)
+
+
+@app.command()
+def rebuild(data_dir: DataDir = None, db: DbUrl = None,
+            write: Annotated[bool, typer.Option("--write", help="replace stored projections that differ")] = False,
+            json_out: Json = False) -> None:
+    """Rebuild every projection (batches, packs, holdings, actors...) from the verified log; report differences."""
+    ledger, database = open_ledger(home_path(data_dir), db)
+    try:
+        audit_report, result = rebuild_projections(ledger.store, ledger.config.trust, ledger.config.origin,
+                                                   write=write)
+    finally:
+        database.dispose()
+    if json_out:
+        render.emit_json({"clean": result.clean, "rewritten": result.rewritten, "entries": audit_report.entries,
+                          "rows": result.counts, "differences": result.differences})
+    else:
+        total = sum(len(v) for v in result.differences.values())
+        render.console.print(f"replayed {audit_report.entries} verified entries: "
+                             + ", ".join(f"{n} {k}" for k, n in result.counts.items()))
+        if result.clean:
+            render.console.print("[green]the stored projections match the log[/]")
+        for name, diffs in result.differences.items():
+            for line in diffs[:20]:
+                render.console.print(f"  [yellow]differs[/] {line}", highlight=False, soft_wrap=True)
+            if len(diffs) > 20:
+                render.console.print(f"  ... and {len(diffs) - 20} more in {name}")
+        if total and result.rewritten:
+            render.console.print(f"[green]rewrote[/] the projections from the log ({total} differences fixed)")
+        elif total:
+            render.console.print(f"{total} difference(s); run again with --write to replace the projections")
+    if not result.clean and not result.rewritten:
+        raise typer.Exit(exit_codes.TAMPERED)
+
+
+@app.command("verify-remote")
+def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None, data_dir: DataDir = None,
+                  ledger_key: LedgerKey = None, root_key: RootKey = None, json_out: Json = False) -> None:
+    """Verify the whole log served by a remote API (regulator or inspector identity), streaming."""
+    identity = resolve_identity(key, actor, data_dir, required=True, what="a remote audit")
+    trust = pinned_trust(data_dir, ledger_key, root_key)
+    assert trust is not None
+    with client(url, identity) as api:
+        note = api.checkpoint()
+        origin = note.split("\n", 1)[0]
+        verifier = LogVerifier(trust, origin)
+        size = int(note.split("\n")[1]) if note.count("\n") >= 2 and note.split("\n")[1].isdigit() else 0
+        try:
+            with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          console=render.errors, disable=json_out, transient=True) as bar:
+                task = bar.add_task("entries", total=size)
+                for start in range(0, size, 1000):
+                    for item in api.entries(start, min(size, start + 1000)):
+                        leaf = canonical(item["entry"])
+                        verifier.add(int(item["index"]), leaf, bytes.fromhex(item["entry_hash"]))
+                    bar.update(task, completed=verifier.tree.size)
+            if verifier.tree.size != size:
+                raise AuditFailure(verifier.tree.size, f"the server returned {verifier.tree.size} of {size} entries")
+            verifier.checkpoint(note)
+        except AuditFailure as stop:
+            verifier.report.failure = stop.failure
+    _report(verifier.finish(), json_out)
+
+
+@app.command()
+def watch(url: Url = DEFAULT_URL, data_dir: DataDir = None, ledger_key: LedgerKey = None, root_key: RootKey = None,
+          state: Annotated[Path, typer.Option(help="where the last trusted checkpoint is kept")] = Path(
+              "athar-watch.checkpoint"),
+          interval: Annotated[float, typer.Option(help="seconds between polls")] = 30.0,
+          once: Annotated[bool, typer.Option("--once", help="check once and exit")] = False,
+          witness_key: Annotated[Path | None, typer.Option(help="cosign verified checkpoints with this key")] = None,
+          witness_name: Annotated[str | None, typer.Option(help="the witness name in cosignatures")] = None) -> None:
+    """Monitor a log: every new checkpoint must extend the last trusted one (consistency proof); a rollback
+    or fork is reported loudly (exit 20). With --witness-key, cosign each verified checkpoint."""
+    trust = pinned_trust(data_dir, ledger_key, root_key)
+    assert trust is not None
+    witness = read_private_key(witness_key) if witness_key else None
+    if witness and not witness_name:
+        usage("--witness-key needs --witness-name (the name clients know the witness by)")
+    with client(url) as api:
+        while True:
+            note = api.checkpoint()
+            origin = note.split("\n", 1)[0]
+            trusted = Checkpoint.parse_body(state.read_text().split("\n\n", 1)[0] + "\n") if state.exists() else None
+            try:
+                new = check_update(trusted, note, verifier_key(origin, trust.ledger),
+                                   lambda a, b: [bytes.fromhex(h) for h in api.consistency(a, b)["hashes"]])
+            except E.IntegrityError as err:
+                render.fail_line(f"[bold]LOG INTEGRITY ALARM[/]: {err.message}")
+                raise typer.Exit(exit_codes.TAMPERED) from err
+            if trusted is None or new.size != trusted.size:
+                state.write_text(note)
+                render.console.print(f"trusted checkpoint: size {new.size} root {new.root.hex()[:16]}…"
+                                     + (f" (extends {trusted.size})" if trusted else " (first seen)"))
+            if witness is not None and witness_name is not None:
+                cosigned = cosign(note, witness_name, witness, int(time.time()))
+                api.submit_cosignature(cosigned)
+            if once:
+                return
+            time.sleep(interval)
+
+
+def _report(report: AuditReport, json_out: bool) -> None:
     result = {"ok": report.ok, "entries": report.entries, "tree_size": report.tree_size, "chains": report.chains,
               "actors": report.actors, "batches": report.batches, "checkpoints": report.checkpoints,
               "first_failure": None if report.failure is None else
