@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
 from api import problems
 from api.deps import AppState, RateLimiter
 from api.routes import actors, batches, digital_link, events, health, log, packs, reports
 from api.settings import Settings
+from ledger.errors import LedgerError
 from ledger.home import open_ledger
 from ledger.queries import Reader
 from ledger.sequencer import GroupCommitter
-from ledger.service import PublicReports
+from ledger.service import Ledger, PublicReports
+
+logger = logging.getLogger("athar.api")
 
 DESCRIPTION = """\
 athar is a tamper-evident traceability ledger for medicines. Every batch is recorded from manufacturer to
@@ -39,9 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         committer = GroupCommitter(ledger)
         app.state.athar = AppState(settings, ledger, db, committer, Reader(ledger), PublicReports(ledger),
                                    RateLimiter(settings.public_reports_per_minute))
+        watcher = (asyncio.create_task(_overdue_loop(ledger, settings)) if settings.overdue_check_seconds > 0
+                   else None)
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
             committer.close()
             db.dispose()
 
@@ -80,6 +91,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _overdue_loop(ledger: Ledger, settings: Settings) -> None:
+    """Alert on shipments not received in time. Alert ids are per shipment, so several workers doing this
+    at once file each alert once."""
+    while True:
+        await asyncio.sleep(settings.overdue_check_seconds)
+        try:
+            await run_in_threadpool(ledger.overdue_shipments, dt.timedelta(days=settings.max_transit_days))
+        except LedgerError as err:
+            logger.warning("overdue-shipment check failed: %s", err.message)
 
 
 def app_from_env() -> FastAPI:

@@ -21,6 +21,10 @@ class Settings:
     #: a signed read request is valid this many seconds either side of the server clock
     read_auth_skew_seconds: int = 300
     pool_size: int = 10
+    #: shipments still in transit after this many days raise an alert
+    max_transit_days: int = 7
+    #: how often the server looks for overdue shipments (seconds; 0 disables)
+    overdue_check_seconds: int = 600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -32,4 +36,6 @@ class Settings:
             max_body_bytes=int(env.get("ATHAR_MAX_BODY_BYTES", cls.max_body_bytes)),
             public_reports_per_minute=int(env.get("ATHAR_PUBLIC_REPORTS_PER_MINUTE", cls.public_reports_per_minute)),
             pool_size=int(env.get("ATHAR_DB_POOL_SIZE", cls.pool_size)),
+            max_transit_days=int(env.get("ATHAR_MAX_TRANSIT_DAYS", cls.max_transit_days)),
+            overdue_check_seconds=int(env.get("ATHAR_OVERDUE_CHECK_SECONDS", cls.overdue_check_seconds)),
         )

@@ -1,0 +1,155 @@
+"""Regulator tools on SQLite and PostgreSQL: alert lifecycle and causes, overdue shipments, projection
+rebuild, log monitoring (rollback, fork), witness cosignatures."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ledger import errors as E
+from ledger.audit import verify_store
+from ledger.checkpoint import cosign, open_checkpoint, verify_cosignature
+from ledger.home import open_ledger
+from ledger.monitor import ForkDetected, RollbackDetected, check_update
+from ledger.rebuild import rebuild
+from ledger.state import AlertRecord
+from signing import KeyPair
+from signing.keys import write_public_key
+from tests.support import GTIN, World, make_world
+
+
+@pytest.fixture
+def world(tmp_path: Path, db_url: str) -> World:
+    return make_world(tmp_path / "home", db_url)
+
+
+def _alerts(world: World) -> dict[str, AlertRecord]:
+    with world.ledger.store.read() as u:
+        return {a.kind: a for a in u.alerts()}
+
+
+def test_alert_lifecycle_is_recorded_in_the_ledger(world: World) -> None:
+    serials = world.commission("L1", 3)
+    world.deliver("maphar", "dist-north", "L1", serials)
+    world.deliver("dist-north", "ph-rabat", "L1", serials[:1])
+    world.deliver("dist-north", "ph-fes", "L1", serials[1:2])
+    world.ledger.submit(world.as_("ph-rabat").dispense(GTIN, serials[0]))
+    with pytest.raises(E.DuplicateDispense):
+        world.ledger.submit(world.as_("ph-fes").dispense(GTIN, serials[0]))
+    alert = _alerts(world)["duplicate_dispense"]
+    assert alert.status == "open" and alert.suspect == "ph-fes"
+    assert "clone" in (alert.cause or "")
+
+    with pytest.raises(E.RoleNotAllowed):
+        world.ledger.submit(world.as_("ph-rabat").sign("alert_update", alert=alert.id, status="investigating"))
+    world.ledger.submit(world.as_("inspector").sign("alert_update", alert=alert.id, status="investigating"))
+    world.ledger.submit(world.as_("regulator").sign("alert_update", alert=alert.id, status="closed",
+                                                    outcome="confirmed", finding="cloned packs seized in Fès"))
+    closed = _alerts(world)["duplicate_dispense"]
+    assert (closed.status, closed.outcome, closed.finding) == ("closed", "confirmed", "cloned packs seized in Fès")
+    with pytest.raises(E.InvalidTransition):
+        world.ledger.submit(world.as_("regulator").sign("alert_update", alert=alert.id, status="investigating"))
+    with pytest.raises(E.InvalidEvent):  # closing needs an outcome
+        world.ledger.submit(world.as_("regulator").sign("alert_update", alert=alert.id, status="closed"))
+    assert verify_store(world.ledger.store, world.ledger.config.trust, world.ledger.config.origin).ok
+
+
+def test_a_lot_one_character_off_is_explained_as_a_typing_error(world: World) -> None:
+    serials = world.commission("AB12", 2)
+    world.deliver("maphar", "dist-north", "AB12", serials)
+    world.deliver("dist-north", "ph-rabat", "AB12", serials)
+    with pytest.raises(E.MismatchError):
+        world.ledger.submit(world.as_("ph-rabat").dispense(GTIN, serials[0], lot="AB13"))
+    alert = _alerts(world)["mismatch"]
+    assert "typing error" in (alert.cause or "")
+    assert alert.lot == "AB12"  # filed in the real batch's chain
+
+
+def test_overdue_shipments_raise_one_alert_each(world: World) -> None:
+    import datetime as dt
+
+    serials = world.commission("L2", 4)
+    shipment = world.as_("maphar").ship(GTIN, "L2", "dist-south", serials=serials[:2])
+    world.ledger.submit(shipment)
+    world.deliver("maphar", "dist-north", "L2", serials[2:])
+    assert world.ledger.overdue_shipments(dt.timedelta(days=7)) == []
+    world.clock.advance(days=8)
+    receipts = world.ledger.overdue_shipments(dt.timedelta(days=7))
+    assert len(receipts) == 1
+    assert world.ledger.overdue_shipments(dt.timedelta(days=7)) == []
+    alert = _alerts(world)["shipment_overdue"]
+    assert alert.suspect == "dist-south" and shipment.event_id in alert.message
+
+
+def test_rebuild_finds_and_repairs_edited_projections(world: World) -> None:
+    serials = world.commission("L3", 5)
+    world.deliver("maphar", "dist-north", "L3", serials[:3])
+    with world.db.writer.begin() as conn:
+        conn.execute(sa.text("UPDATE holdings SET quantity = quantity + 100 WHERE actor = 'dist-north'"))
+        conn.execute(sa.text(f"UPDATE packs SET status = 'dispensed' WHERE serial = '{serials[4]}'"))
+        conn.execute(sa.text("DELETE FROM actors WHERE id = 'ph-fes'"))
+    trust, origin = world.ledger.config.trust, world.ledger.config.origin
+    _, report = rebuild(world.ledger.store, trust, origin)
+    assert not report.clean
+    assert len(report.differences["holdings"]) == 1 and len(report.differences["packs"]) == 1
+    assert report.differences["actors"] == ["actors ph-fes: missing from the stored projection"]
+    _, report = rebuild(world.ledger.store, trust, origin, write=True)
+    assert report.rewritten
+    _, report = rebuild(world.ledger.store, trust, origin)
+    assert report.clean
+    with world.ledger.store.read() as u:
+        assert u.holding("dist-north", GTIN, "L3") == 3 and u.actor("ph-fes") is not None
+
+
+def test_monitor_accepts_growth_and_detects_rollback_and_fork(tmp_path: Path, world: World, db_url: str) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the fork is made by copying the SQLite file")
+    ledger = world.ledger
+    vkey = ledger.config.verifier_key
+    first = open_checkpoint(ledger.checkpoint().note, vkey)  # type: ignore[union-attr]
+    world.commission("L4", 2)
+    grown_note = ledger.checkpoint().note  # type: ignore[union-attr]
+    grown = check_update(first, grown_note, vkey, ledger.consistency_proof)
+    assert grown.size > first.size
+    with pytest.raises(RollbackDetected):
+        check_update(grown, ledger.checkpoint(first.size).note, vkey, ledger.consistency_proof)  # type: ignore[union-attr]
+
+    # a fork: a copy of the database (same keys) that diverges from the original
+    world.db.dispose()
+    fork_home = tmp_path / "fork"
+    shutil.copytree(world.home.path, fork_home)
+    fork_url = f"sqlite:///{fork_home}/ledger.db"
+    shutil.copy(Path(db_url.removeprefix("sqlite:///")), fork_home / "ledger.db")
+    fork, fork_db = open_ledger(fork_home, fork_url)
+    fork.clock = world.clock
+    fork.submit(world.as_("maphar").commission(GTIN, "FORKED", __import__("datetime").date(2029, 1, 1), "X", ["F1"]))
+    world.commission("L5", 1)
+    honest_note = ledger.checkpoint().note  # type: ignore[union-attr]
+    trusted = check_update(grown, honest_note, vkey, ledger.consistency_proof)
+    forked_note = fork.checkpoint().note  # type: ignore[union-attr]
+    with pytest.raises(ForkDetected):
+        check_update(trusted, forked_note, vkey, fork.consistency_proof)
+    fork_db.dispose()
+
+
+def test_witness_cosignatures_are_verified_stored_and_served(tmp_path: Path, world: World, db_url: str) -> None:
+    witness = KeyPair.generate()
+    write_public_key(world.home.keys / "witnesses" / "witness.example.ma.pub", witness.public)
+    world.db.dispose()
+    ledger, db = open_ledger(world.home.path, db_url)
+    note = ledger.checkpoint().note  # type: ignore[union-attr]
+    cosigned = cosign(note, "witness.example.ma", witness, 1795342500)
+    assert ledger.add_cosignatures(cosigned) == ["witness.example.ma"]
+    served = ledger.cosigned_checkpoint()
+    assert served is not None and verify_cosignature(served, "witness.example.ma", witness.public) == 1795342500
+    open_checkpoint(served, ledger.config.verifier_key)  # still a valid checkpoint for plain clients
+    stranger = cosign(note, "stranger", KeyPair.generate(), 1)
+    with pytest.raises(E.UnknownKey):
+        ledger.add_cosignatures(stranger)
+    forged = cosign(note, "witness.example.ma", KeyPair.generate(), 5)
+    with pytest.raises((E.SignatureInvalid, E.UnknownKey)):
+        ledger.add_cosignatures(forged)
+    db.dispose()
