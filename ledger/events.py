@@ -49,6 +49,7 @@ ROOT_ACTOR = "root"  # the regulator root key signs as this reserved actor
 LEDGER_ACTOR = "ledger"  # the ledger key signs alerts and anonymous public reports as this actor
 PUBLIC_ACTOR = "public"
 MAX_SERIALS = 200_000
+LEDGER_ID_PREFIXES = ("alert:", "public:")
 MAX_TEXT = 500
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -324,7 +325,8 @@ def parse_event(body: Any) -> Event:
     """Validate a JSON event body and return its typed form, or raise InvalidEvent saying what is wrong."""
     if not isinstance(body, Mapping):
         raise InvalidEvent("an event must be a JSON object")
-    if body.get("v") != SCHEMA_VERSION:
+    version = body.get("v")
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise InvalidEvent(f"field 'v' must be {SCHEMA_VERSION} (the event schema version)")
     kind = body.get("type")
     cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
@@ -334,7 +336,11 @@ def parse_event(body: Any) -> Event:
     actor = f.req("actor", 64)
     if actor not in (ROOT_ACTOR, LEDGER_ACTOR):
         ids.actor_id(actor)
-    base: dict[str, Any] = {"id": ids.event_id(f.req("id", 128)), "actor": actor,
+    event_id = ids.event_id(f.req("id", 128))
+    if actor != LEDGER_ACTOR and event_id.startswith(LEDGER_ID_PREFIXES):
+        # ids the ledger derives for its own alerts: a client taking one first could suppress an alert
+        raise InvalidEvent(f"event ids starting with {', '.join(LEDGER_ID_PREFIXES)} are reserved for the ledger")
+    base: dict[str, Any] = {"id": event_id, "actor": actor,
                             "time": parse_time(body.get("time"))}
     return cls(**base, **_specific(cls, f))
 

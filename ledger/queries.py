@@ -15,6 +15,7 @@ from ledger import errors as E
 from ledger.bundle import build_bundle
 from ledger.entry import Entry
 from ledger.identifiers import Role, batch_chain
+from ledger.recall import RecallReport, recall_report
 from ledger.service import Ledger
 from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Shipment
 from ledger.storage.sql import SqlUnit, StoredCheckpoint, StoredEntry, prove_entries
@@ -164,6 +165,24 @@ class Reader:
             steps.append(Step(stored.index, kind, stored.actor, actor.name if actor else stored.actor,
                               actor.role.value if actor else "", actor.region if actor else "", stored.received_at))
         return steps
+
+    def recall(self, gtin: str, lot: str, who: Principal) -> RecallReport:
+        """Who holds the recalled stock and how much came back (regulators, inspectors, the manufacturer)."""
+        with self.ledger.store.read() as u:
+            batch = self._visible_batch(u, gtin, lot, who)
+            if not (who.oversees or who.actor.id == batch.manufacturer):
+                raise E.RoleNotAllowed("recall progress is for regulators, inspectors and the manufacturer")
+            stored = u.chain_entries(batch_chain(gtin, lot))
+            for actor in u.actors():
+                stored.extend(u.chain_entries(f"actor/{actor.id}"))
+        return recall_report([Entry.from_leaf(e.leaf) for e in stored], gtin, lot)
+
+    def recalled_batches(self, who: Principal) -> list[RecallReport]:
+        if not who.oversees:
+            raise E.RoleNotAllowed("only regulators and inspectors see every recall")
+        with self.ledger.store.read() as u:
+            recalled = [b for b in u.batches() if b.status == "recalled"]
+        return [self.recall(b.gtin, b.lot, who) for b in recalled]
 
     # ---- offline bundles ---------------------------------------------------------------------------------------
 

@@ -50,8 +50,9 @@ class RiskThresholds:
 
     flag_score: a subject whose combined score reaches this is flagged.
     robust_z: a peer comparison fires only above this robust z (modified z-score; 3.5 is the usual cut).
-    min_peers: peer groups smaller than this (subject included) are not compared; a region with fewer
-        dispensers than this is compared with the national group of the same role instead.
+    min_peers: a subject is compared with the other actors of its role (itself left out) in its region when
+        the region has at least this many of them (itself included), else nationally; with fewer than this
+        many nationally it is not compared.
     outlier_min_ratio: a peer outlier must also be at least this many times the peer median (or below it).
     window_days: dispensing, undo and destruction volumes are counted over the last this many days.
     dispense_min: dispensing volumes below this are never outliers.

@@ -115,11 +115,17 @@ def expired_stock_held(f: Facts, t: RiskThresholds) -> list[Signal]:
 
 def _peer_group(f: Facts, actor: Actor, t: RiskThresholds, eligible: Callable[[Actor], bool]) -> tuple[
         list[Actor], str]:
-    same_role = [a for a in f.custodians() if a.role == actor.role and eligible(a)]
+    """The actor's peers (same role, itself left out): its region's if the region has enough, else national.
+
+    The group is empty when it is too small (``min_peers`` counts the actor itself) to compare with.
+    """
+    same_role = [a for a in f.custodians() if a.role == actor.role and eligible(a) and a.id != actor.id]
     regional = [a for a in same_role if a.region == actor.region]
-    if len(regional) >= t.min_peers:
-        return regional, f"the {len(regional)} {actor.role.value} actors of {actor.region}"
-    return same_role, f"the {len(same_role)} {actor.role.value} actors nationally"
+    if len(regional) + 1 >= t.min_peers:
+        return regional, f"the {len(regional)} other {actor.role.value} actors of {actor.region}"
+    if len(same_role) + 1 >= t.min_peers:
+        return same_role, f"the {len(same_role)} other {actor.role.value} actors nationally"
+    return [], f"only {len(same_role)} other {actor.role.value} actor(s) nationally"
 
 
 def dispensing_outlier(f: Facts, t: RiskThresholds) -> list[Signal]:
@@ -141,7 +147,7 @@ def dispensing_outlier(f: Facts, t: RiskThresholds) -> list[Signal]:
         if x < t.dispense_min:
             continue
         peers, described = _peer_group(f, actor, t, lambda _a: True)
-        if len(peers) < t.min_peers:
+        if not peers:
             continue
         values = [float(net[p.id]) for p in peers]
         m, z = median(values), robust_z(x, values)
@@ -172,7 +178,7 @@ def unusual_dwell(f: Facts, t: RiskThresholds) -> list[Signal]:
         if actor.role == Role.MANUFACTURER or actor.id not in eligible:
             continue
         peers, described = _peer_group(f, actor, t, lambda a: a.id in eligible)
-        if len(peers) < t.min_peers:
+        if not peers:
             continue
         values = [eligible[p.id] for p in peers]
         x, m = eligible[actor.id], median(values)
@@ -357,7 +363,7 @@ def _rate_spike(f: Facts, t: RiskThresholds, kind: str, counts: dict[str, int], 
         if n < min_count or rate < min_rate:
             continue
         peers, described = _peer_group(f, actor, t, lambda _a: True)
-        if len(peers) >= t.min_peers:
+        if peers:
             values = [rates[p.id] for p in peers]
             z, m = robust_z(rate, values), median(values)
             if z <= t.robust_z or rate < t.outlier_min_ratio * m:

@@ -166,7 +166,8 @@ class Ledger:
                       err: E.LedgerError, now: dt.datetime) -> None:
         """Keep a refused but properly signed submission in the log as evidence, signed by the ledger."""
         alert_id = "alert:" + hashlib.sha256(canonical(signed.to_json())).hexdigest()[:40]
-        if u.entry_by_event_id(alert_id) is not None:
+        prior = u.entry_by_event_id(alert_id)
+        if prior is not None and prior.event_type == "alert" and prior.actor == ev.LEDGER_ACTOR:
             return  # the same refused submission again: one alert is enough
         body: dict[str, Any] = {"v": ev.SCHEMA_VERSION, "type": "alert", "id": alert_id, "actor": ev.LEDGER_ACTOR,
                 "time": ev.format_time(now),

@@ -28,12 +28,18 @@ def canonical(value: Any) -> bytes:
 def parse_canonical(data: bytes) -> Any:
     """Parse JSON bytes and insist they are already in canonical form (no alternative encodings)."""
     try:
-        value = json.loads(data)
+        # RFC 8785 writes whole-number doubles beyond 2^53 without a fraction; read them back as floats
+        value = json.loads(data, parse_int=_parse_int)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CanonicalEncodingError(f"not valid JSON: {exc}") from exc
     if canonical(value) != data:
         raise CanonicalEncodingError("JSON is not in RFC 8785 canonical form")
     return value
+
+
+def _parse_int(text: str) -> int | float:
+    number = int(text)
+    return number if abs(number) <= 2**53 - 1 else float(number)
 
 
 def purpose_prefix(purpose: str) -> bytes:

@@ -14,7 +14,7 @@ from ledger.storage.database import Database
 from signing import KeyPair
 
 GTIN = "06111234567895"  # GS1 Morocco prefix 611, valid check digit
-GTIN_B = "06118000000011"
+GTIN_B = "06118000000013"
 
 
 class Clock:

@@ -1,0 +1,179 @@
+"""Offline bundles through the CLI: export from a real server, then verify and scan with the server stopped;
+every kind of tampering makes verification and scans fail with exit code 20."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.checkpoint import Checkpoint, sign_checkpoint, split_note
+from signing import KeyPair
+from signing.keys import write_public_key
+from tests.integration.cli.conftest import Cli, Server, build_world, free_port
+from tests.support import GTIN
+
+pytestmark = pytest.mark.slow
+GS = "<GS>"
+
+
+def element(serial: str, lot: str, expiry: str = "280630") -> str:
+    return f"]d201{GTIN}17{expiry}10{lot}{GS}21{serial}"
+
+
+@dataclass
+class Offline:
+    cli: Cli
+    bundle: Path
+    doc: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Offline]:
+    """Build custody through the CLI, export a bundle as the inspector, then stop the server for good."""
+    root = tmp_path_factory.mktemp("bundle")
+    data_dir = root / "home"
+    build_world(data_dir)
+    server = Server(data_dir)
+    try:
+        cli = Cli(data_dir, server.url)
+        cli.commission("OFF1", ["OF1", "OF2", "OF3", "OF4"])
+        cli.deliver("OFF1", ["OF1", "OF2"], "maphar", "ph-rabat")
+        r = cli("dispense", "--gtin", GTIN, "--serial", "OF1", actor="ph-rabat")
+        assert r.code == 0, r.err
+        cli.commission("OFF2", ["OR1"])
+        r = cli("recall", "--gtin", GTIN, "--lot", "OFF2", "--reason", "label error", actor="maphar")
+        assert r.code == 0, r.err
+        cli.commission("ELSEWHERE", ["EL1"])  # registered, but not exported
+
+        out = root / "inspector.bundle.json"
+        r = cli("bundle", "export", "--out", str(out), "--batch", f"{GTIN}/OFF1", "--batch", f"{GTIN}/OFF2",
+                actor="inspector")
+        assert r.code == 0, r.err
+        assert "verified against the pinned keys" in r.out
+        denied = cli("bundle", "export", "--out", str(root / "x.json"), "--region", "Oriental", actor="ph-rabat")
+        assert denied.code == 4 and not (root / "x.json").exists()
+    finally:
+        server.stop()
+    # from here on nothing listens: any network use would fail
+    cli.url = f"http://127.0.0.1:{free_port()}"
+    yield Offline(cli, out, json.loads(out.read_text()))
+
+
+def test_bundle_verify(offline: Offline) -> None:
+    r = offline.cli("bundle", "verify", str(offline.bundle))
+    assert r.code == 0, r.err
+    assert "intact" in r.out and "tree size" in r.out and "chains" in r.out and "actors" in r.out
+    info = offline.cli("bundle", "verify", str(offline.bundle), "--json").json()
+    assert info["ok"] and info["batches"] == 2 and info["actors"] == 9 and info["entries"] == len(
+        offline.doc["entries"])
+
+
+OFFLINE_CASES = [  # code, verdict, words of the reason
+    (element("OF2", "OFF1"), "AUTHENTIC", "genuine"),
+    (element("OF1", "OFF1"), "ALREADY_DISPENSED", "already dispensed"),
+    (element("OR1", "OFF2"), "RECALLED", "label error"),
+    (element("OF9", "OFF1"), "UNKNOWN", "ever registered"),
+    (element("EL1", "ELSEWHERE"), "UNKNOWN", "not in this bundle"),
+    (element("OF2", "OFF1", expiry="290101"), "MISMATCH", "expiry"),
+]
+
+
+def test_offline_scan(offline: Offline) -> None:
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--stdin", "--json",
+                    input="".join(code + "\n" for code, _, _ in OFFLINE_CASES))
+    assert r.code == 10, r.err  # the worst verdict: UNKNOWN
+    docs = r.json_lines()
+    assert len(docs) == len(OFFLINE_CASES)
+    for doc, (_, verdict, says) in zip(docs, OFFLINE_CASES, strict=True):
+        assert doc["verdict"] == verdict and doc["mode"] == "offline" and says in doc["reason"], doc
+        if verdict != "UNKNOWN":
+            assert doc["provenance"] and all(s["signature"] == "verified" for s in doc["provenance"])
+    for code, exit_code in [(OFFLINE_CASES[0][0], 0), (OFFLINE_CASES[2][0], 13), (OFFLINE_CASES[5][0], 11)]:
+        assert offline.cli("scan", "--offline", str(offline.bundle), "--text", code).code == exit_code
+
+
+def test_offline_scan_as_a_pharmacy_and_as_text(offline: Offline) -> None:
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", element("OF3", "OFF1"), actor="ph-rabat")
+    assert r.code == 16 and "NOT_IN_CUSTODY" in r.out
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", element("OF2", "OFF1"), actor="ph-rabat")
+    assert r.code == 0 and "AUTHENTIC" in r.out and "verified offline" in r.out and "commission" in r.out
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--stdin",
+                    input=element("OF2", "OFF1") + "\n" + element("OR1", "OFF2") + "\n")
+    assert r.code == 13 and [line.split()[0] for line in r.out.strip().splitlines()] == ["AUTHENTIC", "RECALLED"]
+    # online needs the server, which is gone: exit 5
+    assert offline.cli("scan", "--text", element("OF2", "OFF1")).code == 5
+
+
+def _entries_of(doc: dict[str, Any], chain: str) -> list[int]:
+    return [i for i, e in enumerate(doc["entries"]) if e["entry"]["chain"] == chain]
+
+
+def _edit_field(doc: dict[str, Any]) -> None:
+    i = _entries_of(doc, f"batch/{GTIN}/OFF2")[0]
+    doc["entries"][i]["entry"]["event"]["product"] = "Something else"
+
+
+def _drop_middle(doc: dict[str, Any]) -> None:
+    chain = _entries_of(doc, f"batch/{GTIN}/OFF1")
+    del doc["entries"][chain[1]]
+
+
+def _drop_last(doc: dict[str, Any]) -> None:
+    del doc["entries"][_entries_of(doc, f"batch/{GTIN}/OFF1")[-1]]  # the dispense of OF1
+
+
+def _resign_checkpoint(doc: dict[str, Any]) -> None:
+    text, _ = split_note(doc["checkpoint"])
+    cp = Checkpoint.parse_body(text)
+    doc["checkpoint"] = sign_checkpoint(cp, cp.origin, KeyPair.generate())
+
+
+def _drop_recall(doc: dict[str, Any]) -> None:
+    """Drop the recall itself: a whole-entry omission at the end of a chain."""
+    del doc["entries"][_entries_of(doc, f"batch/{GTIN}/OFF2")[-1]]
+
+
+@pytest.mark.parametrize(("tamper", "says"), [
+    (_edit_field, "not in the signed tree"),
+    (_drop_middle, "is broken before this entry"),
+    (_drop_last, "does not end at the signed head"),
+    (_resign_checkpoint, "not signed by the pinned ledger key"),
+    (_drop_recall, "does not end at the signed head"),
+], ids=["edit-field", "drop-entry", "drop-last-of-chain", "checkpoint-other-key", "drop-recall"])
+def test_tampered_bundle(offline: Offline, tmp_path: Path, tamper: Callable[[dict[str, Any]], None],
+                         says: str) -> None:
+    doc = copy.deepcopy(offline.doc)
+    tamper(doc)
+    bad = tmp_path / "tampered.json"
+    bad.write_text(json.dumps(doc))
+    r = offline.cli("bundle", "verify", str(bad))
+    assert r.code == 20 and "TAMPERED" in r.err and len(r.err.strip().splitlines()) == 1
+    assert says in r.err
+    r = offline.cli("scan", "--offline", str(bad), "--text", element("OF2", "OFF1"), "--json")
+    assert r.code == 20
+    assert r.json_lines()[0]["verdict"] == "TAMPERED"
+
+
+def test_wrong_pinned_ledger_key(offline: Offline, tmp_path: Path) -> None:
+    other = tmp_path / "other-ledger.pub"
+    write_public_key(other, KeyPair.generate().public)
+    r = offline.cli("bundle", "verify", str(offline.bundle), "--ledger-key", str(other))
+    assert r.code == 20 and "pinned ledger key" in r.err
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--ledger-key", str(other), "--text",
+                    element("OF2", "OFF1"))
+    assert r.code == 20 and "TAMPERED" in r.out
+
+
+def test_unreadable_bundle(offline: Offline, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.json"
+    junk.write_text("{not json")
+    r = offline.cli("bundle", "verify", str(junk))
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    r = offline.cli("scan", "--offline", str(tmp_path / "missing.json"), "--text", element("OF2", "OFF1"))
+    assert r.code == 2 and "does not exist" in r.err
