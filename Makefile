@@ -6,14 +6,22 @@ ATHAR_HOME ?= $(CURDIR)/.athar-demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps test-deps demo test lint bench clean
 
-# Debian packages the scanner needs at run time (zbar for pyzbar). Installed only when missing.
+# Debian packages: zbar for pyzbar (the scanner, at run time). Installed only when missing.
 system-deps:
 	@if ! ldconfig -p 2>/dev/null | grep -q libzbar.so.0; then \
 	  echo "installing libzbar0 (Debian)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libzbar0 >/dev/null; \
+	fi
+
+# Headless Chromium renders the dashboard and the patient page in the test suite. Installed only when missing.
+test-deps: system-deps
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing chromium (Debian) for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 $(BIN)/athar: pyproject.toml
@@ -29,7 +37,7 @@ demo: setup
 	$(BIN)/athar demo --data-dir $(ATHAR_HOME) --serve --host $(HOST) --port $(PORT)
 
 # All tests. PostgreSQL tests run when ATHAR_TEST_POSTGRES_URL is set (CI sets it and requires them).
-test: setup
+test: setup test-deps
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 lint: setup

@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 
 from api import problems
 from api.deps import AppState, RateLimiter
-from api.routes import actors, batches, digital_link, events, health, log, packs, reports
+from api.routes import actors, batches, digital_link, events, health, log, oversight, packs, reports
 from api.settings import Settings
 from ledger.errors import LedgerError
 from ledger.home import open_ledger
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             request._body = body
         return await call_next(request)
 
-    for module in (events, log, actors, batches, packs, digital_link, reports, health):
+    for module in (events, log, actors, batches, packs, digital_link, reports, oversight, health):
         app.include_router(module.router)
     app.include_router(batches.bundles)
 

@@ -7,7 +7,8 @@ Visibility rules (DESIGN.md, "Trust and access"): the public sees a pack's verdi
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from ledger.bundle import build_bundle
 from ledger.entry import Entry
 from ledger.identifiers import Role, batch_chain
 from ledger.recall import RecallReport, recall_report
+from ledger.risk import RiskReport, RiskThresholds, assess
 from ledger.service import Ledger
 from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Shipment
 from ledger.storage.sql import SqlUnit, StoredCheckpoint, StoredEntry, prove_entries
@@ -225,3 +227,69 @@ class Reader:
 
 def prove(u: SqlUnit, entries: Sequence[StoredEntry], tree_size: int) -> list[ProvedEntry]:
     return [ProvedEntry(e, proof) for e, proof in prove_entries(u, entries, tree_size)]
+
+
+@dataclass(frozen=True)
+class AlertStats:
+    by_status: dict[str, int]
+    by_kind: dict[str, int]
+    closed_false_alarm: int
+    closed_confirmed: int
+
+    @property
+    def false_alert_rate(self) -> float | None:
+        """Share of closed alerts that turned out false: the figure that buried real alerts in the EU."""
+        closed = self.by_status.get("closed", 0)
+        return None if closed == 0 else self.closed_false_alarm / closed
+
+
+class Oversight:
+    """Read models for the regulator: alert statistics, risk, volumes and dwell times."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self.ledger = reader.ledger
+
+    def _require(self, who: Principal) -> None:
+        if not who.oversees:
+            raise E.RoleNotAllowed("only regulators and inspectors may read oversight data")
+
+    def alert_stats(self, who: Principal) -> AlertStats:
+        self._require(who)
+        with self.ledger.store.read() as u:
+            rows = u.alert_counts()
+        by_status: dict[str, int] = {}
+        by_kind: dict[str, int] = {}
+        false_alarm = confirmed = 0
+        for status, outcome, kind, n in rows:
+            by_status[status] = by_status.get(status, 0) + n
+            by_kind[kind] = by_kind.get(kind, 0) + n
+            false_alarm += n if outcome == "false_alarm" else 0
+            confirmed += n if outcome == "confirmed" else 0
+        return AlertStats(by_status, by_kind, false_alarm, confirmed)
+
+    def risk(self, who: Principal, thresholds: RiskThresholds | None = None) -> RiskReport:
+        self._require(who)
+        return assess(self._all_entries(), now=self.ledger.clock(), thresholds=thresholds)
+
+    def _all_entries(self) -> Iterator[Entry]:
+        size = self.ledger.size()
+        for start in range(0, size, 1000):
+            for stored in self.ledger.entries(start, min(size, start + 1000)):
+                yield Entry.from_leaf(stored.leaf)
+
+    def volumes(self, who: Principal, days: int = 60) -> list[tuple[str, dt.date, int]]:
+        self._require(who)
+        with self.ledger.store.read() as u:
+            return u.dispensed_by_region_day(self.ledger.clock() - dt.timedelta(days=days))
+
+    def dwell_histogram(self, who: Principal, bins: Sequence[float] = (7, 30, 90, 180, 365)) -> list[tuple[str, int]]:
+        self._require(who)
+        with self.ledger.store.read() as u:
+            days = u.dwell_days()
+        edges = [0.0, *bins]
+        labels = [f"{int(a)}–{int(b)} d" for a, b in itertools.pairwise(edges)] + [f"> {int(bins[-1])} d"]
+        counts = [0] * len(labels)
+        for d in days:
+            counts[next((i for i, b in enumerate(bins) if d < b), len(bins))] += 1
+        return list(zip(labels, counts, strict=True))

@@ -179,6 +179,40 @@ class SqlUnit:
              .order_by(t.shipments.c.shipped_index))
         return [rows.shipment_from(r) for r in self.conn.execute(q)]
 
+    def alert_counts(self) -> list[tuple[str, str | None, str, int]]:
+        """(status, outcome, kind, count) over all alerts."""
+        c = t.alerts.c
+        q = sa.select(c.status, c.outcome, c.kind, sa.func.count()).group_by(c.status, c.outcome, c.kind)
+        return [(s, o, k, int(n)) for s, o, k, n in self.conn.execute(q)]
+
+    def dispensed_by_region_day(self, since: dt.datetime) -> list[tuple[str, dt.date, int]]:
+        """Packs dispensed per region and day since ``since``."""
+        p, a = t.packs.c, t.actors.c
+        q = (sa.select(a.region, p.dispensed_at).join_from(t.packs, t.actors, p.dispensed_by == a.id)
+             .where(p.status == "dispensed", p.dispensed_at >= since))
+        counts: dict[tuple[str, dt.date], int] = {}
+        for region, when in self.conn.execute(q):
+            day = t.UTCDateTime().process_result_value(when, self.conn.dialect)
+            assert day is not None
+            key = (str(region), day.date())
+            counts[key] = counts.get(key, 0) + 1
+        return sorted((r, d, n) for (r, d), n in counts.items())
+
+    def dwell_days(self, limit: int = 100_000) -> list[float]:
+        """Days from commissioning to dispensing, for the most recently dispensed packs."""
+        p, b = t.packs.c, t.batches.c
+        q = (sa.select(p.dispensed_at, b.commissioned_at)
+             .join_from(t.packs, t.batches, sa.and_(p.gtin == b.gtin, p.lot == b.lot))
+             .where(p.status == "dispensed").order_by(p.dispensed_index.desc()).limit(limit))
+        conv = t.UTCDateTime()
+        out = []
+        for dispensed, commissioned in self.conn.execute(q):
+            d1 = conv.process_result_value(dispensed, self.conn.dialect)
+            d0 = conv.process_result_value(commissioned, self.conn.dialect)
+            if d1 and d0:
+                out.append((d1 - d0).total_seconds() / 86400)
+        return out
+
     def alert(self, alert_id: str) -> AlertRecord | None:
         row = self.conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id)).first()
         return rows.alert_from(row) if row else None
