@@ -136,6 +136,17 @@ class AtharClient:
                                                                             "actor": actor}, signed=True).json()
         return result
 
+    def alert_stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/v1/alerts/stats", signed=True).json()
+        return result
+
+    def recalls(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/recalls", signed=True).json())
+
+    def risk(self, limit: int = 50) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/v1/audit/risk", params={"limit": limit}, signed=True).json()
+        return result
+
     def alerts(self, status: str | None = None) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/alerts", params={"status": status}, signed=True).json())
 

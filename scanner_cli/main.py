@@ -8,7 +8,7 @@ import typer
 
 from ledger.errors import LedgerError
 from scanner_cli import exit_codes, render
-from scanner_cli.commands import admin, audit
+from scanner_cli.commands import actions, admin, audit, bundle, keys, label, regulator, scan
 from signing.errors import SigningError
 
 app = typer.Typer(name="athar", help="athar: a tamper-evident traceability ledger for medicines.",
@@ -17,6 +17,21 @@ app.command()(admin.init)
 app.command()(admin.serve)
 app.command()(admin.demo)
 app.add_typer(audit.app, name="audit")
+app.add_typer(keys.app, name="keys")
+app.add_typer(actions.batch_app, name="batch")
+app.command()(actions.ship)
+app.command()(actions.receive)
+app.command()(actions.refuse)
+app.command()(actions.dispense)
+app.command()(actions.recall)
+app.command()(actions.report)
+app.command()(label.label)
+app.command()(scan.scan)
+app.add_typer(bundle.app, name="bundle")
+app.add_typer(regulator.alerts_app, name="alerts")
+app.command()(regulator.recalls)
+app.command()(regulator.dashboard)
+audit.app.command()(regulator.risk)
 
 
 def run() -> None:

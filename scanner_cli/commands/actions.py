@@ -19,8 +19,18 @@ from ledger.entry import SignedEvent
 from ledger.errors import InvalidIdentifier
 from scanner_cli import render
 from scanner_cli.client import Identity
-from scanner_cli.identity import DEFAULT_URL, Actor, KeyFile, LedgerKey, RootKey, Url, client, pinned_trust, \
-    resolve_identity, usage
+from scanner_cli.identity import (
+    DEFAULT_URL,
+    Actor,
+    KeyFile,
+    LedgerKey,
+    RootKey,
+    Url,
+    client,
+    pinned_trust,
+    resolve_identity,
+    usage,
+)
 from scanner_cli.options import DataDir, Json
 from scanner_cli.scantext import PackCode, ScanTextError, parse_scanned_text
 from scanner_cli.verify import verify_receipt
@@ -86,9 +96,9 @@ def show_receipt(receipt: dict[str, Any], summary: str, *, verified: bool, json_
         return
     c = render.console
     again = " (already recorded: the original receipt)" if receipt.get("replayed") else ""
-    c.print(f"[green]recorded[/] {summary}{again}", highlight=False)
+    c.print(f"[green]recorded[/] {summary}{again}", highlight=False, soft_wrap=True)
     c.print(f"  entry {receipt['index']}  hash {receipt['entry_hash']}\n  chain {receipt['chain']}  "
-            f"tree size {receipt['tree_size']}", highlight=False)
+            f"tree size {receipt['tree_size']}", highlight=False, soft_wrap=True)
     c.print("  receipt verified against the pinned ledger key" if verified else
             f"  [yellow]receipt not verified[/] ({unverified_note})",
             highlight=False)

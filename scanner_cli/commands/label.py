@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from ledger import identifiers as ids
-from scanner_cli import labels, render
-from scanner_cli.commands.actions import valid, read_serials
+from scanner_cli import render
+from scanner_cli.commands.actions import read_serials, valid
 from scanner_cli.identity import DEFAULT_URL, Actor, KeyFile, Url, client, resolve_identity, usage
 from scanner_cli.options import DataDir, Json
 from scanner_cli.scantext import PackCode
@@ -49,6 +49,8 @@ def label(gtin: Annotated[str | None, typer.Option("--gtin", show_default=False)
         g, lt, exp = valid(ids.gtin14, gtin), valid(ids.lot, lot), valid(ids.expiry, expiry)
         packs = [PackCode(g, lt, exp, s, "gs1", "") for s in listed]
     resolver = base_url or url
+    from scanner_cli import labels  # fpdf and the barcode writers load only when labelling
+
     try:
         written = labels.write_label_pngs(packs, out, resolver)
         sheet = labels.write_label_sheet_pdf(packs, pdf, resolver, product) if pdf is not None else None

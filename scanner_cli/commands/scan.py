@@ -24,13 +24,30 @@ from ledger import errors as E
 from ledger.bundle import VerifiedBundle, verify_bundle
 from ledger.verdict import Verdict
 from scanner_cli import exit_codes, render
-from scanner_cli.decode import DecodeError, decode_image
-from scanner_cli.identity import DEFAULT_URL, Actor, KeyFile, LedgerKey, RootKey, Url, client, key_file_actor, \
-    pinned_trust, resolve_identity, usage
+from scanner_cli.identity import (
+    DEFAULT_URL,
+    Actor,
+    KeyFile,
+    LedgerKey,
+    RootKey,
+    Url,
+    client,
+    key_file_actor,
+    pinned_trust,
+    resolve_identity,
+    usage,
+)
 from scanner_cli.options import DataDir, Json
 from scanner_cli.scantext import PackCode, ScanTextError, parse_scanned_text
-from scanner_cli.verify import SEVERITY, BundleFileError, ScanResult, offline_verdict, online_verdict, read_bundle, \
-    tampered
+from scanner_cli.verify import (
+    SEVERITY,
+    BundleFileError,
+    ScanResult,
+    offline_verdict,
+    online_verdict,
+    read_bundle,
+    tampered,
+)
 
 COLOURS = {Verdict.AUTHENTIC: "bold green", Verdict.TAMPERED: "bold white on red", Verdict.UNKNOWN: "bold red",
            Verdict.MISMATCH: "bold red"}
@@ -160,6 +177,8 @@ def _from_text(raw: str, source: str) -> Scanned:
 
 
 def _from_image(path: Path) -> Iterator[Scanned]:
+    from scanner_cli.decode import DecodeError, decode_image  # zxing-cpp and Pillow load only for images
+
     name = str(path)
     try:
         symbols = decode_image(path)
@@ -216,11 +235,12 @@ def _panel(source: str, r: ScanResult) -> Panel:
     parts: list[Table] = [facts]
     if r.provenance:
         steps = Table(title="provenance", title_justify="left", box=None, padding=(0, 1), header_style="dim")
-        for col in ("#", "when", "what", "who", "role", "region", "signature"):
-            steps.add_column(col)
+        for col in ("#", "when (UTC)", "what", "who", "role, region", "signature"):
+            steps.add_column(col, no_wrap=col in ("#", "when (UTC)", "what", "signature"))
         for s in r.provenance:
             sig = Text("✓ verified", style="green") if s.signature == "verified" else Text(s.signature, style="dim")
-            steps.add_row(str(s.index), s.time[:19].replace("T", " "), s.type, s.actor_name, s.role, s.region, sig)
+            steps.add_row(str(s.index), Text(s.time[:16].replace("T", " "), no_wrap=True), s.type, s.actor_name,
+                          ", ".join(p for p in (s.role, s.region) if p), sig)
         parts.append(steps)
     return Panel(Group(*parts), title=Text(f" {r.verdict.value} ", style=style), title_align="left",
                  subtitle=source, subtitle_align="right", border_style=BORDERS.get(r.verdict, "yellow"))
