@@ -14,7 +14,8 @@ from fastapi import Depends, HTTPException, Request
 from api.settings import Settings
 from ledger import errors as E
 from ledger.queries import Principal, Reader
-from ledger.read_auth import HEADER_ACTOR, HEADER_KEY, HEADER_SIGNATURE, HEADER_TIME, authenticate_read
+from ledger.read_auth import authenticate_read
+from ledger.request_signing import HEADER_ACTOR, HEADER_KEY, HEADER_SIGNATURE, HEADER_TIME
 from ledger.sequencer import GroupCommitter
 from ledger.service import Ledger, PublicReports
 from ledger.storage.database import Database

@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ledger.entry import Entry, Receipt
-from ledger.queries import BatchView, History, PackReport, ProvedEntry, Step
+from ledger.provenance import Step
+from ledger.queries import BatchView, History, PackReport, ProvedEntry
 from ledger.state import Actor, AlertRecord, KeyRecord, Shipment
 from ledger.storage.sql import StoredEntry
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.home import default_home
+from ledger.paths import default_home
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ taken on trust. Verification needs only the two pinned public keys (ledger and r
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +29,8 @@ from ledger.custody import Context, decide
 from ledger.entry import Entry
 from ledger.merkle import ProofError, verify_inclusion
 from ledger.replay import MemoryState
-from ledger.storage.sql import SqlUnit, prove_entries
 from ledger.verdict import Finding, judge
-from signing import BadSignatureError, KeyPair, b64decode, b64encode, canonical
+from signing import BadSignatureError, b64decode, canonical
 from signing.errors import SigningError
 
 FORMAT = "athar-bundle/1"
@@ -41,37 +40,6 @@ MANIFEST_PURPOSE = "bundle-manifest"
 class TamperedBundle(E.IntegrityError):
     code = "tampered_bundle"
     title = "The bundle fails verification"
-
-
-# ---- building (server side) -------------------------------------------------------------------------------
-
-
-def build_bundle(u: SqlUnit, ledger_key: KeyPair, chains: Iterable[str], *, created: dt.datetime) -> dict[str, Any]:
-    cp = u.checkpoint()
-    if cp is None:
-        raise E.NotFound("the log is empty: nothing to bundle")
-    wanted = sorted(set(chains) | {f"actor/{a.id}" for a in u.actors()})
-    heads: dict[str, Any] = {}
-    stored = []
-    for chain in wanted:
-        entries = [e for e in u.chain_entries(chain) if e.index < cp.tree_size]
-        if not entries:
-            continue
-        stored.extend(entries)
-        heads[chain] = {"length": len(entries), "head_index": entries[-1].index,
-                        "head_hash": entries[-1].entry_hash.hex()}
-    stored.sort(key=lambda e: e.index)
-    manifest = {"format": FORMAT, "tree_size": cp.tree_size, "root_hash": cp.root_hash.hex(),
-                "created": ev.format_time(created), "chains": heads}
-    proved = prove_entries(u, stored, cp.tree_size)
-    return {
-        "format": FORMAT,
-        "checkpoint": cp.note,
-        "manifest": manifest,
-        "manifest_signature": b64encode(ledger_key.sign(MANIFEST_PURPOSE, manifest)),
-        "entries": [{"index": e.index, "entry": Entry.from_leaf(e.leaf).to_json(),
-                     "proof": [h.hex() for h in proof]} for e, proof in proved],
-    }
 
 
 # ---- verifying (anywhere, offline) --------------------------------------------------------------------------

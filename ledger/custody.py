@@ -32,6 +32,7 @@ from ledger.state import (
     PutShipment,
     Shipment,
     StateReader,
+    is_expired,
 )
 from signing import PublicKey, SigningError
 
@@ -92,11 +93,6 @@ def _batch(state: StateReader, gtin: str, lot: str) -> Batch:
     if batch is None:
         raise E.UnknownBatch(f"batch GTIN {gtin} lot {lot} is not registered", gtin=gtin, lot=lot)
     return batch
-
-
-def is_expired(batch: Batch, now: dt.datetime) -> bool:
-    """A batch may be used up to and including its expiry date (GS1 AI 17: 'expiration date')."""
-    return now.date() > batch.expiry
 
 
 def _usable(batch: Batch, now: dt.datetime, action: str) -> None:

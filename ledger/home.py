@@ -17,27 +17,17 @@ from pathlib import Path
 
 from ledger.admission import TrustAnchors
 from ledger.errors import LedgerError, StorageUnavailable
-from ledger.service import DEFAULT_ORIGIN, Ledger, LedgerConfig
+from ledger.paths import DEFAULT_ORIGIN, ENV_DATABASE_URL
+from ledger.service import Ledger, LedgerConfig
 from ledger.storage.database import Database, migrate, open_database, schema_is_current, sqlite_url
 from ledger.storage.sql import SqlStore
 from signing import KeyPair, PublicKey, SigningError
 from signing.keys import read_private_key, read_public_key, write_private_key, write_public_key
 
-ENV_HOME = "ATHAR_HOME"
-ENV_DATABASE_URL = "ATHAR_DATABASE_URL"
-
 
 class HomeError(LedgerError):
     code = "data_directory"
     title = "The data directory is missing or incomplete"
-
-
-def default_home() -> Path:
-    if os.environ.get(ENV_HOME):
-        return Path(os.environ[ENV_HOME]).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("athar"))
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger import errors as E
-from ledger.bundle import build_bundle
+from ledger.bundle_build import build_bundle
 from ledger.entry import Entry
 from ledger.identifiers import Role, batch_chain
+from ledger.provenance import Step, pack_steps
 from ledger.recall import RecallReport, recall_report
 from ledger.risk import RiskReport, RiskThresholds, assess
 from ledger.service import Ledger
@@ -55,19 +56,6 @@ class BatchView:
 class History:
     checkpoint: StoredCheckpoint
     entries: list[ProvedEntry]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One public provenance step: who did what, where and when. No quantities."""
-
-    index: int
-    type: str
-    actor: str
-    actor_name: str
-    role: str
-    region: str
-    time: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -152,21 +140,8 @@ class Reader:
 
     def _steps(self, u: SqlUnit, batch: Batch, serial: str) -> list[Step]:
         names = {a.id: a for a in u.actors()}
-        steps = []
-        for stored in u.chain_entries(batch_chain(batch.gtin, batch.lot)):
-            body = Entry.from_leaf(stored.leaf).signed.body
-            kind = str(body.get("type"))
-            serials = body.get("serials")
-            if kind in ("dispense", "undo_dispense") and body.get("serial") != serial:
-                continue
-            if isinstance(serials, list) and kind != "commission" and serial not in serials:
-                continue
-            if kind in ("alert", "report", "receive", "refuse") or kind.startswith("key"):
-                continue
-            actor = names.get(stored.actor)
-            steps.append(Step(stored.index, kind, stored.actor, actor.name if actor else stored.actor,
-                              actor.role.value if actor else "", actor.region if actor else "", stored.received_at))
-        return steps
+        entries = (Entry.from_leaf(e.leaf) for e in u.chain_entries(batch_chain(batch.gtin, batch.lot)))
+        return pack_steps(entries, serial, names.get)
 
     def recall(self, gtin: str, lot: str, who: Principal) -> RecallReport:
         """Who holds the recalled stock and how much came back (regulators, inspectors, the manufacturer)."""

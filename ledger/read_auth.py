@@ -1,39 +1,24 @@
-"""Authenticated reads without passwords: the reader signs the request with its registered actor key.
-
-The signed value is the canonical JSON object
-``{"actor", "key_id", "method", "path", "timestamp"}`` under purpose ``read-auth`` (so the prefix
-``athar/v1/read-auth\\x00``), where ``path`` is the request path with its raw query string, and
-``timestamp`` is Unix seconds; the server accepts it within a few minutes of its own clock.
-"""
+"""Server side of authenticated reads: check a signed request or a session token against the registry."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
-from typing import Any
 
 from ledger import errors as E
 from ledger.queries import Principal
+from ledger.request_signing import (
+    HEADER_SIGNATURE,
+    HEADER_TIME,
+    READ_PURPOSE,
+    SESSION_PURPOSE,
+    parse_session_token,
+    signed_value,
+)
 from ledger.service import Ledger
-from signing import BadSignatureError, KeyPair, PublicKey, b64decode, b64encode, canonical
+from signing import BadSignatureError, PublicKey, b64decode
 from signing.errors import SigningError
 
-READ_PURPOSE = "read-auth"
-HEADER_ACTOR = "Athar-Actor"
-HEADER_KEY = "Athar-Key-Id"
-HEADER_TIME = "Athar-Timestamp"
-HEADER_SIGNATURE = "Athar-Signature"
-
-
-def signed_value(actor: str, key_id: str, method: str, path: str, timestamp: int) -> dict[str, Any]:
-    return {"actor": actor, "key_id": key_id, "method": method.upper(), "path": path, "timestamp": timestamp}
-
-
-def sign_request(key: KeyPair, actor: str, method: str, path: str, timestamp: int) -> dict[str, str]:
-    """The headers a client adds to a read request."""
-    sig = key.sign(READ_PURPOSE, signed_value(actor, key.key_id, method, path, timestamp))
-    return {HEADER_ACTOR: actor, HEADER_KEY: key.key_id, HEADER_TIME: str(timestamp), HEADER_SIGNATURE: b64encode(sig)}
+MAX_SESSION = dt.timedelta(hours=12)
 
 
 def authenticate_read(ledger: Ledger, *, actor: str, key_id: str, timestamp: str, signature: str, method: str,
@@ -63,30 +48,10 @@ def authenticate_read(ledger: Ledger, *, actor: str, key_id: str, timestamp: str
     return Principal(record)
 
 
-SESSION_PURPOSE = "session"
-MAX_SESSION = dt.timedelta(hours=12)
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def make_session_token(key: KeyPair, actor: str, expires: dt.datetime) -> str:
-    """A short-lived bearer token for a browser (the regulator's dashboard): the actor signs its own claim
-    with its key, so the server still stores no password and no session."""
-    claim = {"actor": actor, "key_id": key.key_id, "expires": int(expires.timestamp())}
-    return _b64url(canonical(claim)) + "." + _b64url(key.sign(SESSION_PURPOSE, claim))
-
 
 def authenticate_session(ledger: Ledger, token: str) -> Principal:
     try:
-        claim_b64, sig_b64 = token.split(".", 1)
-        claim = json.loads(_unb64url(claim_b64))
-        signature = _unb64url(sig_b64)
+        claim, signature = parse_session_token(token)
         actor, key_id, expires = str(claim["actor"]), str(claim["key_id"]), int(claim["expires"])
     except (ValueError, KeyError, TypeError) as exc:
         raise E.SignatureInvalid("the session token is malformed") from exc

@@ -30,11 +30,11 @@ from typing import Any
 
 from ledger import errors as E
 from ledger import events as ev
-from ledger.custody import Context, decide, is_expired
+from ledger.custody import Context, decide
 from ledger.entry import Entry
 from ledger.identifiers import CUSTODIANS, Channel, Role
 from ledger.replay import MemoryState
-from ledger.state import Actor
+from ledger.state import Actor, is_expired
 
 ACTOR, REGION, BATCH = "actor", "region", "batch"
 #: alert kinds that are suspect scans at the place that made them (ledger.errors codes)

@@ -43,7 +43,6 @@ from ledger.storage.sql import (
 from ledger.verdict import Finding, judge
 from signing import KeyPair, PublicKey, canonical
 
-DEFAULT_ORIGIN = "athar.local/ledger"
 MAX_ENTRIES_PAGE = 1000
 
 

@@ -98,6 +98,11 @@ class AlertRecord:
     updated_index: int | None = None
 
 
+def is_expired(batch: Batch, now: dt.datetime) -> bool:
+    """A batch may be used up to and including its expiry date (GS1 AI 17: 'expiration date')."""
+    return now.date() > batch.expiry
+
+
 class StateReader(Protocol):
     """What the custody rules may read. Storage fetches exactly these; the rules decide what they need."""
 

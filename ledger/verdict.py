@@ -6,8 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ledger.custody import is_expired
-from ledger.state import Batch, Pack
+from ledger.state import Batch, Pack, is_expired
 
 
 class Verdict(StrEnum):

@@ -15,7 +15,7 @@ import httpx
 
 from ledger import errors as E
 from ledger.entry import SignedEvent
-from ledger.read_auth import sign_request
+from ledger.request_signing import sign_request
 from signing import KeyPair
 
 _BY_CODE = {cls.code: cls for cls in E.all_error_classes()}

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.home import ENV_DATABASE_URL, ENV_HOME, default_home
+from ledger.paths import ENV_DATABASE_URL, ENV_HOME, default_home
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help=f"data directory (default ${ENV_HOME}, else a "
                                               "per-user directory)", show_default=False)]

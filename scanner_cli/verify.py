@@ -23,12 +23,11 @@ from ledger.entry import Entry, SignedEvent
 from ledger.events import parse_time
 from ledger.identifiers import DISPENSERS
 from ledger.merkle import ProofError, verify_inclusion
+from ledger.provenance import pack_steps
 from ledger.verdict import Finding, Verdict
 from scanner_cli.client import AtharClient, Identity
 from scanner_cli.scantext import PackCode
 
-#: event types shown in a pack's provenance (as the API shows them: no receipts, reports or alerts)
-_HIDDEN = frozenset({"alert", "report", "receive", "refuse"})
 #: how bad a verdict is, for the exit code of a scan of several codes (worst wins)
 SEVERITY: dict[Verdict, int] = {
     Verdict.AUTHENTIC: 0, Verdict.NOT_IN_CUSTODY: 1, Verdict.ALREADY_DISPENSED: 2, Verdict.EXPIRED: 3,
@@ -116,23 +115,8 @@ def scanner_of(vb: VerifiedBundle, actor: str | None) -> str | None:
 
 def bundle_provenance(vb: VerifiedBundle, gtin: str, lot: str, serial: str) -> list[Step]:
     """The pack's steps from the verified batch chain: every one has a verified signature."""
-    steps = []
-    for entry in vb.history(gtin, lot):
-        body = entry.signed.body
-        kind = str(body.get("type"))
-        serials = body.get("serials")
-        if kind in ("dispense", "undo_dispense") and body.get("serial") != serial:
-            continue
-        if isinstance(serials, list) and kind != "commission" and serial not in serials:
-            continue
-        if kind in _HIDDEN or kind.startswith("key"):
-            continue
-        actor_id = str(body.get("actor"))
-        actor = vb.state.actor(actor_id)
-        steps.append(Step(entry.index, kind, actor_id, actor.name if actor else actor_id,
-                          actor.role.value if actor else "", actor.region if actor else "",
-                          entry.received.isoformat(), "verified"))
-    return steps
+    return [Step(s.index, s.type, s.actor, s.actor_name, s.role, s.region, s.time.isoformat(), "verified")
+            for s in pack_steps(vb.history(gtin, lot), serial, vb.state.actor)]
 
 
 def _fill_from_bundle(result: ScanResult, vb: VerifiedBundle, code: PackCode) -> None:

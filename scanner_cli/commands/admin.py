@@ -1,4 +1,8 @@
-"""athar init, athar serve, athar demo."""
+"""athar init, athar serve, athar demo.
+
+The ledger's storage modules are imported inside the commands that need them, so that `athar --help` and the
+scanner commands start fast.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ledger.audit import verify_store
-from ledger.home import ENV_DATABASE_URL, ENV_HOME, init_home, open_ledger
-from ledger.service import DEFAULT_ORIGIN
+from ledger.paths import DEFAULT_ORIGIN, ENV_DATABASE_URL, ENV_HOME
 from scanner_cli import render
 from signing.keys import read_public_key
 
@@ -30,6 +32,8 @@ def init(data_dir: DataDir = None, db: DbUrl = None,
              help="the regulator's root public key file; without it a root key pair is generated here")] = None,
          json_out: Json = False) -> None:
     """Create a data directory (ledger key, regulator root key) and migrate the database. Idempotent."""
+    from ledger.home import init_home
+
     path = home_path(data_dir)
     root = read_public_key(root_public_key) if root_public_key else None
     home, created = init_home(path, origin=origin, database_url=db, root_public_key=root)
@@ -52,6 +56,8 @@ def serve(data_dir: DataDir = None, db: DbUrl = None, host: Host = "127.0.0.1", 
 def _serve(path: Path, db: str | None, host: str, port: int, workers: int) -> None:
     import uvicorn
 
+    from ledger.home import open_ledger
+
     os.environ[ENV_HOME] = str(path)
     if db:
         os.environ[ENV_DATABASE_URL] = db
@@ -67,6 +73,8 @@ def demo(data_dir: DataDir = None, db: DbUrl = None,
          host: Host = "127.0.0.1", port: Port = 8000, json_out: Json = False) -> None:
     """Build a realistic demo ledger (idempotent), verify it, and optionally serve it."""
     from fixtures.demo import build_demo
+    from ledger.audit import verify_store
+    from ledger.home import init_home, open_ledger
 
     path = home_path(data_dir)
     home, _ = init_home(path, database_url=db)

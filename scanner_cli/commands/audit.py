@@ -1,20 +1,23 @@
-"""athar audit: verify the whole ledger."""
+"""athar audit: verify the whole ledger (from its database or a remote API), rebuild projections, watch a log.
+
+The storage modules are imported inside the commands that use the database, so remote commands start fast.
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ledger import errors as E
-from ledger.audit import AuditFailure, AuditReport, LogVerifier, verify_store
+
+if TYPE_CHECKING:
+    from ledger.audit import AuditReport
 from ledger.checkpoint import Checkpoint, cosign, verifier_key
-from ledger.home import open_ledger
 from ledger.monitor import check_update
-from ledger.rebuild import rebuild as rebuild_projections
 from scanner_cli import exit_codes, render
 from scanner_cli.identity import (
     DEFAULT_URL,
@@ -39,6 +42,9 @@ app = typer.Typer(help="Audit the ledger: verify every signature, chain link, Me
 @app.command()
 def verify(data_dir: DataDir = None, db: DbUrl = None, json_out: Json = False) -> None:
     """Verify the whole log from the database; exit 0 when intact, 20 naming the first bad entry otherwise."""
+    from ledger.audit import verify_store
+    from ledger.home import open_ledger
+
     ledger, database = open_ledger(home_path(data_dir), db)
     try:
         with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -56,6 +62,9 @@ def rebuild(data_dir: DataDir = None, db: DbUrl = None,
             write: Annotated[bool, typer.Option("--write", help="replace stored projections that differ")] = False,
             json_out: Json = False) -> None:
     """Rebuild every projection (batches, packs, holdings, actors...) from the verified log; report differences."""
+    from ledger.home import open_ledger
+    from ledger.rebuild import rebuild as rebuild_projections
+
     ledger, database = open_ledger(home_path(data_dir), db)
     try:
         audit_report, result = rebuild_projections(ledger.store, ledger.config.trust, ledger.config.origin,
@@ -88,6 +97,8 @@ def rebuild(data_dir: DataDir = None, db: DbUrl = None,
 def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None, data_dir: DataDir = None,
                   ledger_key: LedgerKey = None, root_key: RootKey = None, json_out: Json = False) -> None:
     """Verify the whole log served by a remote API (regulator or inspector identity), streaming."""
+    from ledger.audit import AuditFailure, LogVerifier
+
     identity = resolve_identity(key, actor, data_dir, required=True, what="a remote audit")
     trust = pinned_trust(data_dir, ledger_key, root_key)
     assert trust is not None

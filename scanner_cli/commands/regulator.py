@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ledger.builder import EventBuilder
-from ledger.read_auth import make_session_token
+from ledger.request_signing import make_session_token
 from scanner_cli import render
 from scanner_cli.identity import DEFAULT_URL, Actor, KeyFile, Url, client, resolve_identity, usage
 from scanner_cli.options import DataDir, Json

@@ -11,7 +11,7 @@ import pytest
 
 from ledger.entry import Entry, SignedEvent
 from ledger.events import parse_event
-from ledger.read_auth import sign_request, signed_value
+from ledger.request_signing import sign_request, signed_value
 from signing import KeyPair, b64decode, canonical
 from signing.canonical import signing_input
 

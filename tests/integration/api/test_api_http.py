@@ -12,7 +12,7 @@ import httpx
 import nacl.signing
 import pytest
 
-from ledger.read_auth import sign_request
+from ledger.request_signing import sign_request
 from tests.integration.api.conftest import Live
 from tests.support import GTIN
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger import errors as E
-from ledger.read_auth import make_session_token
+from ledger.request_signing import make_session_token
 from tests.integration.api.conftest import Live
 from tests.support import GTIN
 
