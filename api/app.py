@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 
 from api import problems
 from api.deps import AppState, RateLimiter
+from api.observability import configure_logging, log_requests
 from api.routes import actors, batches, digital_link, events, health, log, oversight, packs, reports
 from api.settings import Settings
 from ledger.errors import LedgerError
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="athar", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
     problems.install(app)
+    app.middleware("http")(log_requests)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -106,4 +108,5 @@ async def _overdue_loop(ledger: Ledger, settings: Settings) -> None:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory api.app:app_from_env`` (what ``athar serve`` runs)."""
+    configure_logging()
     return create_app(Settings.from_env())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,7 @@ from ledger import errors as E
 from ledger.entry import SignedEvent
 
 router = APIRouter(tags=["events"])
+logger = logging.getLogger("athar.events")
 MAX_DEPTH = 32
 
 SUBMISSION_SCHEMA: dict[str, Any] = {
@@ -74,5 +76,11 @@ def parse_json(raw: bytes) -> Any:
 )
 async def submit_event(request: Request, st: State) -> JSONResponse:
     signed = SignedEvent.from_json(parse_json(await request.body()))
-    receipt = await run_in_threadpool(st.committer.submit, signed)
+    fields = {"event_type": str(signed.body.get("type"))[:32], "actor": str(signed.body.get("actor"))[:64]}
+    try:
+        receipt = await run_in_threadpool(st.committer.submit, signed)
+    except E.LedgerError as err:
+        logger.info("event refused", extra={"fields": {**fields, "code": err.code}})
+        raise
+    logger.info("event recorded", extra={"fields": {**fields, "index": receipt.index, "replayed": receipt.replayed}})
     return JSONResponse(ReceiptOut.of(receipt).model_dump(), status_code=200 if receipt.replayed else 201)

@@ -1,0 +1,33 @@
+"""Structured logs carry what operators need and never secrets or personal data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+
+import pytest
+
+from api.observability import JsonFormatter
+from ledger.request_signing import make_session_token
+from tests.integration.api.conftest import Live
+from tests.support import GTIN
+
+
+def test_logs_are_json_lines_without_secrets(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="athar")
+    w = live.world
+    signed = w.as_("maphar").commission(GTIN, "LOG-1", dt.date(2029, 1, 31), "X", ["SECRETSERIAL1"])
+    assert live.post_event(signed).status_code == 201
+    details = "Khadija B., +212 6 11 22 33 44"
+    live.http.post("/v1/reports", json={"gtin": GTIN, "category": "other", "details": details})
+    token = make_session_token(w.keys["regulator"], "regulator", dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
+    live.http.get("/dashboard", params={"token": token})
+    formatter = JsonFormatter()
+    lines = [formatter.format(r) for r in caplog.records if r.name.startswith("athar")]
+    text = "\n".join(lines)
+    docs = [json.loads(line) for line in lines]
+    assert any(d.get("event_type") == "commission" and d.get("actor") == "maphar" and "index" in d for d in docs)
+    assert any(d.get("path") == "/dashboard" and d.get("status") == 200 for d in docs)
+    for secret in (token, details, "Khadija", signed.to_json()["signature"], "SECRETSERIAL1"):
+        assert secret not in text
