@@ -16,7 +16,7 @@ import typer
 
 from ledger.paths import DEFAULT_ORIGIN, ENV_DATABASE_URL, ENV_HOME
 from scanner_cli import render
-from signing.keys import read_public_key
+from signing.keys import read_private_key, read_public_key
 
 if TYPE_CHECKING:
     from fixtures.demo import DemoSummary
@@ -91,10 +91,12 @@ def demo(data_dir: DataDir = None, db: DbUrl = None,
         render.emit_json({"summary": dataclasses.asdict(summary), "verified": report.ok,
                           "seconds": round(elapsed, 2)})
     else:
-        _print_summary(summary, f"http://{host}:{port}")
+        base = f"http://{host}:{port}"
+        _print_summary(summary, base)
         state = "[green]intact[/]" if report.ok else f"[red]FAILED[/] {report.failure}"
         render.console.print(f"audit verify: {report.entries} entries, {report.checkpoints} checkpoints: {state} "
                              f"({elapsed:.1f} s)")
+        _print_links(home.keys / "actors", base)
     if serve_after:
         _serve(path, db, host, port, 1)
 
@@ -121,5 +123,27 @@ def _print_summary(summary: DemoSummary, base: str) -> None:
         c.print("\n[bold]try these packs[/] (expected verdict):")
         for s in summary.samples:
             link = f"{base}/01/{s.gtin}/10/{s.lot}/21/{s.serial}?17={s.expiry.strftime('%y%m%d')}"
-            c.print(f"  {s.expected:<18} athar scan --text '{s.element_string}'   {link}", highlight=False,
+            c.print(f"  {s.expected:<18} athar scan --url {base} --text '{s.element_string}'   {link}", highlight=False,
                     soft_wrap=True)
+
+
+def _print_links(actor_keys: Path, base: str) -> None:
+    """Where to look once the demo is served: the API docs and the regulator's dashboard (signed link)."""
+    import datetime as dt
+
+    from fixtures.demo import load_actors
+    from ledger.request_signing import make_session_token
+
+    c = render.console
+    c.print(f"\n[bold]open[/]  API docs      {base}/docs", highlight=False, soft_wrap=True)
+    c.print(f"      checkpoint    {base}/v1/log/checkpoint", highlight=False, soft_wrap=True)
+    for actor in load_actors():
+        key_file = actor_keys / f"{actor.id}.key"
+        if actor.role == "regulator" and key_file.exists():
+            token = make_session_token(read_private_key(key_file), actor.id,
+                                       dt.datetime.now(dt.UTC) + dt.timedelta(hours=12))
+            c.print(f"      dashboard     {base}/dashboard?token={token}  (as {actor.id}, valid 12 h)",
+                    highlight=False, soft_wrap=True)
+            break
+    c.print(f"      scan a pack   athar scan --url {base} --text '<code>'   (exit code = verdict class)",
+            highlight=False, soft_wrap=True)
