@@ -38,7 +38,8 @@ demo: setup
 
 # All tests. PostgreSQL tests run when ATHAR_TEST_POSTGRES_URL is set (CI sets it and requires them).
 test: setup test-deps
-	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no serial test selected
 
 lint: setup
 	$(BIN)/ruff check .
