@@ -1,4 +1,10 @@
-"""Who may sign what: the check that runs before the custody rules and again during an audit."""
+"""Who may sign what: the check that runs before the custody rules and again during an audit.
+
+Two halves, so the sequencer can do the expensive one outside its lock: ``verify_signature`` (Ed25519 over
+the canonical event, given the signer's public key, which a key id fixes for ever: the id is a hash of the
+key) and ``check_signer`` (the key belongs to the event's actor and was active at this index: that depends
+on the registry, so it runs under the lock). ``authenticate`` does both.
+"""
 
 from __future__ import annotations
 
@@ -23,33 +29,56 @@ def key_active_at(key: KeyRecord, index: int) -> bool:
     return key.added_index < index and (key.retired_index is None or index < key.retired_index)
 
 
-def authenticate(signed: SignedEvent, event: ev.Event, index: int, state: StateReader,
-                 trust: TrustAnchors) -> None:
-    """Raise an AuthError unless ``signed`` was signed by a key of ``event.actor`` valid at ``index``."""
-    if event.actor == ev.ROOT_ACTOR:
-        public = _anchor(signed, trust.root, "the regulator root key")
-    elif event.actor == ev.LEDGER_ACTOR:
-        public = _anchor(signed, trust.ledger, "the ledger key")
-    else:
-        key = state.key(signed.key_id)
-        if key is None:
-            raise E.UnknownKey(f"key {signed.key_id} is not registered in the ledger", key_id=signed.key_id)
-        if key.actor != event.actor:
-            raise E.SignerMismatch(f"key {signed.key_id} belongs to {key.actor}, but the event names "
-                                   f"{event.actor} as its actor", key_id=signed.key_id)
-        if not key_active_at(key, index):
-            raise E.KeyNotActive(f"key {signed.key_id} of {key.actor} was {key.status} at entry "
-                                 f"{key.retired_index} and signs nothing after that", key_id=signed.key_id)
-        try:
-            public = PublicKey.from_b64(key.public_key)
-        except SigningError as exc:
-            raise E.IntegrityError(f"registered key {key.key_id} is malformed") from exc
+def anchor_key(signed: SignedEvent, actor: str, trust: TrustAnchors) -> PublicKey | None:
+    """The trust anchor that must sign this actor's events (root or ledger), or None for a registered actor."""
+    if actor == ev.ROOT_ACTOR:
+        return _anchor(signed, trust.root, "the regulator root key")
+    if actor == ev.LEDGER_ACTOR:
+        return _anchor(signed, trust.ledger, "the ledger key")
+    return None
+
+
+def registered_public_key(key: KeyRecord) -> PublicKey:
+    try:
+        public = PublicKey.from_b64(key.public_key)
+    except SigningError as exc:
+        raise E.IntegrityError(f"registered key {key.key_id} is malformed") from exc
+    if public.key_id != key.key_id:
+        raise E.IntegrityError(f"registered key {key.key_id} does not hash to its id: the registry was altered")
+    return public
+
+
+def check_signer(signed: SignedEvent, event: ev.Event, index: int, state: StateReader,
+                 trust: TrustAnchors) -> PublicKey:
+    """Raise an AuthError unless the key may sign for ``event.actor`` at ``index``; return its public key."""
+    public = anchor_key(signed, event.actor, trust)
+    if public is not None:
+        return public
+    key = state.key(signed.key_id)
+    if key is None:
+        raise E.UnknownKey(f"key {signed.key_id} is not registered in the ledger", key_id=signed.key_id)
+    if key.actor != event.actor:
+        raise E.SignerMismatch(f"key {signed.key_id} belongs to {key.actor}, but the event names "
+                               f"{event.actor} as its actor", key_id=signed.key_id)
+    if not key_active_at(key, index):
+        raise E.KeyNotActive(f"key {signed.key_id} of {key.actor} was {key.status} at entry "
+                             f"{key.retired_index} and signs nothing after that", key_id=signed.key_id)
+    return registered_public_key(key)
+
+
+def verify_signature(signed: SignedEvent, public: PublicKey) -> None:
     try:
         public.verify(EVENT_PURPOSE, dict(signed.body), signed.signature)
     except BadSignatureError as exc:
         raise E.SignatureInvalid(f"the signature does not verify with key {signed.key_id} over the "
                                  f"canonical event (RFC 8785, purpose athar/v1/event)",
                                  key_id=signed.key_id) from exc
+
+
+def authenticate(signed: SignedEvent, event: ev.Event, index: int, state: StateReader,
+                 trust: TrustAnchors) -> None:
+    """Raise an AuthError unless ``signed`` was signed by a key of ``event.actor`` valid at ``index``."""
+    verify_signature(signed, check_signer(signed, event, index, state, trust))
 
 
 def _anchor(signed: SignedEvent, key: PublicKey, what: str) -> PublicKey:

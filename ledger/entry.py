@@ -9,6 +9,7 @@ entry's canonical JSON is the RFC 9162 leaf; the entry hash is the leaf hash SHA
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,11 +89,16 @@ class Entry:
         }
 
     def leaf(self) -> bytes:
+        return self._leaf
+
+    @functools.cached_property
+    def _leaf(self) -> bytes:
+        # an entry is immutable, and its canonical form is needed for the hash, the row and the audit
         return canonical(self.to_json())
 
-    @property
+    @functools.cached_property
     def hash(self) -> bytes:
-        return leaf_hash(self.leaf())
+        return leaf_hash(self._leaf)
 
     @classmethod
     def from_leaf(cls, leaf: bytes) -> Entry:

@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from ledger.appender import Prechecked
 from ledger.entry import Receipt, SignedEvent
 from ledger.errors import LedgerError, StorageUnavailable
 from ledger.service import Ledger
@@ -24,7 +25,7 @@ _STOP = object()
 
 @dataclass
 class _Item:
-    signed: SignedEvent
+    checked: Prechecked
     future: Future[Receipt]
 
 
@@ -40,7 +41,8 @@ class GroupCommitter:
 
     def submit(self, signed: SignedEvent, timeout: float = 60.0) -> Receipt:
         future: Future[Receipt] = Future()
-        self._queue.put(_Item(signed, future))
+        # parsing and signature checks happen here, in the caller's thread: in parallel, outside the lock
+        self._queue.put(_Item(self.ledger.precheck(signed), future))
         return future.result(timeout)
 
     def close(self) -> None:
@@ -66,7 +68,7 @@ class GroupCommitter:
 
     def _commit(self, items: list[_Item]) -> None:
         try:
-            results = self.ledger.append([i.signed for i in items])
+            results = self.ledger.append([i.checked for i in items])
         except LedgerError as err:
             for i in items:
                 i.future.set_exception(err)

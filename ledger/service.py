@@ -8,7 +8,6 @@ checkpoint for the group and commits once. Each submission gets a receipt, or th
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import secrets
@@ -18,20 +17,18 @@ from typing import Any
 
 from ledger import errors as E
 from ledger import events as ev
-from ledger.admission import TrustAnchors, authenticate
-from ledger.causes import likely_cause
+from ledger.admission import TrustAnchors
+from ledger.appender import GroupAppend, Prechecked, precheck
 from ledger.checkpoint import (
     Checkpoint,
     CheckpointError,
-    sign_checkpoint,
     split_note,
     verifier_key,
     verify_cosignature,
 )
-from ledger.custody import Context, decide
-from ledger.entry import Entry, Receipt, SignedEvent
-from ledger.merkle import CompactRange, consistency_plan, inclusion_plan, root_nodes
-from ledger.state import Batch, Pack
+from ledger.entry import Receipt, SignedEvent
+from ledger.merkle import consistency_plan, inclusion_plan
+from ledger.state import Batch, KeyRecord, Pack
 from ledger.storage.sql import (
     SqlStore,
     SqlUnit,
@@ -41,7 +38,7 @@ from ledger.storage.sql import (
     put_personal_data,
 )
 from ledger.verdict import Finding, judge
-from signing import KeyPair, PublicKey, canonical
+from signing import KeyPair, PublicKey
 
 MAX_ENTRIES_PAGE = 1000
 
@@ -78,6 +75,7 @@ class Ledger:
         self.store = store
         self.config = config
         self.clock = clock
+        self._keys: dict[str, KeyRecord | None] = {}
 
     # ---- set-up -------------------------------------------------------------------------------------------
 
@@ -105,88 +103,35 @@ class Ledger:
             raise result
         return result
 
-    def append(self, submissions: Sequence[SignedEvent]) -> list[Receipt | E.LedgerError]:
-        now = self.clock()
+    def precheck(self, signed: SignedEvent) -> Prechecked:
+        """Parse and signature-check a submission without the lock (the GroupCommitter calls this in the
+        submitting thread, so signatures are verified in parallel)."""
+        self._load_keys([signed.key_id])
+        return precheck(signed, self._keys, self.config.trust)
+
+    def _load_keys(self, key_ids: Sequence[str]) -> None:
+        # A key id is the hash of its public key, so a cached record's key never goes stale; whether the key
+        # may still sign is checked again under the lock.
+        missing = [k for k in key_ids if k not in self._keys]
+        if missing:
+            with self.store.read() as u:
+                self._keys.update(u.keys_by_id(missing))
+
+    def append(self, submissions: Sequence[SignedEvent | Prechecked]) -> list[Receipt | E.LedgerError]:
+        self._load_keys([s.key_id for s in submissions if isinstance(s, SignedEvent)])
+        items = [s if isinstance(s, Prechecked) else precheck(s, self._keys, self.config.trust) for s in submissions]
         with self.store.write() as u:
-            size, _ = u.lock_head()
-            tree = CompactRange.from_nodes(size, u.nodes(root_nodes(size)))
-            outcomes: list[int | E.LedgerError] = []  # an entry index, or the refusal
-            replayed: set[int] = set()
-            for signed in submissions:
+            group = GroupAppend(u, now=self.clock(), origin=self.config.origin, ledger_key=self.config.ledger_key,
+                                trust=self.config.trust)
+            group.prefetch(items)
+            outcomes: list[Any] = []
+            for item in items:
                 try:
-                    index, was_replay = self._admit(u, tree, signed, now)
-                    outcomes.append(index)
-                    if was_replay:
-                        replayed.add(len(outcomes) - 1)
+                    outcomes.append(group.admit(item))
                 except E.LedgerError as err:
                     outcomes.append(err)
-            if tree.size > size:
-                note = sign_checkpoint(Checkpoint(self.config.origin, tree.size, tree.root()), self.config.origin,
-                                       self.config.ledger_key)
-                u.insert_checkpoint(tree.size, tree.root(), note, now)
-                u.set_head(tree.size, tree.root())
-            return [o if isinstance(o, E.LedgerError) else self._receipt(u, o, replayed=i in replayed)
-                    for i, o in enumerate(outcomes)]
-
-    def _admit(self, u: SqlUnit, tree: CompactRange, signed: SignedEvent, now: dt.datetime) -> tuple[int, bool]:
-        prior = u.entry_by_event_id(signed.event_id) if signed.event_id else None
-        if prior is not None:
-            if Entry.from_leaf(prior.leaf).signed.same_as(signed):
-                return prior.index, True
-            raise E.EventIdConflict(f"event id {signed.event_id!r} was already used by entry {prior.index} "
-                                    "for a different event; choose a new id", index=prior.index)
-        event = ev.parse_event(signed.body)
-        authenticate(signed, event, tree.size, u, self.config.trust)
-        try:
-            decision = decide(event, Context(tree.size, now), u)
-        except E.LedgerError as err:
-            if err.raises_alert:
-                # the refusal stands even if its alert cannot be filed; the client still gets it
-                with contextlib.suppress(E.LedgerError):
-                    self._record_alert(u, tree, signed, event, err, now)
-            raise
-        return self._write(u, tree, signed, event, decision.chain, decision.changes, now), False
-
-    def _write(self, u: SqlUnit, tree: CompactRange, signed: SignedEvent, event: ev.Event, chain: str,
-               changes: Sequence[Any], now: dt.datetime) -> int:
-        head = u.chain_head(chain)
-        entry = Entry(tree.size, now, chain, head[0] if head else None, signed)
-        entry_hash = entry.hash
-        gtin, lot = getattr(event, "gtin", None), getattr(event, "lot", None)
-        if lot is None and chain.startswith("batch/"):
-            _, gtin, lot = chain.split("/", 2)
-        u.insert_entry(entry, event.type, gtin, lot)
-        u.set_chain_head(chain, entry_hash, entry.index, (head[2] if head else 0) + 1)
-        u.insert_nodes(tree.append(entry_hash))
-        u.apply(changes)
-        return entry.index
-
-    def _record_alert(self, u: SqlUnit, tree: CompactRange, signed: SignedEvent, event: ev.Event,
-                      err: E.LedgerError, now: dt.datetime) -> None:
-        """Keep a refused but properly signed submission in the log as evidence, signed by the ledger."""
-        alert_id = "alert:" + hashlib.sha256(canonical(signed.to_json())).hexdigest()[:40]
-        prior = u.entry_by_event_id(alert_id)
-        if prior is not None and prior.event_type == "alert" and prior.actor == ev.LEDGER_ACTOR:
-            return  # the same refused submission again: one alert is enough
-        body: dict[str, Any] = {"v": ev.SCHEMA_VERSION, "type": "alert", "id": alert_id, "actor": ev.LEDGER_ACTOR,
-                "time": ev.format_time(now),
-                "kind": err.code, "message": err.message[:2000], "suspect": event.actor,
-                "evidence": signed.to_json()}
-        for name in ("gtin", "lot", "serial"):
-            value = err.details.get(name, getattr(event, name, None))
-            if isinstance(value, str):
-                body[name] = value
-        pack = u.pack(str(body["gtin"]), str(body["serial"])) if "gtin" in body and "serial" in body else None
-        if pack is not None:
-            body["lot"] = pack.lot  # file the alert in the real batch chain; the scanned lot is in the evidence
-        known_lots = [b.lot for b in u.batches(str(body["gtin"]))] if "gtin" in body else []
-        cause = likely_cause(err, event, registered_lot=pack.lot if pack else None, known_lots=known_lots)
-        if cause:
-            body["cause"] = cause
-        alert_signed = SignedEvent.create(body, self.config.ledger_key)
-        alert = ev.parse_event(body)
-        decision = decide(alert, Context(tree.size, now), u)
-        self._write(u, tree, alert_signed, alert, decision.chain, decision.changes, now)
+            note = group.finish()
+            return group.receipts(outcomes, note)
 
     def file_alerts(self, alerts: Sequence[dict[str, Any]]) -> list[Receipt]:
         """Append ledger-signed alerts found by the ledger itself (overdue shipments, suspect scans).
@@ -227,15 +172,7 @@ class Ledger:
             "cause": "a pack that was never registered: falsified, or outside the national supply chain",
             "evidence": {"scanner": actor, "gtin": gtin, "serial": serial, "verdict": verdict}}])
 
-    # ---- receipts and proofs -----------------------------------------------------------------------------
-
-    def _receipt(self, u: SqlUnit, index: int, *, replayed: bool = False) -> Receipt:
-        stored = u.entry(index)
-        cp = u.checkpoint()
-        assert stored is not None and cp is not None
-        return Receipt(stored.index, stored.entry_hash, stored.chain, stored.prev, stored.received_at,
-                       stored.event_id, cp.tree_size, cp.root_hash,
-                       tuple(self._inclusion(u, index, cp.tree_size)), cp.note, replayed)
+    # ---- proofs ------------------------------------------------------------------------------------------------
 
     @staticmethod
     def _inclusion(u: SqlUnit, index: int, size: int) -> list[bytes]:

@@ -82,6 +82,32 @@ class StoredCheckpoint:
     created_at: dt.datetime
 
 
+def _param(name: str) -> sa.BindParameter[Any]:
+    return sa.bindparam(name)
+
+
+# Statements on the append path, built once: building SQLAlchemy expressions costs more than running them.
+_ACTOR = sa.select(t.actors).where(t.actors.c.id == _param("id"))
+_KEY = sa.select(t.actor_keys).where(t.actor_keys.c.key_id == _param("key_id"))
+_BATCH = sa.select(t.batches).where(t.batches.c.gtin == _param("gtin"), t.batches.c.lot == _param("lot"))
+_PACK = sa.select(t.packs).where(t.packs.c.gtin == _param("gtin"), t.packs.c.serial == _param("serial"))
+_HOLDING = sa.select(t.holdings.c.quantity).where(
+    t.holdings.c.actor == _param("actor"), t.holdings.c.gtin == _param("gtin"), t.holdings.c.lot == _param("lot"))
+_ADD_HOLDING = (sa.update(t.holdings)
+                .where(t.holdings.c.actor == _param("b_actor"), t.holdings.c.gtin == _param("b_gtin"),
+                       t.holdings.c.lot == _param("b_lot"))
+                .values(quantity=t.holdings.c.quantity + _param("b_delta")))
+_NEW_HOLDING = sa.insert(t.holdings).values(actor=_param("b_actor"), gtin=_param("b_gtin"), lot=_param("b_lot"),
+                                            quantity=_param("b_delta"))
+_SHIPMENT = sa.select(t.shipments).where(t.shipments.c.id == _param("id"))
+_ENTRY_BY_EVENT = sa.select(t.log_entries).where(t.log_entries.c.event_id == _param("event_id"))
+_CHAIN_HEAD = sa.select(t.chain_heads).where(t.chain_heads.c.chain == _param("chain"))
+_PUT_PACK = (sa.update(t.packs)
+             .where(t.packs.c.gtin == _param("k_gtin"), t.packs.c.serial == _param("k_serial"))
+             .values(status=_param("b_status"), holder=_param("b_holder"), dispensed_by=_param("b_dispensed_by"),
+                     dispensed_at=_param("b_dispensed_at"), dispensed_index=_param("b_dispensed_index")))
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -97,14 +123,14 @@ class SqlUnit:
     # ---- StateReader -----------------------------------------------------------------------------------
 
     def actor(self, actor_id: str) -> Actor | None:
-        row = self.conn.execute(sa.select(t.actors).where(t.actors.c.id == actor_id)).first()
+        row = self.conn.execute(_ACTOR, {"id": actor_id}).first()
         return rows.actor_from(row) if row else None
 
     def actors(self) -> list[Actor]:
         return [rows.actor_from(r) for r in self.conn.execute(sa.select(t.actors).order_by(t.actors.c.id))]
 
     def key(self, key_id: str) -> KeyRecord | None:
-        row = self.conn.execute(sa.select(t.actor_keys).where(t.actor_keys.c.key_id == key_id)).first()
+        row = self.conn.execute(_KEY, {"key_id": key_id}).first()
         return rows.key_from(row) if row else None
 
     def keys_of(self, actor_id: str) -> list[KeyRecord]:
@@ -119,7 +145,7 @@ class SqlUnit:
         return [k for k in self.keys_of(actor_id) if k.status == "active"]
 
     def batch(self, gtin: str, lot: str) -> Batch | None:
-        row = self.conn.execute(sa.select(t.batches).where(t.batches.c.gtin == gtin, t.batches.c.lot == lot)).first()
+        row = self.conn.execute(_BATCH, {"gtin": gtin, "lot": lot}).first()
         return rows.batch_from(row) if row else None
 
     def batches(self, gtin: str | None = None) -> list[Batch]:
@@ -129,7 +155,7 @@ class SqlUnit:
         return [rows.batch_from(r) for r in self.conn.execute(q)]
 
     def pack(self, gtin: str, serial: str) -> Pack | None:
-        row = self.conn.execute(sa.select(t.packs).where(t.packs.c.gtin == gtin, t.packs.c.serial == serial)).first()
+        row = self.conn.execute(_PACK, {"gtin": gtin, "serial": serial}).first()
         return rows.pack_from(row) if row else None
 
     def packs(self, gtin: str, serials: tuple[str, ...]) -> dict[str, Pack]:
@@ -145,9 +171,7 @@ class SqlUnit:
         return {status: int(n) for status, n in self.conn.execute(q)}
 
     def holding(self, actor: str, gtin: str, lot: str) -> int:
-        q = sa.select(t.holdings.c.quantity).where(t.holdings.c.actor == actor, t.holdings.c.gtin == gtin,
-                                                    t.holdings.c.lot == lot)
-        return int(self.conn.execute(q).scalar() or 0)
+        return int(self.conn.execute(_HOLDING, {"actor": actor, "gtin": gtin, "lot": lot}).scalar() or 0)
 
     def holdings_of_batch(self, gtin: str, lot: str) -> dict[str, int]:
         q = (sa.select(t.holdings.c.actor, t.holdings.c.quantity)
@@ -166,7 +190,7 @@ class SqlUnit:
         return found
 
     def shipment(self, shipment_id: str) -> Shipment | None:
-        row = self.conn.execute(sa.select(t.shipments).where(t.shipments.c.id == shipment_id)).first()
+        row = self.conn.execute(_SHIPMENT, {"id": shipment_id}).first()
         return rows.shipment_from(row) if row else None
 
     def shipments_of_batch(self, gtin: str, lot: str) -> list[Shipment]:
@@ -265,23 +289,19 @@ class SqlUnit:
             self.conn.execute(sa.insert(t.packs), [{**base, "serial": s} for s in chunk])
 
     def _put_packs(self, packs: tuple[Pack, ...]) -> None:
-        stmt = (sa.update(t.packs)
-                .where(t.packs.c.gtin == sa.bindparam("k_gtin"), t.packs.c.serial == sa.bindparam("k_serial"))
-                .values(status=sa.bindparam("status"), holder=sa.bindparam("holder"),
-                        dispensed_by=sa.bindparam("dispensed_by"), dispensed_at=sa.bindparam("dispensed_at"),
-                        dispensed_index=sa.bindparam("dispensed_index")))
-        params = [{"k_gtin": p.gtin, "k_serial": p.serial, "status": p.status, "holder": p.holder,
-                   "dispensed_by": p.dispensed_by, "dispensed_at": p.dispensed_at,
-                   "dispensed_index": p.dispensed_index} for p in packs]
+        params = [{"k_gtin": p.gtin, "k_serial": p.serial, "b_status": p.status, "b_holder": p.holder,
+                   "b_dispensed_by": p.dispensed_by, "b_dispensed_at": p.dispensed_at,
+                   "b_dispensed_index": p.dispensed_index} for p in packs]
+        if len(params) == 1:
+            self.conn.execute(_PUT_PACK, params[0])
+            return
         for chunk in _chunks(params):
-            self.conn.execute(stmt, list(chunk))
+            self.conn.execute(_PUT_PACK, list(chunk))
 
     def _adjust_holding(self, actor: str, gtin: str, lot: str, delta: int) -> None:
-        c = t.holdings.c
-        done = self.conn.execute(sa.update(t.holdings).where(c.actor == actor, c.gtin == gtin, c.lot == lot)
-                                 .values(quantity=c.quantity + delta))
-        if done.rowcount == 0:
-            self.conn.execute(sa.insert(t.holdings).values(actor=actor, gtin=gtin, lot=lot, quantity=delta))
+        params = {"b_actor": actor, "b_gtin": gtin, "b_lot": lot, "b_delta": delta}
+        if self.conn.execute(_ADD_HOLDING, params).rowcount == 0:
+            self.conn.execute(_NEW_HOLDING, params)
 
     # ---- the log --------------------------------------------------------------------------------------------
 
@@ -301,7 +321,7 @@ class SqlUnit:
         self.conn.execute(sa.update(t.log_head).where(t.log_head.c.id == 1).values(tree_size=size, root_hash=root))
 
     def entry_by_event_id(self, event_id: str) -> StoredEntry | None:
-        row = self.conn.execute(sa.select(t.log_entries).where(t.log_entries.c.event_id == event_id)).first()
+        row = self.conn.execute(_ENTRY_BY_EVENT, {"event_id": event_id}).first()
         return _stored(row) if row else None
 
     def entry(self, index: int) -> StoredEntry | None:
@@ -317,14 +337,32 @@ class SqlUnit:
         q = sa.select(t.log_entries).where(t.log_entries.c.chain == chain).order_by(t.log_entries.c.idx)
         return [_stored(r) for r in self.conn.execute(q)]
 
-    def insert_entry(self, entry: Entry, event_type: str, gtin: str | None, lot: str | None) -> None:
-        self.conn.execute(sa.insert(t.log_entries).values(
-            idx=entry.index, entry_hash=entry.hash, event_id=entry.signed.event_id, event_type=event_type,
-            actor=str(entry.signed.body.get("actor")), chain=entry.chain, prev=entry.prev, gtin=gtin, lot=lot,
-            received_at=entry.received, leaf=entry.leaf()))
+    def insert_entries(self, entries: Sequence[tuple[Entry, str, str | None, str | None]]) -> None:
+        """Insert log entries, each with its event type, GTIN and lot (indexed columns), in few statements."""
+        rows_ = [{"idx": e.index, "entry_hash": e.hash, "event_id": e.signed.event_id, "event_type": kind,
+                  "actor": str(e.signed.body.get("actor")), "chain": e.chain, "prev": e.prev, "gtin": gtin,
+                  "lot": lot, "received_at": e.received, "leaf": e.leaf()} for e, kind, gtin, lot in entries]
+        for chunk in _chunks(rows_, 500):
+            self.conn.execute(sa.insert(t.log_entries), list(chunk))
+
+    def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]:
+        wanted = list(dict.fromkeys(event_ids))
+        found: set[str] = set()
+        for chunk in _chunks(wanted, 500):
+            q = sa.select(t.log_entries.c.event_id).where(t.log_entries.c.event_id.in_(chunk))
+            found.update(self.conn.execute(q).scalars())
+        return found
+
+    def keys_by_id(self, key_ids: Iterable[str]) -> dict[str, KeyRecord]:
+        wanted = list(dict.fromkeys(key_ids))
+        found: dict[str, KeyRecord] = {}
+        for chunk in _chunks(wanted, 500):
+            q = sa.select(t.actor_keys).where(t.actor_keys.c.key_id.in_(chunk))
+            found.update((r.key_id, rows.key_from(r)) for r in self.conn.execute(q))
+        return found
 
     def chain_head(self, chain: str) -> tuple[bytes, int, int] | None:
-        row = self.conn.execute(sa.select(t.chain_heads).where(t.chain_heads.c.chain == chain)).first()
+        row = self.conn.execute(_CHAIN_HEAD, {"chain": chain}).first()
         return (bytes(row.head_hash), int(row.head_index), int(row.length)) if row else None
 
     def set_chain_head(self, chain: str, head_hash: bytes, head_index: int, length: int) -> None:

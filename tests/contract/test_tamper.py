@@ -291,7 +291,7 @@ def test_forged_leaf_appended_by_hand(world: World) -> None:
     with world.ledger.store.write() as u:
         size, _ = u.lock_head()
         tree = CompactRange.from_nodes(size, u.nodes(root_nodes(size)))
-        u.insert_entry(entry, "dispense", GTIN, "L1")
+        u.insert_entries([(entry, "dispense", GTIN, "L1")])
         u.insert_nodes(tree.append(entry.hash))
         u.set_head(tree.size, tree.root())
     failed_at(world, 17, "signature")

@@ -1,0 +1,304 @@
+"""One group append: the sequencer's unit of work, under the log-head lock.
+
+The expensive, state-free part of admitting an event (parsing it, canonicalising it, checking its Ed25519
+signature) is done before the lock by ``precheck``, in the submitting thread. Under the lock, for each event
+in order: idempotency, the signer's registry status, the custody rules, the entry and its chain link. The
+projection changes are applied at once (the next event's rules read them); the log rows (entries, Merkle
+nodes, chain heads) are kept and written together at the end, with one checkpoint for the whole group.
+Receipts are built from what the group already holds, with one read of the Merkle nodes it lacks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import errors as E
+from ledger import events as ev
+from ledger.admission import TrustAnchors, check_signer, registered_public_key, verify_signature
+from ledger.causes import likely_cause
+from ledger.custody import Context, decide
+from ledger.entry import Entry, Receipt, SignedEvent
+from ledger.merkle import CompactRange, NodeID, inclusion_plan, root_nodes
+from ledger.state import (
+    Actor,
+    AlertRecord,
+    Batch,
+    Change,
+    KeyRecord,
+    Pack,
+    PutActor,
+    PutBatch,
+    PutKey,
+    Shipment,
+)
+from ledger.storage.sql import SqlUnit
+from signing import KeyPair, PublicKey, canonical
+
+
+@dataclass(frozen=True)
+class Prechecked:
+    """A submission parsed and, when its key was known, signature-checked before the lock."""
+
+    signed: SignedEvent
+    event: ev.Event | None = None
+    error: E.LedgerError | None = None
+    signature_ok: bool = False
+
+
+def precheck(signed: SignedEvent, key_of: dict[str, KeyRecord | None], trust: TrustAnchors) -> Prechecked:
+    """Parse and verify a submission using registry keys looked up beforehand (``key_of``)."""
+    try:
+        event = ev.parse_event(signed.body)
+        public: PublicKey | None
+        if event.actor in (ev.ROOT_ACTOR, ev.LEDGER_ACTOR):
+            public = trust.root if event.actor == ev.ROOT_ACTOR else trust.ledger
+            if public.key_id != signed.key_id:
+                return Prechecked(signed, event)  # the lock-side check gives the precise refusal
+        else:
+            record = key_of.get(signed.key_id)
+            # a key of another actor is refused under the lock as a signer mismatch, the more useful error
+            public = registered_public_key(record) if record is not None and record.actor == event.actor else None
+        if public is None:
+            return Prechecked(signed, event)  # perhaps registered earlier in this very group
+        verify_signature(signed, public)
+        return Prechecked(signed, event, signature_ok=True)
+    except E.LedgerError as err:
+        return Prechecked(signed, error=err)
+
+
+class _GroupState:
+    """The SQL unit with the registry and batches cached for the length of one group.
+
+    Safe because the group holds the log-head lock: nothing else changes the ledger meanwhile, and this
+    group's own changes go through ``apply``, which keeps the cache in step.
+    """
+
+    def __init__(self, u: SqlUnit) -> None:
+        self.u = u
+        self._actors: dict[str, Actor | None] = {}
+        self._keys: dict[str, KeyRecord | None] = {}
+        self._batches: dict[tuple[str, str], Batch | None] = {}
+
+    def actor(self, actor_id: str) -> Actor | None:
+        if actor_id not in self._actors:
+            self._actors[actor_id] = self.u.actor(actor_id)
+        return self._actors[actor_id]
+
+    def key(self, key_id: str) -> KeyRecord | None:
+        if key_id not in self._keys:
+            self._keys[key_id] = self.u.key(key_id)
+        return self._keys[key_id]
+
+    def batch(self, gtin: str, lot: str) -> Batch | None:
+        if (gtin, lot) not in self._batches:
+            self._batches[(gtin, lot)] = self.u.batch(gtin, lot)
+        return self._batches[(gtin, lot)]
+
+    def active_keys(self, actor_id: str) -> list[KeyRecord]:
+        return self.u.active_keys(actor_id)
+
+    def pack(self, gtin: str, serial: str) -> Pack | None:
+        return self.u.pack(gtin, serial)
+
+    def packs(self, gtin: str, serials: tuple[str, ...]) -> dict[str, Pack]:
+        return self.u.packs(gtin, serials)
+
+    def holding(self, actor: str, gtin: str, lot: str) -> int:
+        return self.u.holding(actor, gtin, lot)
+
+    def shipment(self, shipment_id: str) -> Shipment | None:
+        return self.u.shipment(shipment_id)
+
+    def alert(self, alert_id: str) -> AlertRecord | None:
+        return self.u.alert(alert_id)
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        self.u.apply(changes)
+        for change in changes:
+            if isinstance(change, PutActor):
+                self._actors[change.actor.id] = change.actor
+            elif isinstance(change, PutKey):
+                self._keys[change.key.key_id] = change.key
+            elif isinstance(change, PutBatch):
+                self._batches[(change.batch.gtin, change.batch.lot)] = change.batch
+
+
+@dataclass
+class _Written:
+    index: int
+    entry_hash: bytes
+    chain: str
+    prev: bytes | None
+    received: dt.datetime
+    event_id: str
+
+
+class GroupAppend:
+    def __init__(self, u: SqlUnit, *, now: dt.datetime, origin: str, ledger_key: KeyPair,
+                 trust: TrustAnchors) -> None:
+        self.u = u
+        self.now = now
+        self.origin = origin
+        self.ledger_key = ledger_key
+        self.trust = trust
+        self.start, _ = u.lock_head()
+        self.tree = CompactRange.from_nodes(self.start, u.nodes(root_nodes(self.start)))
+        self.new_nodes: dict[NodeID, bytes] = {}
+        self.entries: list[tuple[Entry, str, str | None, str | None]] = []
+        self.heads: dict[str, tuple[bytes, int, int] | None] = {}
+        self.written: dict[str, _Written] = {}  # by event id, this group's entries
+        self.state = _GroupState(u)
+        self.known_ids: set[str] = set()  # event ids of this group's submissions already in the log
+
+    def prefetch(self, items: Sequence[Prechecked]) -> None:
+        """Find, in one query, which of the group's event ids the log already holds (replays)."""
+        self.known_ids = self.u.existing_event_ids(i.signed.event_id for i in items if i.signed.event_id)
+
+    # ---- admitting -------------------------------------------------------------------------------------------
+
+    def admit(self, item: Prechecked) -> tuple[_Written, bool]:
+        """Append one submission; return where it is and whether it was a replay. Raises its refusal."""
+        signed = item.signed
+        replay = self._replay(signed)
+        if replay is not None:
+            return replay, True
+        if item.error is not None:
+            raise item.error
+        event = item.event
+        assert event is not None
+        public = check_signer(signed, event, self.tree.size, self.state, self.trust)
+        if not item.signature_ok:
+            verify_signature(signed, public)
+        try:
+            decision = decide(event, Context(self.tree.size, self.now), self.state)
+        except E.LedgerError as err:
+            if err.raises_alert:
+                self._alert(signed, event, err)
+            raise
+        return self._write(signed, event, decision.chain, decision.changes), False
+
+    def _replay(self, signed: SignedEvent) -> _Written | None:
+        event_id = signed.event_id
+        if not event_id:
+            return None
+        mine = self.written.get(event_id)
+        prior_signed: SignedEvent | None = None
+        if mine is not None:
+            prior_signed = next(e.signed for e, *_ in self.entries if e.index == mine.index)
+            where = mine
+        else:
+            stored = self.u.entry_by_event_id(event_id) if event_id in self.known_ids else None
+            if stored is None:
+                return None
+            prior_signed = Entry.from_leaf(stored.leaf).signed
+            where = _Written(stored.index, stored.entry_hash, stored.chain, stored.prev, stored.received_at,
+                             stored.event_id)
+        if prior_signed.same_as(signed):
+            return where
+        raise E.EventIdConflict(f"event id {event_id!r} was already used by entry {where.index} for a different "
+                                "event; choose a new id", index=where.index)
+
+    def _head(self, chain: str) -> tuple[bytes, int, int] | None:
+        if chain not in self.heads:
+            self.heads[chain] = self.u.chain_head(chain)
+        return self.heads[chain]
+
+    def _write(self, signed: SignedEvent, event: ev.Event, chain: str, changes: Sequence[Any]) -> _Written:
+        head = self._head(chain)
+        entry = Entry(self.tree.size, self.now, chain, head[0] if head else None, signed)
+        entry_hash = entry.hash
+        gtin, lot = getattr(event, "gtin", None), getattr(event, "lot", None)
+        if lot is None and chain.startswith("batch/"):
+            _, gtin, lot = chain.split("/", 2)
+        self.entries.append((entry, event.type, gtin, lot))
+        self.heads[chain] = (entry_hash, entry.index, (head[2] if head else 0) + 1)
+        self.new_nodes.update(self.tree.append(entry_hash))
+        self.state.apply(changes)
+        written = _Written(entry.index, entry_hash, chain, entry.prev, self.now, signed.event_id)
+        self.written[signed.event_id] = written
+        return written
+
+    def _alert(self, signed: SignedEvent, event: ev.Event, err: E.LedgerError) -> None:
+        """Keep a refused but properly signed submission in the log as evidence, signed by the ledger.
+
+        The refusal stands even if its alert cannot be filed; the client still gets it.
+        """
+        try:
+            body = self._alert_body(signed, event, err)
+            if body is None:
+                return
+            alert = ev.parse_event(body)
+            decision = decide(alert, Context(self.tree.size, self.now), self.state)
+            self._write(SignedEvent.create(body, self.ledger_key), alert, decision.chain, decision.changes)
+        except E.LedgerError:
+            return
+
+    def _alert_body(self, signed: SignedEvent, event: ev.Event, err: E.LedgerError) -> dict[str, Any] | None:
+        alert_id = "alert:" + hashlib.sha256(canonical(signed.to_json())).hexdigest()[:40]
+        if alert_id in self.written:
+            return None
+        prior = self.u.entry_by_event_id(alert_id)
+        if prior is not None and prior.event_type == "alert" and prior.actor == ev.LEDGER_ACTOR:
+            return None  # the same refused submission again: one alert is enough
+        body: dict[str, Any] = {"v": ev.SCHEMA_VERSION, "type": "alert", "id": alert_id, "actor": ev.LEDGER_ACTOR,
+                                "time": ev.format_time(self.now), "kind": err.code, "message": err.message[:2000],
+                                "suspect": event.actor, "evidence": signed.to_json()}
+        for name in ("gtin", "lot", "serial"):
+            value = err.details.get(name, getattr(event, name, None))
+            if isinstance(value, str):
+                body[name] = value
+        gtin, serial = body.get("gtin"), body.get("serial")
+        pack = self.u.pack(gtin, serial) if isinstance(gtin, str) and isinstance(serial, str) else None
+        if pack is not None:
+            body["lot"] = pack.lot  # file the alert in the real batch chain; the scanned lot is in the evidence
+        known_lots = [b.lot for b in self.u.batches(gtin)] if isinstance(gtin, str) else []
+        cause = likely_cause(err, event, registered_lot=pack.lot if pack else None, known_lots=known_lots)
+        if cause:
+            body["cause"] = cause
+        return body
+
+    # ---- committing ------------------------------------------------------------------------------------------
+
+    def finish(self) -> str | None:
+        """Write the group's log rows and its checkpoint; return the checkpoint note (None if nothing new)."""
+        if self.tree.size == self.start:
+            return None
+        self.u.insert_entries(self.entries)
+        self.u.insert_nodes(sorted(self.new_nodes.items()))
+        for chain, head in self.heads.items():
+            if head is not None:
+                self.u.set_chain_head(chain, *head)
+        from ledger.checkpoint import Checkpoint, sign_checkpoint
+
+        root = self.tree.root()
+        note = sign_checkpoint(Checkpoint(self.origin, self.tree.size, root), self.origin, self.ledger_key)
+        self.u.insert_checkpoint(self.tree.size, root, note, self.now)
+        self.u.set_head(self.tree.size, root)
+        return note
+
+    def receipts(self, outcomes: Sequence[tuple[_Written, bool] | E.LedgerError],
+                 note: str | None) -> list[Receipt | E.LedgerError]:
+        if note is None:
+            cp = self.u.checkpoint()
+            if cp is None:
+                return [o for o in outcomes if isinstance(o, E.LedgerError)]
+            note, size, root = cp.note, cp.tree_size, cp.root_hash
+        else:
+            size, root = self.tree.size, self.tree.root()
+        plans = {w.index: inclusion_plan(w.index, size) for o in outcomes if not isinstance(o, E.LedgerError)
+                 for w in (o[0],)}
+        missing = {n for p in plans.values() for n in p.ids if n not in self.new_nodes}
+        nodes = {**self.u.nodes(missing), **self.new_nodes} if missing else self.new_nodes
+        out: list[Receipt | E.LedgerError] = []
+        for o in outcomes:
+            if isinstance(o, E.LedgerError):
+                out.append(o)
+                continue
+            w, replayed = o
+            out.append(Receipt(w.index, w.entry_hash, w.chain, w.prev, w.received, w.event_id, size, root,
+                               tuple(plans[w.index].proof(nodes)), note, replayed))
+        return out
