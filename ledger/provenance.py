@@ -30,16 +30,24 @@ class Step:
     time: dt.datetime
 
 
-def concerns_pack(entry: Entry, serial: str) -> bool:
-    body = entry.signed.body
-    kind = str(body.get("type"))
+SINGLE_PACK = frozenset({"dispense", "undo_dispense"})
+#: events whose body may list serials (a commission lists them all, so it always concerns the pack)
+MOVES = frozenset({"ship", "return", "destroy"})
+
+
+def concerns(kind: str, event_serial: object, serials: object, serial: str) -> bool:
+    """Does an event of this kind, with this ``serial`` / ``serials`` field, belong in the pack's provenance?"""
     if kind in HIDDEN or kind.startswith("key") or kind == "actor_register":
         return False
-    if kind in ("dispense", "undo_dispense"):
-        return body.get("serial") == serial
-    serials = body.get("serials")
+    if kind in SINGLE_PACK:
+        return event_serial == serial
     # stock moved by quantity may hold the pack; moves that list serials show only where they include it
-    return kind == "commission" or not isinstance(serials, list) or serial in serials
+    return kind == "commission" or not isinstance(serials, list | tuple) or serial in serials
+
+
+def concerns_pack(entry: Entry, serial: str) -> bool:
+    body = entry.signed.body
+    return concerns(str(body.get("type")), body.get("serial"), body.get("serials"), serial)
 
 
 def pack_steps(entries: Iterable[Entry], serial: str, actors: Callable[[str], Actor | None]) -> list[Step]:

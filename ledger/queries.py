@@ -16,7 +16,7 @@ from ledger import errors as E
 from ledger.bundle_build import build_bundle
 from ledger.entry import Entry
 from ledger.identifiers import Role, batch_chain
-from ledger.provenance import Step, pack_steps
+from ledger.provenance import SINGLE_PACK, Step, concerns, concerns_pack
 from ledger.recall import RecallReport, recall_report
 from ledger.risk import RiskReport, RiskThresholds, assess
 from ledger.service import Ledger
@@ -139,9 +139,25 @@ class Reader:
         return PackReport(gtin, serial, finding, batch, steps)
 
     def _steps(self, u: SqlUnit, batch: Batch, serial: str) -> list[Step]:
-        names = {a.id: a for a in u.actors()}
-        entries = (Entry.from_leaf(e.leaf) for e in u.chain_entries(batch_chain(batch.gtin, batch.lot)))
-        return pack_steps(entries, serial, names.get)
+        """The pack's provenance from indexed columns and the shipments projection, reading a signed entry
+        body only for the rare events that need it (destructions, entries older than the serial column): a
+        scan must stay fast however long the batch's history grows."""
+        shipped = {s.id: s.serials for s in u.shipments_of_batch(batch.gtin, batch.lot)}
+        steps = []
+        for index, kind, actor_id, received, event_id, event_serial in u.pack_trail(
+                batch_chain(batch.gtin, batch.lot), serial):
+            if kind in ("ship", "return"):
+                keep = concerns(kind, None, shipped.get(event_id), serial)
+            elif kind == "destroy" or (kind in SINGLE_PACK and event_serial is None):
+                stored = u.entry(index)
+                keep = stored is not None and concerns_pack(Entry.from_leaf(stored.leaf), serial)
+            else:
+                keep = concerns(kind, event_serial, None, serial)
+            if keep:
+                actor = u.actor(actor_id)
+                steps.append(Step(index, kind, actor_id, actor.name if actor else actor_id,
+                                  actor.role.value if actor else "", actor.region if actor else "", received))
+        return steps
 
     def recall(self, gtin: str, lot: str, who: Principal) -> RecallReport:
         """Who holds the recalled stock and how much came back (regulators, inspectors, the manufacturer)."""

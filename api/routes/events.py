@@ -48,20 +48,38 @@ def parse_json(raw: bytes) -> Any:
     def reject_constant(name: str) -> Any:
         raise E.InvalidEvent(f"{name} is not valid JSON")
 
-    depth = 0
-    for byte in raw:
-        if byte in b"[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise E.InvalidEvent(f"the JSON is nested more than {MAX_DEPTH} levels deep")
-        elif byte in b"]}":
-            depth -= 1
+    check_depth(raw)
     try:
         return json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=reject_constant)
     except UnicodeDecodeError as exc:
         raise E.InvalidEvent("the body is not UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise E.InvalidEvent(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:  # defence in depth: check_depth should have refused it
+        raise E.InvalidEvent(f"the JSON is nested more than {MAX_DEPTH} levels deep") from exc
+
+
+def check_depth(raw: bytes) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH before parsing it (the parser recurses). Brackets inside
+    strings do not count, so a text field may hold any characters."""
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise E.InvalidEvent(f"the JSON is nested more than {MAX_DEPTH} levels deep")
+        elif byte in b"]}":
+            depth -= 1
 
 
 @router.post(

@@ -56,6 +56,9 @@ def open_database(url: str, *, pool_size: int = 10, connect_args: dict[str, Any]
         return Database(url, engine, engine)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
         raise StorageUnavailable(f"cannot use database URL {redact(url)}: {exc}") from exc
+    except ImportError as exc:
+        raise StorageUnavailable(f"cannot use database URL {redact(url)}: its driver is not installed "
+                                 f"({exc.name}); athar supports sqlite:/// and postgresql+psycopg://") from exc
 
 
 def redact(url: str) -> str:

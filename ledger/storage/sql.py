@@ -333,6 +333,15 @@ class SqlUnit:
              .order_by(t.log_entries.c.idx))
         return [_stored(r) for r in self.conn.execute(q)]
 
+    def pack_trail(self, chain: str, serial: str) -> list[tuple[int, str, str, dt.datetime, str, str | None]]:
+        """(index, type, actor, received, event id, serial) of the chain's entries that may concern a pack:
+        every entry except single-pack events about other packs. Reads no entry bodies."""
+        c = t.log_entries.c
+        q = (sa.select(c.idx, c.event_type, c.actor, c.received_at, c.event_id, c.serial)
+             .where(c.chain == chain, sa.or_(c.serial.is_(None), c.serial == serial))
+             .order_by(c.idx))
+        return [(int(i), k, a, r, ev_id, s) for i, k, a, r, ev_id, s in self.conn.execute(q)]
+
     def chain_entries(self, chain: str) -> list[StoredEntry]:
         q = sa.select(t.log_entries).where(t.log_entries.c.chain == chain).order_by(t.log_entries.c.idx)
         return [_stored(r) for r in self.conn.execute(q)]
@@ -341,7 +350,8 @@ class SqlUnit:
         """Insert log entries, each with its event type, GTIN and lot (indexed columns), in few statements."""
         rows_ = [{"idx": e.index, "entry_hash": e.hash, "event_id": e.signed.event_id, "event_type": kind,
                   "actor": str(e.signed.body.get("actor")), "chain": e.chain, "prev": e.prev, "gtin": gtin,
-                  "lot": lot, "received_at": e.received, "leaf": e.leaf()} for e, kind, gtin, lot in entries]
+                  "lot": lot, "received_at": e.received, "leaf": e.leaf(),
+                  "serial": _single_serial(e)} for e, kind, gtin, lot in entries]
         for chunk in _chunks(rows_, 500):
             self.conn.execute(sa.insert(t.log_entries), list(chunk))
 
@@ -446,6 +456,11 @@ class SqlUnit:
     def clear_projections(self) -> None:
         for table in t.PROJECTION_TABLES:
             self.conn.execute(sa.delete(table))
+
+
+def _single_serial(entry: Entry) -> str | None:
+    serial = entry.signed.body.get("serial")
+    return serial if isinstance(serial, str) and len(serial) <= 20 else None
 
 
 def _stored(row: Any) -> StoredEntry:

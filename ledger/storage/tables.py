@@ -64,7 +64,9 @@ log_entries = sa.Table(
     sa.Column("lot", sa.String(20), nullable=True),
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Column("leaf", sa.LargeBinary, nullable=False),
+    sa.Column("serial", sa.String(20), nullable=True),  # single-pack events (dispense, undo, report)
     sa.Index("ix_log_entries_chain", "chain", "idx"),
+    sa.Index("ix_log_entries_chain_serial", "chain", "serial"),
     sa.Index("ix_log_entries_actor", "actor", "idx"),
 )
 
