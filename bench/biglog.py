@@ -1,0 +1,130 @@
+"""Benchmarks on big logs built by ``bench.bulk``: proofs (4), ``athar audit verify`` (5), storage and append
+rate versus log size (7)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import time
+
+import sqlalchemy as sa
+
+from bench import floor as floor_mod
+from bench.bulk import BigLedger, big_ledger
+from bench.common import ATHAR, ROOT, Report, fraction, ms, pct
+from bench.inproc import append_all, set_up
+from bench.world import as_signed, build_world, mixed, pool_sizes, sign_all
+from ledger.home import Home
+from ledger.merkle import verify_consistency, verify_inclusion
+
+LOG_TABLES = ("log_entries", "merkle_nodes", "checkpoints", "chain_heads", "log_head")
+PROJECTIONS = ("actors", "actor_keys", "batches", "packs", "holdings", "shipments", "alerts")
+
+
+def run(report: Report, kind: str, quick: bool, only: set[str]) -> None:
+    sizes = [1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
+    biggest = sizes[-1]
+    for size in sizes:
+        need = ("proofs" in only and size in (1_000, 100_000, 1_000_000)) or \
+               ("storage" in only and size in (10_000, biggest)) or ("audit" in only and size == biggest)
+        if not need:
+            continue
+        with big_ledger(kind, size) as b:
+            if "proofs" in only and size in (1_000, 100_000, 1_000_000):
+                proofs(report, b, kind)
+            if "storage" in only and size in (10_000, biggest):
+                storage(report, b, kind)
+            if "audit" in only and size == biggest:
+                audit(report, b, kind)
+
+
+def proofs(report: Report, b: BigLedger, kind: str, n: int = 300) -> None:
+    rng = random.Random(11)
+    ledger, size = b.ledger, b.size
+    root = ledger.checkpoint(size)
+    assert root is not None
+    with b.db.reader.connect() as conn:
+        leaves = dict(conn.execute(sa.text("SELECT idx, entry_hash FROM log_entries WHERE idx IN :ids")
+                                   .bindparams(sa.bindparam("ids", expanding=True)),
+                                   {"ids": [rng.randrange(size) for _ in range(n)]}).all())
+    times, lens = [], []
+    for idx, leaf in leaves.items():
+        t = time.perf_counter()
+        proof = ledger.inclusion_proof(idx, size)
+        times.append(time.perf_counter() - t)
+        lens.append(len(proof))
+        verify_inclusion(bytes(leaf), idx, size, proof, root.root_hash)
+    report.add("proofs", f"inclusion proof at {size:,} entries [{kind}]",
+               f"p50 {ms(pct(times, 50))}  p99 {ms(pct(times, 99))}; {max(lens)} hashes = {32 * max(lens)} B",
+               target="≤ 2 ms at 10^6", note="Ledger.inclusion_proof in-process (one read transaction each); "
+                                             "verified against the signed root")
+    times, lens = [], []
+    checkpoints = [c.tree_size for c in _checkpoints(b)]
+    for _ in range(min(n, 100)):
+        first = rng.choice(checkpoints[:-1]) if len(checkpoints) > 1 else max(1, size // 2)
+        t = time.perf_counter()
+        proof = ledger.consistency_proof(first, size)
+        times.append(time.perf_counter() - t)
+        lens.append(len(proof))
+        old = ledger.checkpoint(first)
+        if old is not None:
+            verify_consistency(first, size, old.root_hash, root.root_hash, proof)
+    report.add("proofs", f"consistency proof to {size:,} entries [{kind}]",
+               f"p50 {ms(pct(times, 50))}  p99 {ms(pct(times, 99))}; ≤ {max(lens)} hashes = {32 * max(lens)} B",
+               target="≤ 2 ms at 10^6", note="from a random earlier checkpoint; verified")
+
+
+def _checkpoints(b: BigLedger) -> list:  # type: ignore[type-arg]
+    with b.ledger.store.read() as u:
+        return u.checkpoints()
+
+
+def audit(report: Report, b: BigLedger, kind: str) -> None:
+    t = time.perf_counter()
+    out = subprocess.run([ATHAR, "audit", "verify", "--data-dir", str(b.home), "--db", b.url, "--json"],
+                         capture_output=True, text=True, cwd=ROOT)
+    took = time.perf_counter() - t
+    try:
+        doc = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        doc = {}
+    ok = out.returncode == 0
+    rate = b.size / took
+    fl = floor_mod.get(0.5)
+    report.add("audit", f"athar audit verify, {b.size:,} entries [{kind}]",
+               f"{rate:,.0f} entries/s ({took:.1f} s)"
+               + ("" if ok else f" FAILED rc={out.returncode}: {_why(doc, out)}"),
+               target="≥ 30,000 entries/s", floor=fraction(rate, fl.audit_per_s()),
+               note=f"whole CLI run incl. start-up; {doc.get('checkpoints', '?')} checkpoints checked; "
+                    f"one process, one core (floor {fl.audit_per_s():,.0f}/s/core)")
+
+
+def _why(doc: dict, out: subprocess.CompletedProcess[str]) -> str:  # type: ignore[type-arg]
+    return str(doc.get("failure") or out.stderr or out.stdout)[:500]
+
+
+def storage(report: Report, b: BigLedger, kind: str) -> None:
+    if kind == "postgres":
+        with b.db.reader.connect() as conn:
+            log = sum(int(conn.execute(sa.text(f"SELECT pg_total_relation_size('{t}')")).scalar() or 0)
+                      for t in LOG_TABLES)
+            proj = sum(int(conn.execute(sa.text(f"SELECT pg_total_relation_size('{t}')")).scalar() or 0)
+                       for t in PROJECTIONS)
+            leaf = float(conn.execute(sa.text("SELECT avg(octet_length(leaf)) FROM log_entries")).scalar() or 0)
+        report.add("storage", f"bytes stored per entry at {b.size:,} entries [{kind}]",
+                   f"{log / b.size:,.0f} B/entry in log tables (+{proj / b.size:,.0f} B projections)",
+                   note=f"pg_total_relation_size of {', '.join(LOG_TABLES)}; mean leaf {leaf:,.0f} B "
+                        "(inflated by set-up commissions/shipments listing thousands of serials)")
+    # in-process append rate of a fresh mixed workload on top of this log (GroupCommitter-sized groups)
+    world = build_world(Home(b.home).root_key(), **{f"n_{k}": v for k, v in pool_sizes(1500).items()})
+    set_up(b.ledger, world)
+    events = as_signed(sign_all(world, mixed(world)))
+    t = time.perf_counter()
+    append_all(b.ledger, events, group=256)
+    took = time.perf_counter() - t
+    rate = len(events) / took
+    fl = floor_mod.get(0.5)
+    report.add("storage", f"in-process Ledger.append rate on top of {b.size:,} entries [{kind}]",
+               f"{rate:,.0f} events/s", floor=fraction(rate, 1 / fl.append_s),
+               note=f"{len(events)} mixed events in groups of 256, one thread (no HTTP)")

@@ -1,0 +1,239 @@
+"""Shared pieces: result rows, percentiles, CPU accounting, PostgreSQL schemas, a real ``athar serve``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ATHAR = str(Path(sys.executable).with_name("athar"))
+PG_BASE = os.environ.get("ATHAR_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Row:
+    """One figure of the report."""
+
+    bench: str
+    what: str
+    value: str
+    target: str = ""
+    floor: str = ""  # the figure as a fraction of what the hardware allows
+    note: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, bench: str, what: str, value: str, target: str = "", floor: str = "", note: str = "") -> Row:
+        row = Row(bench, what, value, target, floor, note)
+        self.rows.append(row)
+        print(f"  {what}: {value}" + (f"   [target {target}]" if target else "")
+              + (f"   [{floor} of floor]" if floor else "") + (f"   ({note})" if note else ""), flush=True)
+        return row
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of ``values``; NaN for an empty list."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))
+    return s[k]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def fraction(achieved_per_s: float, floor_per_s: float | None) -> str:
+    if not floor_per_s:
+        return ""
+    return f"{100 * achieved_per_s / floor_per_s:.1f}%"
+
+
+# ---- CPU accounting (Linux /proc) ------------------------------------------------------------------------
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out.extend(int(c) for c in f.read().split())
+    except OSError:
+        pass
+    return out
+
+
+def tree_pids(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        todo.extend(_children(p))
+    return pids
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its live descendants."""
+    return sum(_proc_cpu(p) for p in tree_pids(pid))
+
+
+def machine_cpu() -> float:
+    """CPU seconds used so far by the whole machine (user + nice + system + irq + softirq, /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
+class CpuMeter:
+    """CPU seconds spent by the server tree and by the whole machine over a timed phase."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+
+    def snapshot(self) -> tuple[float, float, float]:
+        server = tree_cpu(self.server_pid) if self.server_pid else 0.0
+        return time.perf_counter(), server, machine_cpu()
+
+
+def cpu_note(before: tuple[float, float, float], after: tuple[float, float, float], loadgen_cpu: float) -> str:
+    wall = after[0] - before[0]
+    if wall <= 0:
+        return ""
+    server, machine = after[1] - before[1], after[2] - before[2]
+    other = max(0.0, machine - server - loadgen_cpu)
+    return (f"cores busy: server {server / wall:.2f}, load generator {loadgen_cpu / wall:.2f}, "
+            f"other (PostgreSQL...) {other / wall:.2f}; machine {machine / wall:.2f} of {os.cpu_count()}")
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------------------------
+
+
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(_libpq(PG_BASE), connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh schema ``bench_<random>``; yields the SQLAlchemy URL that uses it; drops it afterwards."""
+    import psycopg
+
+    name = f"bench_{secrets.token_hex(4)}"
+    with psycopg.connect(_libpq(PG_BASE), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    sep = "&" if "?" in PG_BASE else "?"
+    try:
+        yield f"{PG_BASE}{sep}options=-csearch_path%3D{name}"
+    finally:
+        if not os.environ.get("ATHAR_BENCH_KEEP"):
+            with psycopg.connect(_libpq(PG_BASE), autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@contextlib.contextmanager
+def database(kind: str) -> Iterator[tuple[Path, str]]:
+    """A fresh data directory and database URL (SQLite in the directory, or a fresh PostgreSQL schema)."""
+    tmp = Path(tempfile.mkdtemp(prefix="athar-bench-"))
+    try:
+        if kind == "postgres":
+            with pg_schema() as url:
+                yield tmp / "home", url
+        else:
+            yield tmp / "home", f"sqlite:///{tmp / 'home' / 'ledger.db'}"
+    finally:
+        if not os.environ.get("ATHAR_BENCH_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def athar_init(home: Path, url: str) -> None:
+    subprocess.run([ATHAR, "init", "--data-dir", str(home), "--db", url, "--json"], check=True,
+                   stdout=subprocess.DEVNULL, cwd=ROOT)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    home: Path
+    url: str
+    base: str
+    proc: subprocess.Popen[bytes]
+    workers: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@contextlib.contextmanager
+def serve(home: Path, url: str, workers: int) -> Iterator[Server]:
+    """A real ``athar serve`` subprocess on a free port, ready when yielded, stopped afterwards."""
+    import httpx
+
+    port = free_port()
+    log = open(home / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([ATHAR, "serve", "--data-dir", str(home), "--db", url, "--port", str(port),
+                             "--workers", str(workers)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"athar serve exited: {(home / 'serve.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(base + "/v1/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("athar serve did not become ready in 60 s")
+            time.sleep(0.2)
+        # with several workers, wait until each has started (each answers /v1/ready on its own)
+        time.sleep(1.0 if workers > 1 else 0)
+        yield Server(home, url, base, proc, workers)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

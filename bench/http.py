@@ -1,0 +1,119 @@
+"""Benchmarks over HTTP against a real ``athar serve``: signed appends (1), pack verifications alone and
+with appends alongside (2), and commissioning a 100,000-pack batch then looking its packs up (3)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+
+import httpx
+
+from bench import floor as floor_mod
+from bench.common import Report, athar_init, database, fraction, ms, pct, serve
+from bench.loadgen import Load, LoadResult, run, submit_all
+from bench.world import EXPIRY, GTIN, World, build_world, mixed, pool_sizes, sign_all
+from ledger import events as ev
+from ledger.home import Home
+
+LEVELS = (1, 16, 64)
+
+
+def _row_for(report: Report, bench: str, what: str, r: LoadResult, floor_rate: float | None, target: str,
+             note: str) -> None:
+    value = (f"{r.rate:,.0f}/s  p50 {ms(r.p(50))}  p95 {ms(r.p(95))}  p99 {ms(r.p(99))}"
+             + (f"  ({r.failed} failed)" if r.failed else ""))
+    extra = "pool exhausted before the deadline; " if r.exhausted else ""
+    report.add(bench, what, value, target=target, floor=fraction(r.rate, floor_rate), note=extra + note)
+    for e in r.errors[:2]:
+        print(f"    error sample: {e}")
+
+
+def _set_up(world: World, base: str, say: callable) -> None:  # type: ignore[valid-type]
+    for name, items in world.phases:
+        t = time.perf_counter()
+        submit_all(base, sign_all(world, items))
+        say(f"    set-up: {name} ({len(items)} events) in {time.perf_counter() - t:.1f} s")
+
+
+def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str] | None) -> None:
+    duration = 5.0 if quick else 15.0
+    pool_total = 8_000 if quick else 24_000
+    fl = floor_mod.get(0.5)
+    cores = os.cpu_count() or 1
+    with database(kind) as (home, url):
+        athar_init(home, url)
+        root = Home(home).root_key()
+        world = build_world(root, **{f"n_{k}": v for k, v in pool_sizes(pool_total).items()})
+        t = time.perf_counter()
+        pool = sign_all(world, mixed(world))
+        print(f"    signed {len(pool)} workload events in {time.perf_counter() - t:.1f} s (before any timing)")
+        with serve(home, url, workers) as srv:
+            _set_up(world, srv.base, print)
+            slices = _split(pool, [0.08, 0.25, 0.33, 0.34])
+            tag = f"{kind}, {workers} worker(s)"
+            if only is None or "appends" in only:
+                for clients, items in zip(LEVELS, slices, strict=False):
+                    (res,), note = run([Load("appends", srv.base, "POST", items, clients,
+                                             procs=min(2, clients))], duration, srv.pid)
+                    _row_for(report, "appends", f"signed appends, {clients} client(s) [{tag}]", res,
+                             fl.appends_per_s(cores),
+                             "≥ 5,000/s, p99 ≤ 50 ms" if clients == 64 else "", note)
+            if only is None or "lookups" in only:
+                paths = [f"/v1/packs/{g}/{s}" for g, _, s in random.Random(3).sample(world.packs,
+                                                                                         min(60_000, len(world.packs)))]
+                (res,), note = run([Load("lookups", srv.base, "GET", paths, 64, procs=2)], duration, srv.pid)
+                _row_for(report, "lookups", f"pack verifications, 64 clients, alone [{tag}]", res, None,
+                         "p95 ≤ 10 ms at ≥ 2,000/s", note)
+                (lk, ap), note = run([Load("lookups", srv.base, "GET", paths, 64, procs=2),
+                                      Load("appends", srv.base, "POST", slices[3], 16, procs=1)], duration, srv.pid)
+                _row_for(report, "lookups", f"pack verifications, 64 clients, with appends [{tag}]", lk, None,
+                         "p95 ≤ 10 ms at ≥ 2,000/s", note)
+                _row_for(report, "lookups", f"  ...appends alongside, 16 clients [{tag}]", ap, fl.appends_per_s(cores),
+                         "≥ 2,000/s alongside", "")
+            if only is None or "batch" in only:
+                _batch(report, world, srv.base, tag)
+
+
+def _split(items: Sequence[bytes], shares: Sequence[float]) -> list[list[bytes]]:
+    out, start = [], 0
+    for s in shares:
+        n = int(len(items) * s)
+        out.append(list(items[start:start + n]))
+        start += n
+    return out
+
+
+def _batch(report: Report, world: World, base: str, tag: str, n: int = 100_000) -> None:
+    mfr = next(a for a, r in world.roles.items() if r == "manufacturer")
+    lot = f"BIG{random.getrandbits(24):06X}"
+    serials = [f"{lot}{i:07d}" for i in range(n)]
+    body = {"v": ev.SCHEMA_VERSION, "type": "commission", "id": f"bench-batch-{lot}", "actor": mfr,
+            "time": ev.format_time(dt.datetime.now(dt.UTC)),
+            "gtin": GTIN, "lot": lot, "expiry": EXPIRY.isoformat(), "product": "Bench Paracétamol 500 mg",
+            "quantity": n, "serials": serials, "channel": "private"}
+    (payload,) = sign_all(world, [(mfr, body)])
+    with httpx.Client(base_url=base, timeout=600) as client:
+        client.get("/v1/health")
+        t = time.perf_counter()
+        r = client.post("/v1/events", content=payload, headers={"content-type": "application/json"})
+        took = time.perf_counter() - t
+        if r.status_code != 201:
+            report.add("batch", f"commission {n:,} packs [{tag}]", f"refused {r.status_code}", note=r.text[:200])
+            return
+        report.add("batch", f"commission one batch of {n:,} serialized packs, HTTP POST [{tag}]", f"{took:.2f} s",
+                   target="≤ 2 s", note=f"body {len(payload) / 1e6:.1f} MB; {n / took:,.0f} packs/s")
+        lat = []
+        for s in random.Random(5).sample(serials, 500):
+            t = time.perf_counter()
+            rr = client.get(f"/v1/packs/{GTIN}/{s}")
+            lat.append(time.perf_counter() - t)
+            if rr.status_code != 200 or json.loads(rr.text).get("verdict") != "AUTHENTIC":
+                report.add("batch", "lookup of a pack of the batch", f"unexpected {rr.status_code} {rr.text[:200]}")
+                return
+        report.add("batch", f"look up a pack of that batch, 1 client, 500 lookups [{tag}]",
+                   f"p50 {ms(pct(lat, 50))}  p95 {ms(pct(lat, 95))}  p99 {ms(pct(lat, 99))}",
+                   note="verdict AUTHENTIC; the response carries the batch history")

@@ -1,0 +1,160 @@
+"""The load generator: separate processes, each running many httpx clients on asyncio, sending requests
+prepared in advance (signed event bodies, or pack URLs). Every client sends one request at a time (a closed
+loop), so "N clients" means N requests in flight. All processes start together at an agreed instant and stop
+at the deadline or when their share of the prepared requests runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench.common import CpuMeter, cpu_note, pct
+
+
+@dataclass
+class Load:
+    """One kind of traffic: ``clients`` closed-loop clients spread over ``procs`` processes."""
+
+    name: str
+    base: str
+    method: str  # "POST" (items are JSON bodies for /v1/events) or "GET" (items are paths)
+    items: Sequence[Any]
+    clients: int
+    procs: int = 2
+    ok_status: tuple[int, ...] = (200, 201)
+
+
+@dataclass
+class LoadResult:
+    name: str
+    clients: int
+    ok: int
+    failed: int
+    seconds: float
+    latencies: list[float]
+    exhausted: bool
+    errors: list[str] = field(default_factory=list)
+    cpu: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    def p(self, q: float) -> float:
+        return pct(self.latencies, q)
+
+
+def _worker(load: Load, shards: list[list[Any]], conn: Connection) -> None:
+    import httpx
+
+    async def main() -> dict[str, Any]:
+        limits = httpx.Limits(max_connections=len(shards), max_keepalive_connections=len(shards))
+        async with httpx.AsyncClient(base_url=load.base, limits=limits, timeout=60) as client:
+            await asyncio.gather(*(client.get("/v1/health") for _ in shards))  # open the connections
+            conn.send("ready")
+            start_at, deadline = conn.recv()
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            lat: list[float] = []
+            errors: list[str] = []
+            counts = {"ok": 0, "failed": 0, "exhausted": 0}
+            finish = [start_at]
+            headers = {"content-type": "application/json"}
+
+            async def run(items: list[Any]) -> None:
+                for item in items:
+                    if time.time() >= deadline:
+                        return
+                    t0 = time.perf_counter()
+                    try:
+                        if load.method == "POST":
+                            r = await client.post("/v1/events", content=item, headers=headers)
+                        else:
+                            r = await client.get(item)
+                        status, text = r.status_code, r.text if r.status_code not in load.ok_status else ""
+                    except httpx.HTTPError as exc:
+                        status, text = 0, repr(exc)
+                    lat.append(time.perf_counter() - t0)
+                    if status in load.ok_status:
+                        counts["ok"] += 1
+                    else:
+                        counts["failed"] += 1
+                        if len(errors) < 5:
+                            errors.append(f"{status}: {text[:300]}")
+                counts["exhausted"] += 1
+                finish[0] = max(finish[0], time.time())
+
+            await asyncio.gather(*(run(s) for s in shards))
+            end = min(deadline, max(finish[0], time.time())) if counts["exhausted"] == len(shards) else deadline
+            return {"lat": lat, "errors": errors, "end": end, "start": start_at, **counts}
+
+    result = asyncio.run(main())
+    result["cpu"] = time.process_time()
+    conn.send(result)
+    conn.close()
+
+
+def run(loads: Sequence[Load], duration: float, server_pid: int | None = None) -> tuple[list[LoadResult], str]:
+    """Run every load at once for ``duration`` seconds; return their results and a CPU-use note."""
+    ctx = mp.get_context("fork")
+    started: list[tuple[Load, Connection, mp.process.BaseProcess]] = []
+    for load in loads:
+        procs = max(1, min(load.procs, load.clients))
+        per_client: list[list[Any]] = [list(load.items[i::load.clients]) for i in range(load.clients)]
+        for p in range(procs):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(load, per_client[p::procs], child), daemon=True)
+            proc.start()
+            started.append((load, parent, proc))
+    for _, conn, _ in started:
+        if conn.recv() != "ready":
+            raise RuntimeError("load generator failed to start")
+    meter = CpuMeter(server_pid)
+    start_at = time.time() + 0.5
+    deadline = start_at + duration
+    for _, conn, _ in started:
+        conn.send((start_at, deadline))
+    time.sleep(max(0.0, start_at - time.time()))
+    before = meter.snapshot()
+    parts: list[tuple[Load, dict[str, Any]]] = []
+    after = None
+    for load, conn, proc in started:
+        parts.append((load, conn.recv()))
+        if after is None:
+            after = meter.snapshot()  # the first worker is done: the load window has ended
+        proc.join()
+    assert after is not None
+    results = []
+    for load in loads:
+        mine = [r for ld, r in parts if ld is load]
+        lat = [x for r in mine for x in r["lat"]]
+        end = max(r["end"] for r in mine)
+        results.append(LoadResult(load.name, load.clients, sum(r["ok"] for r in mine), sum(r["failed"] for r in mine),
+                                  end - mine[0]["start"], lat, all(r["exhausted"] for r in mine),
+                                  [e for r in mine for e in r["errors"]][:5], sum(r["cpu"] for r in mine)))
+    return results, cpu_note(before, after, _window_cpu(results))
+
+
+def _window_cpu(results: Sequence[LoadResult]) -> float:
+    # process_time() covers the whole worker life (start-up, warm-up, timed window); the timed window dominates
+    return sum(r.cpu for r in results)
+
+
+def submit_all(base: str, payloads: Sequence[bytes], threads: int = 16) -> None:
+    """Submit set-up events (untimed), in parallel; raise on the first refusal."""
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=300, limits=httpx.Limits(max_connections=threads)) as client:
+        def one(body: bytes) -> None:
+            r = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+            if r.status_code not in (200, 201):
+                raise RuntimeError(f"set-up event refused: {r.status_code} {r.text[:500]}")
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, payloads))
