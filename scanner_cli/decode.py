@@ -39,6 +39,8 @@ MAX_PIXELS: Final = 100_000_000
 """Images larger than this (width x height) are refused before decoding."""
 
 _WORK_MAX_SIDE: Final = 2400
+#: long side of the first, quick decode of a large JPEG
+_QUICK_SIDE = 1600
 """Huge photos are scaled down to this longest side before the first pass."""
 
 _SMALL_SIDE: Final = 1000
@@ -107,8 +109,12 @@ def _check_size(image: Image.Image, name: str) -> None:
         raise DecodeError(msg)
 
 
-def _load(source: str | Path | Image.Image) -> Image.Image:
-    """Open, size-check, then load the image as 8-bit greyscale."""
+def _load(source: str | Path | Image.Image, draft_side: int | None = None) -> Image.Image:
+    """Open, size-check, then load the image as 8-bit greyscale.
+
+    With ``draft_side``, a large JPEG is decoded at a reduced scale (libjpeg's DCT scaling: 1/2, 1/4, 1/8)
+    to about that many pixels on its long side: a 12-megapixel photo then decodes in a tenth of the time.
+    """
     name = _describe(source)
     if isinstance(source, Image.Image):
         _check_size(source, name)
@@ -131,6 +137,9 @@ def _load(source: str | Path | Image.Image) -> Image.Image:
             msg = f"Cannot read {name}: {exc.strerror or exc}."
             raise DecodeError(msg) from exc
         _check_size(image, name)
+        if draft_side and image.format == "JPEG" and max(image.size) > 2 * draft_side:
+            ratio = draft_side / max(image.size)
+            image.draft("L", (max(1, int(image.width * ratio)), max(1, int(image.height * ratio))))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -145,6 +154,15 @@ def _load(source: str | Path | Image.Image) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as exc:
         msg = f"Cannot read {name}: the image data is damaged or truncated ({exc})."
         raise DecodeError(msg) from exc
+
+
+def _original_size(source: str | Path | Image.Image, loaded: Image.Image) -> tuple[int, int]:
+    """The full-resolution size (the loaded image may be a reduced decode), oriented like the loaded one."""
+    if isinstance(source, Image.Image):
+        return source.size
+    with Image.open(source) as header:
+        w, h = header.size
+    return (w, h) if (loaded.width >= loaded.height) == (w >= h) else (h, w)
 
 
 def _zxing_formats(formats: Iterable[str] | None) -> object:
@@ -167,11 +185,12 @@ def _scaled_position(barcode: object, scale: float) -> tuple[Point, Point, Point
     return (pt(pos.top_left), pt(pos.top_right), pt(pos.bottom_right), pt(pos.bottom_left))
 
 
-def _read_zxing(image: Image.Image, zx_formats: object, scale: float, binarizer: object | None = None) -> list[Symbol]:
+def _read_zxing(image: Image.Image, zx_formats: object, scale: float, binarizer: object | None = None,
+                *, thorough: bool = True) -> list[Symbol]:
     kwargs: dict[str, Any] = {
-        "try_rotate": True,
+        "try_rotate": thorough,
         "try_downscale": True,
-        "try_invert": True,
+        "try_invert": thorough,
         "text_mode": zxingcpp.TextMode.Plain,
     }
     if zx_formats is not None:
@@ -283,14 +302,21 @@ def decode_image(
     zx_formats = _zxing_formats(format_list)
     wanted = set(format_list) if format_list is not None else None
     deadline = time.monotonic() + time_budget
-    grey = _load(source)
+    found: list[Symbol] = []
 
+    # First, the way a scanner sees most packs: upright, dark on light, from a reduced decode of a big photo.
+    quick = _load(source, draft_side=_QUICK_SIDE)
+    original = _original_size(source, quick)
+    _add(found, _read_zxing(quick, zx_formats, quick.width / original[0], thorough=False))
+    if found:
+        return found
+
+    grey = _load(source) if quick.size != original else quick
     scale = 1.0
     if max(grey.size) > _WORK_MAX_SIDE:
         scale = _WORK_MAX_SIDE / max(grey.size)
         grey = _resize(grey, scale)
 
-    found: list[Symbol] = []
     _add(found, _read_zxing(grey, zx_formats, scale))
     if found:
         return found

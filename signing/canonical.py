@@ -19,10 +19,47 @@ PREFIX_NAMESPACE = "athar/v1/"
 
 def canonical(value: Any) -> bytes:
     """Return the RFC 8785 canonical UTF-8 bytes of a JSON value."""
+    if _plain(value):
+        # For strings of the Basic Multilingual Plane, integers within ±(2^53-1), booleans and null, the
+        # standard library's sorted, compact output is byte for byte RFC 8785 (a property test checks it)
+        # and four times faster than the general encoder, which handles everything else.
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     try:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise CanonicalEncodingError(f"value cannot be canonicalised (RFC 8785): {exc}") from exc
+
+
+_MAX_SAFE = 2**53 - 1
+
+
+def _plain_text(text: str) -> bool:
+    # Non-BMP characters sort differently under UTF-16 (RFC 8785 §3.2.3); surrogates need escaping.
+    return text.isascii() or all(c < "\ud800" or "\ue000" <= c <= "\uffff" for c in text)
+
+
+def _plain(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if not _plain_text(v):
+                return False
+        elif v is None or v is True or v is False:
+            continue
+        elif type(v) is int:
+            if not -_MAX_SAFE <= v <= _MAX_SAFE:
+                return False
+        elif type(v) is dict:
+            for k in v:
+                if type(k) is not str or not _plain_text(k):
+                    return False
+            stack.extend(v.values())
+        elif type(v) is list:
+            stack.extend(v)
+        else:
+            return False  # floats, tuples and anything else take the general path
+    return True
 
 
 def parse_canonical(data: bytes) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ledger.entry import Entry
 from ledger.errors import StorageUnavailable
@@ -160,6 +161,12 @@ class SqlUnit:
 
     def packs(self, gtin: str, serials: tuple[str, ...]) -> dict[str, Pack]:
         found: dict[str, Pack] = {}
+        if self._postgres and len(serials) > CHUNK:
+            # one query with an array parameter instead of dozens of IN-lists (a 100,000-pack commission)
+            q = sa.select(t.packs).where(t.packs.c.gtin == gtin,
+                                         t.packs.c.serial == sa.any_(sa.cast(sa.bindparam("s"), ARRAY(sa.String))))
+            found.update((r.serial, rows.pack_from(r)) for r in self.conn.execute(q, {"s": list(serials)}))
+            return found
         for chunk in _chunks(serials):
             q = sa.select(t.packs).where(t.packs.c.gtin == gtin, t.packs.c.serial.in_(chunk))
             found.update((r.serial, rows.pack_from(r)) for r in self.conn.execute(q))
@@ -283,6 +290,14 @@ class SqlUnit:
         self.conn.execute(stmt)
 
     def _add_packs(self, gtin: str, lot: str, serials: tuple[str, ...], holder: str) -> None:
+        if self._postgres and len(serials) > CHUNK:
+            # COPY: a 100,000-pack batch in a fraction of a second instead of 100,000 row inserts
+            raw = self.conn.connection.driver_connection
+            assert raw is not None
+            with raw.cursor() as cur, cur.copy("COPY packs (gtin, serial, lot, status, holder) FROM STDIN") as copy:
+                for s in serials:
+                    copy.write_row((gtin, s, lot, "active", holder))
+            return
         base = {"gtin": gtin, "lot": lot, "status": "active", "holder": holder, "dispensed_by": None,
                 "dispensed_at": None, "dispensed_index": None}
         for chunk in _chunks(serials):

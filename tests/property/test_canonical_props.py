@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ledger.entry import EVENT_PURPOSE, SignedEvent
 from signing import BadSignatureError, KeyPair, canonical, signing_input
 from signing.canonical import parse_canonical
+from signing.errors import CanonicalEncodingError
 
 SAFE_INT = 2**53 - 1
 KEY = KeyPair.from_seed(bytes(range(32)))
@@ -144,3 +146,27 @@ def test_any_flipped_byte_of_the_signature_fails(body: dict[str, Any], data: st.
 def test_integral_doubles_beyond_2_53_round_trip(value: float) -> None:
     data = canonical(value)
     assert parse_canonical(data) == value
+
+
+_fast_path_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**60), max_value=2**60),
+              st.text(), st.text(alphabet=st.characters(max_codepoint=0x7F))),
+    lambda children: st.one_of(st.lists(children, max_size=5),
+                               st.dictionaries(st.text(max_size=8), children, max_size=5)),
+    max_leaves=30,
+)
+
+
+@given(_fast_path_values)
+@settings(max_examples=500, deadline=None)
+def test_fast_path_is_byte_for_byte_rfc8785(value: object) -> None:
+    """canonical() takes a standard-library shortcut for plain values; it must equal the reference encoder."""
+    import rfc8785
+
+    try:
+        expected = rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError, ValueError):
+        with pytest.raises(CanonicalEncodingError):
+            canonical(value)
+        return
+    assert canonical(value) == expected
