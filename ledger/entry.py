@@ -105,22 +105,27 @@ class Entry:
         """Parse stored leaf bytes; raise IntegrityError if they are not a well-formed canonical entry."""
         try:
             doc = parse_canonical(leaf)
-            if not isinstance(doc, dict) or doc.get("v") != ENTRY_VERSION:
+            if not isinstance(doc, dict) or type(doc.get("v")) is not int or doc["v"] != ENTRY_VERSION:
                 raise ValueError("not a version-1 entry")
+            if type(doc.get("index")) is not int or not all(
+                    isinstance(doc.get(k), str) for k in ("received", "chain", "key_id", "signature")):
+                raise ValueError("a field has the wrong type")
             prev = doc["prev"]
             entry = cls(
-                index=int(doc["index"]),
+                index=doc["index"],
                 received=ev.parse_time(doc["received"], "received"),
-                chain=str(doc["chain"]),
+                chain=doc["chain"],
                 prev=bytes.fromhex(prev) if prev is not None else None,
-                signed=SignedEvent(doc["event"], str(doc["key_id"]), b64decode(doc["signature"], "signature")),
+                signed=SignedEvent(doc["event"], doc["key_id"], b64decode(doc["signature"], "signature")),
             )
         except (SigningError, InvalidEvent, KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"stored entry is malformed: {exc}") from exc
         # Only the one serialisation the sequencer writes is accepted: an entry that parses to the same
-        # meaning but has other bytes (extra fields, other spellings) would have another leaf hash.
-        if entry.leaf() != leaf:
+        # meaning but has other bytes (extra fields, other spellings) would have another leaf hash. The
+        # bytes are canonical and the field types exact, so equal JSON values mean equal bytes.
+        if entry.to_json() != doc:
             raise IntegrityError("stored entry is not in the form the sequencer writes (fields added or respelled)")
+        entry.__dict__["_leaf"] = leaf  # the cached canonical form: these very bytes
         return entry
 
 
