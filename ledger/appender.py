@@ -21,7 +21,7 @@ from ledger import events as ev
 from ledger.admission import TrustAnchors, check_signer, registered_public_key, verify_signature
 from ledger.causes import likely_cause
 from ledger.custody import Context, decide
-from ledger.entry import Entry, Receipt, SignedEvent
+from ledger.entry import Entry, Receipt, SignedEvent, indexed_columns
 from ledger.merkle import CompactRange, NodeID, inclusion_plan, root_nodes
 from ledger.state import (
     Actor,
@@ -163,11 +163,11 @@ class GroupAppend:
     def admit(self, item: Prechecked) -> tuple[_Written, bool]:
         """Append one submission; return where it is and whether it was a replay. Raises its refusal."""
         signed = item.signed
+        if item.error is not None:
+            raise item.error  # a body that does not parse cannot be a replay of a recorded event
         replay = self._replay(signed)
         if replay is not None:
             return replay, True
-        if item.error is not None:
-            raise item.error
         event = item.event
         assert event is not None
         public = check_signer(signed, event, self.tree.size, self.state, self.trust)
@@ -211,9 +211,7 @@ class GroupAppend:
         head = self._head(chain)
         entry = Entry(self.tree.size, self.now, chain, head[0] if head else None, signed)
         entry_hash = entry.hash
-        gtin, lot = getattr(event, "gtin", None), getattr(event, "lot", None)
-        if lot is None and chain.startswith("batch/"):
-            _, gtin, lot = chain.split("/", 2)
+        gtin, lot, _ = indexed_columns(event.type, event, entry)
         self.entries.append((entry, event.type, gtin, lot))
         self.heads[chain] = (entry_hash, entry.index, (head[2] if head else 0) + 1)
         self.new_nodes.update(self.tree.append(entry_hash))

@@ -17,7 +17,7 @@ from ledger import events as ev
 from ledger.admission import TrustAnchors, authenticate
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint, verifier_key
 from ledger.custody import Context, decide
-from ledger.entry import Entry
+from ledger.entry import Entry, indexed_columns
 from ledger.merkle import CompactRange, NodeID, leaf_hash
 from ledger.replay import MemoryState
 from ledger.storage.sql import SqlStore, StoredEntry
@@ -76,12 +76,15 @@ class LogVerifier:
         if index != self.tree.size:
             raise AuditFailure(self.tree.size, f"entry {self.tree.size} is missing (found {index} next)")
         entry = self._entry(index, leaf, entry_hash)
+        event = self._replay(entry)
         if stored is not None:
             body = entry.signed.body
-            if (stored.chain, stored.prev, stored.event_id, stored.actor, stored.event_type) != (
-                    entry.chain, entry.prev, body.get("id"), body.get("actor"), body.get("type")):
+            gtin, lot, serial = indexed_columns(event.type, event, entry)
+            # a NULL serial is what entries from before that column hold; readers then use the signed body
+            if (stored.chain, stored.prev, stored.event_id, stored.actor, stored.event_type, stored.gtin,
+                    stored.lot, stored.serial or serial) != (
+                    entry.chain, entry.prev, body.get("id"), body.get("actor"), body.get("type"), gtin, lot, serial):
                 raise AuditFailure(index, f"entry {index}: the indexed columns do not match the signed entry")
-        self._replay(entry)
         self.report.entries += 1
         return self.tree.append(entry_hash)
 
@@ -126,7 +129,7 @@ class LogVerifier:
                                   f"{expected.hex() if expected else None})")
         return entry
 
-    def _replay(self, entry: Entry) -> None:
+    def _replay(self, entry: Entry) -> ev.Event:
         i, body, state = entry.index, entry.signed.body, self.report.state
         try:
             event = ev.parse_event(body)
@@ -139,6 +142,7 @@ class LogVerifier:
         state.apply(decision.changes)
         head = self.report.chain_heads.get(entry.chain)
         self.report.chain_heads[entry.chain] = ChainHead(entry.hash, i, (head.length if head else 0) + 1)
+        return event
 
 
 def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,

@@ -52,6 +52,7 @@ class SignedEvent:
             raise InvalidEvent("'signature' must be a base64 Ed25519 signature")
         try:
             raw = b64decode(sig, "signature")
+            canonical(dict(body))  # refuse at the boundary what no signature could cover (floats, huge ints)
         except SigningError as exc:
             raise InvalidEvent(str(exc)) from exc
         return cls(dict(body), kid, raw)
@@ -64,8 +65,12 @@ class SignedEvent:
         return str(self.body.get("id", ""))
 
     def same_as(self, other: SignedEvent) -> bool:
-        return (canonical(dict(self.body)) == canonical(dict(other.body)) and self.key_id == other.key_id
-                and self.signature == other.signature)
+        if self.key_id != other.key_id or self.signature != other.signature:
+            return False
+        try:
+            return canonical(dict(self.body)) == canonical(dict(other.body))
+        except SigningError:
+            return False  # a body that cannot even be encoded is not the recorded event
 
 
 @dataclass(frozen=True)
@@ -159,3 +164,13 @@ class Receipt:
             "checkpoint": self.checkpoint,
             "replayed": self.replayed,
         }
+
+
+def indexed_columns(event_type: str, event: Any, entry: Entry) -> tuple[str | None, str | None, str | None]:
+    """The (gtin, lot, serial) columns stored beside an entry for lookups; the audit recomputes and compares
+    them, because the public pack page is read through them."""
+    gtin, lot = getattr(event, "gtin", None), getattr(event, "lot", None)
+    if lot is None and entry.chain.startswith("batch/"):
+        _, gtin, lot = entry.chain.split("/", 2)
+    serial = entry.signed.body.get("serial")
+    return gtin, lot, serial if isinstance(serial, str) and len(serial) <= 20 else None

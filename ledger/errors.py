@@ -34,6 +34,7 @@ types and CLI output) and a message a user can act on.
     │   └── InvalidTransition           e.g. release of a batch that is not quarantined
     ├── IntegrityError                  the stored log fails verification (tampering or corruption)
     └── StorageUnavailable              the database cannot be reached; nothing was written
+        └── OutcomeUnknown              a write may or may not have landed; resend it (idempotent)
 """
 
 from __future__ import annotations
@@ -254,6 +255,13 @@ class IntegrityError(LedgerError):
 class StorageUnavailable(LedgerError):
     code = "storage_unavailable"
     title = "The ledger database is unavailable"
+
+
+class OutcomeUnknown(StorageUnavailable):
+    """The write may or may not have been recorded; resending the same signed event is safe (idempotent)."""
+
+    code = "outcome_unknown"
+    title = "The outcome of the write is not known; resend the same signed event"
 
 
 def all_error_classes() -> list[type[LedgerError]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.admission import TrustAnchors
-from ledger.errors import LedgerError, StorageUnavailable
+from ledger.errors import StorageUnavailable
 from ledger.paths import DEFAULT_ORIGIN, ENV_DATABASE_URL
 from ledger.service import Ledger, LedgerConfig
 from ledger.storage.database import Database, migrate, open_database, schema_is_current, sqlite_url
@@ -25,7 +25,7 @@ from signing import KeyPair, PublicKey, SigningError
 from signing.keys import read_private_key, read_public_key, write_private_key, write_public_key
 
 
-class HomeError(LedgerError):
+class HomeError(StorageUnavailable):
     code = "data_directory"
     title = "The data directory is missing or incomplete"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from ledger import errors as E
+from ledger.admission import registered_public_key
 from ledger.queries import Principal
 from ledger.request_signing import (
     HEADER_SIGNATURE,
@@ -15,7 +16,7 @@ from ledger.request_signing import (
     signed_value,
 )
 from ledger.service import Ledger
-from signing import BadSignatureError, PublicKey, b64decode
+from signing import b64decode
 from signing.errors import SigningError
 
 MAX_SESSION = dt.timedelta(hours=12)
@@ -41,9 +42,9 @@ def authenticate_read(ledger: Ledger, *, actor: str, key_id: str, timestamp: str
     if key.status != "active" or record.status != "active":
         raise E.KeyNotActive(f"key {key_id} of {actor} is {key.status}", key_id=key_id)
     try:
-        PublicKey.from_b64(key.public_key).verify(READ_PURPOSE, signed_value(actor, key_id, method, path, ts),
-                                                  b64decode(signature, HEADER_SIGNATURE))
-    except (BadSignatureError, SigningError) as exc:
+        registered_public_key(key).verify(READ_PURPOSE, signed_value(actor, key_id, method, path, ts),
+                                          b64decode(signature, HEADER_SIGNATURE))
+    except SigningError as exc:
         raise E.SignatureInvalid(f"the read signature does not verify with key {key_id} for {method} {path}") from exc
     return Principal(record)
 
@@ -52,7 +53,10 @@ def authenticate_read(ledger: Ledger, *, actor: str, key_id: str, timestamp: str
 def authenticate_session(ledger: Ledger, token: str) -> Principal:
     try:
         claim, signature = parse_session_token(token)
-        actor, key_id, expires = str(claim["actor"]), str(claim["key_id"]), int(claim["expires"])
+        actor, key_id, expires = claim["actor"], claim["key_id"], claim["expires"]
+        if set(claim) != {"actor", "key_id", "expires"} or not isinstance(actor, str) or \
+                not isinstance(key_id, str) or type(expires) is not int:
+            raise ValueError("unexpected claim")
     except (ValueError, KeyError, TypeError) as exc:
         raise E.SignatureInvalid("the session token is malformed") from exc
     now = ledger.clock()
@@ -63,7 +67,7 @@ def authenticate_session(ledger: Ledger, token: str) -> Principal:
     if record is None or key is None or key.actor != actor or key.status != "active" or record.status != "active":
         raise E.UnknownKey(f"key {key_id} is not an active key of {actor}", key_id=key_id)
     try:
-        PublicKey.from_b64(key.public_key).verify(SESSION_PURPOSE, claim, signature)
-    except BadSignatureError as exc:
+        registered_public_key(key).verify(SESSION_PURPOSE, claim, signature)
+    except SigningError as exc:
         raise E.SignatureInvalid("the session token's signature does not verify") from exc
     return Principal(record)

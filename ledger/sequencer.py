@@ -10,6 +10,7 @@ their groups in one linear order.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from concurrent.futures import Future
@@ -17,10 +18,11 @@ from dataclasses import dataclass
 
 from ledger.appender import Prechecked
 from ledger.entry import Receipt, SignedEvent
-from ledger.errors import LedgerError, StorageUnavailable
+from ledger.errors import LedgerError, OutcomeUnknown, StorageUnavailable
 from ledger.service import Ledger
 
 _STOP = object()
+logger = logging.getLogger("athar.sequencer")
 
 
 @dataclass
@@ -38,16 +40,32 @@ class GroupCommitter:
         self._thread.start()
         self.groups = 0
         self.appended = 0
+        self._closed = False
 
     def submit(self, signed: SignedEvent, timeout: float = 60.0) -> Receipt:
         future: Future[Receipt] = Future()
         # parsing and signature checks happen here, in the caller's thread: in parallel, outside the lock
+        if self._closed:
+            raise StorageUnavailable("the server is shutting down; nothing was written")
         self._queue.put(_Item(self.ledger.precheck(signed), future))
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except TimeoutError as exc:
+            raise OutcomeUnknown(f"no answer from the ledger within {timeout:.0f} s; the event may still be "
+                                 "recorded: send the same signed event again to get its receipt") from exc
 
     def close(self) -> None:
+        self._closed = True
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
+        while True:  # answer whatever was still queued
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Item):
+                item.future.set_exception(StorageUnavailable("the server shut down before this event was "
+                                                             "appended; nothing was written"))
 
     def _run(self) -> None:
         while True:
@@ -73,8 +91,10 @@ class GroupCommitter:
             for i in items:
                 i.future.set_exception(err)
             return
-        except Exception as exc:  # never leave a caller waiting forever
-            failure = StorageUnavailable(f"the append failed and nothing was written: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # never leave a caller waiting forever; the commit's fate is not known here
+            logger.exception("group append failed")
+            failure = OutcomeUnknown(f"the append failed ({type(exc).__name__}); send the same signed event again: "
+                                     "if it was recorded you get its receipt, if not it is recorded then")
             for i in items:
                 i.future.set_exception(failure)
             return

@@ -38,7 +38,7 @@ from ledger.storage.sql import (
     put_personal_data,
 )
 from ledger.verdict import Finding, judge
-from signing import KeyPair, PublicKey
+from signing import KeyPair, PublicKey, SigningError
 
 MAX_ENTRIES_PAGE = 1000
 
@@ -130,6 +130,8 @@ class Ledger:
                     outcomes.append(group.admit(item))
                 except E.LedgerError as err:
                     outcomes.append(err)
+                except SigningError as err:  # one malformed submission must not sink the others in its group
+                    outcomes.append(E.InvalidEvent(f"the event cannot be encoded canonically: {err}"))
             note = group.finish()
             return group.receipts(outcomes, note)
 

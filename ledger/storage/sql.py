@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from ledger.entry import Entry
+from ledger.entry import Entry, indexed_columns
 from ledger.errors import StorageUnavailable
 from ledger.merkle import NodeID, inclusion_plan
 from ledger.state import (
@@ -58,6 +58,7 @@ class StoredEntry:
     gtin: str | None
     lot: str | None
     received_at: dt.datetime
+    serial: str | None = None
 
 
 @dataclass
@@ -366,7 +367,7 @@ class SqlUnit:
         rows_ = [{"idx": e.index, "entry_hash": e.hash, "event_id": e.signed.event_id, "event_type": kind,
                   "actor": str(e.signed.body.get("actor")), "chain": e.chain, "prev": e.prev, "gtin": gtin,
                   "lot": lot, "received_at": e.received, "leaf": e.leaf(),
-                  "serial": _single_serial(e)} for e, kind, gtin, lot in entries]
+                  "serial": indexed_columns(kind, None, e)[2]} for e, kind, gtin, lot in entries]
         for chunk in _chunks(rows_, 500):
             self.conn.execute(sa.insert(t.log_entries), list(chunk))
 
@@ -473,15 +474,10 @@ class SqlUnit:
             self.conn.execute(sa.delete(table))
 
 
-def _single_serial(entry: Entry) -> str | None:
-    serial = entry.signed.body.get("serial")
-    return serial if isinstance(serial, str) and len(serial) <= 20 else None
-
-
 def _stored(row: Any) -> StoredEntry:
     return StoredEntry(int(row.idx), bytes(row.entry_hash), bytes(row.leaf), row.chain,
                        bytes(row.prev) if row.prev is not None else None, row.event_id, row.event_type, row.actor,
-                       row.gtin, row.lot, row.received_at)
+                       row.gtin, row.lot, row.received_at, row.serial)
 
 
 class SqlStore:
