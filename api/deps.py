@@ -32,6 +32,9 @@ class RateLimiter:
     def allow(self, key: str) -> bool:
         now = time.monotonic()
         with self._lock:
+            if len(self._hits) > 10_000:  # forget idle addresses so the table cannot grow without bound
+                for idle in [k for k, h in self._hits.items() if not h or now - h[-1] > 60]:
+                    del self._hits[idle]
             hits = self._hits.setdefault(key, deque())
             while hits and now - hits[0] > 60:
                 hits.popleft()

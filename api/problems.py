@@ -19,6 +19,7 @@ PROBLEM_BASE = "/problems/"
 STATUS: dict[type[E.LedgerError], int] = {
     E.LedgerError: 400,
     E.InvalidEvent: 422,
+    E.InvalidQuery: 422,
     E.AuthError: 403,
     E.UnknownKey: 401,
     E.SignatureInvalid: 401,
@@ -29,6 +30,18 @@ STATUS: dict[type[E.LedgerError], int] = {
     E.NotFound: 404,
     E.IntegrityError: 500,
     E.StorageUnavailable: 503,
+}
+
+
+#: problem types raised by the HTTP layer itself rather than by the ledger
+HTTP_PROBLEMS: dict[str, tuple[int, str]] = {
+    "invalid_request": (422, "A parameter or the body does not match the API's schema"),
+    "unauthenticated": (401, "This resource needs a signed request (Athar-* headers)"),
+    "body_too_large": (413, "The request body is larger than the server accepts"),
+    "rate_limited": (429, "Too many requests from this address; retry later"),
+    "not_found": (404, "No such resource"),
+    "method_not_allowed": (405, "The resource does not accept this method"),
+    "internal_error": (500, "The server failed; nothing was written"),
 }
 
 

@@ -10,7 +10,7 @@ from ledger import errors as E
 from ledger import events as ev
 from ledger.bundle import FORMAT, MANIFEST_PURPOSE
 from ledger.entry import Entry
-from ledger.storage.sql import SqlUnit, prove_entries
+from ledger.storage.sql import SqlUnit, StoredEntry, prove_entries
 from signing import KeyPair, b64encode
 
 
@@ -18,11 +18,15 @@ def build_bundle(u: SqlUnit, ledger_key: KeyPair, chains: Iterable[str], *, crea
     cp = u.checkpoint()
     if cp is None:
         raise E.NotFound("the log is empty: nothing to bundle")
-    wanted = sorted(set(chains) | {f"actor/{a.id}" for a in u.actors()})
+    by_chain: dict[str, list[StoredEntry]] = {}
+    for e in u.registry_entries():  # the whole registry, in one query: signatures are checked against it
+        by_chain.setdefault(e.chain, []).append(e)
+    for chain in set(chains):
+        by_chain[chain] = u.chain_entries(chain)
     heads: dict[str, Any] = {}
     stored = []
-    for chain in wanted:
-        entries = [e for e in u.chain_entries(chain) if e.index < cp.tree_size]
+    for chain in sorted(by_chain):
+        entries = [e for e in by_chain[chain] if e.index < cp.tree_size]
         if not entries:
             continue
         stored.extend(entries)

@@ -2,6 +2,7 @@
 types and CLI output) and a message a user can act on.
 
     LedgerError
+    ├── InvalidQuery                    a read's parameters are out of range (e.g. a proof beyond the tree)
     ├── InvalidEvent                    the event is malformed (missing field, wrong type, bad GS1 data)
     │   └── InvalidIdentifier           a GTIN, lot, serial, expiry or actor id is not valid
     ├── AuthError                       who signed it, and may they?
@@ -57,6 +58,11 @@ class LedgerError(Exception):
 class InvalidEvent(LedgerError):
     code = "invalid_event"
     title = "The event is malformed"
+
+
+class InvalidQuery(LedgerError):
+    code = "invalid_query"
+    title = "The query parameters are not valid"
 
 
 class InvalidIdentifier(InvalidEvent):

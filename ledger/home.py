@@ -125,5 +125,9 @@ def open_ledger(path: Path, database_url: str | None = None, *, pool_size: int =
         db.dispose()
         raise HomeError("the database schema is missing or out of date; run 'athar init' to migrate it")
     ledger = Ledger(SqlStore(db), config)
-    ledger.bind()
+    try:
+        ledger.bind()
+    except BaseException:
+        db.dispose()
+        raise
     return ledger, db

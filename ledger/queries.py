@@ -67,9 +67,13 @@ class PackReport:
     steps: list[Step]
 
 
+RISK_CACHE_SECONDS = 60
+
+
 class Reader:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        self.risk_cache: tuple[int, dt.datetime, RiskReport] | None = None
 
     # ---- actors ----------------------------------------------------------------------------------------------
 
@@ -165,9 +169,7 @@ class Reader:
             batch = self._visible_batch(u, gtin, lot, who)
             if not (who.oversees or who.actor.id == batch.manufacturer):
                 raise E.RoleNotAllowed("recall progress is for regulators, inspectors and the manufacturer")
-            stored = u.chain_entries(batch_chain(gtin, lot))
-            for actor in u.actors():
-                stored.extend(u.chain_entries(f"actor/{actor.id}"))
+            stored = u.chain_entries(batch_chain(gtin, lot)) + u.registry_entries()
         return recall_report([Entry.from_leaf(e.leaf) for e in stored], gtin, lot)
 
     def recalled_batches(self, who: Principal) -> list[RecallReport]:
@@ -260,8 +262,18 @@ class Oversight:
         return AlertStats(by_status, by_kind, false_alarm, confirmed)
 
     def risk(self, who: Principal, thresholds: RiskThresholds | None = None) -> RiskReport:
+        """The risk report, recomputed from the whole log at most once a minute for a given log size (it
+        reads every entry; the dashboard and the API share it)."""
         self._require(who)
-        return assess(self._all_entries(), now=self.ledger.clock(), thresholds=thresholds)
+        size, now = self.ledger.size(), self.ledger.clock()
+        cached = self.reader.risk_cache
+        if thresholds is None and cached is not None and cached[0] == size and \
+                (now - cached[1]).total_seconds() < RISK_CACHE_SECONDS:
+            return cached[2]
+        report = assess(self._all_entries(), now=now, thresholds=thresholds)
+        if thresholds is None:
+            self.reader.risk_cache = (size, now, report)
+        return report
 
     def _all_entries(self) -> Iterator[Entry]:
         size = self.ledger.size()

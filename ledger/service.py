@@ -8,10 +8,11 @@ checkpoint for the group and commits once. Each submission gets a receipt, or th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,8 @@ from ledger.checkpoint import (
     verify_cosignature,
 )
 from ledger.entry import Receipt, SignedEvent
-from ledger.merkle import consistency_plan, inclusion_plan
-from ledger.state import Batch, KeyRecord, Pack
+from ledger.merkle import MissingNodeError, TreeRangeError, consistency_plan, inclusion_plan
+from ledger.state import KeyRecord
 from ledger.storage.sql import (
     SqlStore,
     SqlUnit,
@@ -37,7 +38,6 @@ from ledger.storage.sql import (
     erase_personal_data,
     put_personal_data,
 )
-from ledger.verdict import Finding, judge
 from signing import KeyPair, PublicKey, SigningError
 
 MAX_ENTRIES_PAGE = 1000
@@ -58,16 +58,6 @@ class LedgerConfig:
     @property
     def verifier_key(self) -> str:
         return verifier_key(self.origin, self.ledger_key.public)
-
-
-@dataclass(frozen=True)
-class PackView:
-    gtin: str
-    serial: str
-    finding: Finding
-    pack: Pack | None
-    batch: Batch | None
-    history: list[StoredEntry]
 
 
 class Ledger:
@@ -182,12 +172,12 @@ class Ledger:
         return plan.proof(u.nodes(plan.ids))
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
-        with self.store.read() as u:
+        with self.store.read() as u, _proof_errors():
             self._check_size(u, tree_size)
             return self._inclusion(u, index, tree_size)
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
-        with self.store.read() as u:
+        with self.store.read() as u, _proof_errors():
             self._check_size(u, second)
             plan = consistency_plan(first, second)
             return plan.proof(u.nodes(plan.ids))
@@ -196,7 +186,7 @@ class Ledger:
     def _check_size(u: SqlUnit, tree_size: int) -> None:
         size, _ = u.head()
         if tree_size > size:
-            raise E.NotFound(f"tree size {tree_size} is larger than the log ({size} entries)")
+            raise E.InvalidQuery(f"tree size {tree_size} is larger than the log ({size} entries)")
 
     # ---- reads -----------------------------------------------------------------------------------------------
 
@@ -239,20 +229,20 @@ class Ledger:
 
     def entries(self, start: int, end: int) -> list[StoredEntry]:
         if start < 0 or end < start:
-            raise E.InvalidEvent(f"invalid range [{start}, {end})")
+            raise E.InvalidQuery(f"invalid range [{start}, {end})")
         with self.store.read() as u:
             return u.entries(start, min(end, start + MAX_ENTRIES_PAGE))
 
-    def pack_view(self, gtin: str, serial: str, *, lot: str | None = None, expiry: dt.date | None = None,
-                  scanner: str | None = None) -> PackView:
-        with self.store.read() as u:
-            pack = u.pack(gtin, serial)
-            batch = u.batch(gtin, pack.lot) if pack else None
-            pooled = bool(scanner and pack and pack.holder is None and u.holding(scanner, gtin, pack.lot) > 0)
-            finding = judge(pack, batch, gtin=gtin, serial=serial, lot=lot, expiry=expiry, now=self.clock(),
-                            scanner=scanner, scanner_holds_pooled=pooled)
-            history = u.chain_entries(f"batch/{gtin}/{pack.lot}") if pack else []
-        return PackView(gtin, serial, finding, pack, batch, history)
+
+@contextlib.contextmanager
+def _proof_errors() -> Iterator[None]:
+    """Proof requests out of range are the caller's error; a missing stored node is the database's."""
+    try:
+        yield
+    except TreeRangeError as exc:
+        raise E.InvalidQuery(str(exc)) from exc
+    except MissingNodeError as exc:
+        raise E.IntegrityError(f"a Merkle node the proof needs is missing from the database: {exc}") from exc
 
 
 class PublicReports:

@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api.deps import State
-from api.problems import problem, responses, status_for
+from api.problems import HTTP_PROBLEMS, problem, responses, status_for
 from api.schemas import HealthOut
 from ledger import errors as E
 
@@ -35,4 +35,7 @@ async def problem_type(code: str) -> JSONResponse:
         if cls.code == code:
             return JSONResponse({"type": f"/problems/{code}", "title": cls.title, "status": status_for(cls),
                                  "description": (cls.__doc__ or cls.title).strip()})
+    if code in HTTP_PROBLEMS:
+        status, title = HTTP_PROBLEMS[code]
+        return JSONResponse({"type": f"/problems/{code}", "title": title, "status": status, "description": title})
     return problem(404, "not_found", "Unknown problem type", f"no problem type {code!r}")

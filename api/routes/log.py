@@ -71,7 +71,7 @@ async def entries(st: State, who: Who, start: Size, end: Size) -> EntriesOut:
             responses=responses(404, 422, 503))
 async def inclusion(st: State, index: Size, tree_size: Size) -> ProofOut:
     if not index < tree_size:
-        raise E.InvalidEvent(f"index {index} must be smaller than tree_size {tree_size}")
+        raise E.InvalidQuery(f"index {index} must be smaller than tree_size {tree_size}")
     cp = await run_in_threadpool(st.ledger.checkpoint, tree_size)
     if cp is None:
         raise E.NotFound(f"no checkpoint for tree size {tree_size}")
@@ -85,7 +85,7 @@ async def inclusion(st: State, index: Size, tree_size: Size) -> ProofOut:
             responses=responses(404, 422, 503))
 async def consistency(st: State, first: Size, second: Size) -> ProofOut:
     if not 0 < first <= second:
-        raise E.InvalidEvent(f"need 0 < first <= second, got first={first} second={second}")
+        raise E.InvalidQuery(f"need 0 < first <= second, got first={first} second={second}")
     cp1 = await run_in_threadpool(st.ledger.checkpoint, first)
     cp2 = await run_in_threadpool(st.ledger.checkpoint, second)
     if cp1 is None or cp2 is None:

@@ -358,6 +358,11 @@ class SqlUnit:
              .order_by(c.idx))
         return [(int(i), k, a, r, ev_id, s) for i, k, a, r, ev_id, s in self.conn.execute(q)]
 
+    def registry_entries(self) -> list[StoredEntry]:
+        """Every entry of the actor registry's chains (registrations, key rotations and revocations)."""
+        q = sa.select(t.log_entries).where(t.log_entries.c.chain.like("actor/%")).order_by(t.log_entries.c.idx)
+        return [_stored(r) for r in self.conn.execute(q)]
+
     def chain_entries(self, chain: str) -> list[StoredEntry]:
         q = sa.select(t.log_entries).where(t.log_entries.c.chain == chain).order_by(t.log_entries.c.idx)
         return [_stored(r) for r in self.conn.execute(q)]
