@@ -204,11 +204,15 @@ class AlertOut(BaseModel):
     index: int
     raised_at: dt.datetime
     status: str
+    cause: str | None = Field(default=None, description="the most likely explanation")
+    outcome: str | None = Field(default=None, description="when closed: confirmed, false_alarm, inconclusive")
+    finding: str | None = None
 
     @classmethod
     def of(cls, a: AlertRecord) -> AlertOut:
         return cls(id=a.id, kind=a.kind, message=a.message, gtin=a.gtin, lot=a.lot, serial=a.serial,
-                   suspect=a.suspect, index=a.index, raised_at=a.raised_at, status=a.status)
+                   suspect=a.suspect, index=a.index, raised_at=a.raised_at, status=a.status, cause=a.cause,
+                   outcome=a.outcome, finding=a.finding)
 
 
 class PublicReportIn(BaseModel):

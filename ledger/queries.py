@@ -205,11 +205,12 @@ class Reader:
 
     # ---- oversight -------------------------------------------------------------------------------------------
 
-    def alerts(self, who: Principal, status: str | None = None, limit: int = 500) -> list[AlertRecord]:
+    def alerts(self, who: Principal, status: str | None = None, limit: int = 500, *, kind: str | None = None,
+               suspect: str | None = None, gtin: str | None = None) -> list[AlertRecord]:
         if not who.oversees:
             raise E.RoleNotAllowed("only regulators and inspectors may read alerts")
         with self.ledger.store.read() as u:
-            return u.alerts(status, limit)
+            return u.alerts(status, limit, kind=kind, suspect=suspect, gtin=gtin)
 
     def entries(self, start: int, end: int, who: Principal) -> list[StoredEntry]:
         if not who.oversees:

@@ -147,8 +147,10 @@ class AtharClient:
         result: dict[str, Any] = self._request("GET", "/v1/audit/risk", params={"limit": limit}, signed=True).json()
         return result
 
-    def alerts(self, status: str | None = None) -> list[dict[str, Any]]:
-        return list(self._request("GET", "/v1/alerts", params={"status": status}, signed=True).json())
+    def alerts(self, status: str | None = None, *, kind: str | None = None,
+               suspect: str | None = None) -> list[dict[str, Any]]:
+        params = {"status": status, "kind": kind, "suspect": suspect}
+        return list(self._request("GET", "/v1/alerts", params=params, signed=True).json())
 
 
 def _seg(value: str) -> str:

@@ -39,5 +39,9 @@ async def report(body: PublicReportIn, request: Request, st: State, who: MaybeWh
             responses=responses(401, 403))
 async def alerts(st: State, who: Who,
                  status: Annotated[str | None, Query(pattern="^(open|investigating|closed)$")] = None,
+                 kind: Annotated[str | None, Query(max_length=64, description="e.g. duplicate_dispense")] = None,
+                 suspect: Annotated[str | None, Query(max_length=64, description="an actor id")] = None,
+                 gtin: Annotated[str | None, Query(max_length=14)] = None,
                  limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[AlertOut]:
-    return [AlertOut.of(a) for a in await run_in_threadpool(st.reader.alerts, who, status, limit)]
+    rows = await run_in_threadpool(lambda: st.reader.alerts(who, status, limit, kind=kind, suspect=suspect, gtin=gtin))
+    return [AlertOut.of(a) for a in rows]

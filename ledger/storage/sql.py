@@ -249,10 +249,12 @@ class SqlUnit:
         row = self.conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id)).first()
         return rows.alert_from(row) if row else None
 
-    def alerts(self, status: str | None = None, limit: int = 1000) -> list[AlertRecord]:
+    def alerts(self, status: str | None = None, limit: int = 1000, *, kind: str | None = None,
+               suspect: str | None = None, gtin: str | None = None) -> list[AlertRecord]:
         q = sa.select(t.alerts).order_by(t.alerts.c.idx.desc()).limit(limit)
-        if status is not None:
-            q = q.where(t.alerts.c.status == status)
+        for column, value in (("status", status), ("kind", kind), ("suspect", suspect), ("gtin", gtin)):
+            if value is not None:
+                q = q.where(t.alerts.c[column] == value)
         return [rows.alert_from(r) for r in self.conn.execute(q)]
 
     # ---- applying changes ----------------------------------------------------------------------------------

@@ -40,8 +40,16 @@ app = typer.Typer(help="Audit the ledger: verify every signature, chain link, Me
 
 
 @app.command()
-def verify(data_dir: DataDir = None, db: DbUrl = None, json_out: Json = False) -> None:
-    """Verify the whole log from the database; exit 0 when intact, 20 naming the first bad entry otherwise."""
+def verify(data_dir: DataDir = None, db: DbUrl = None,
+           url: Annotated[str | None, typer.Option("--url", help="verify a remote ledger through its API instead "
+                                                   "(needs --actor/--key of a regulator or inspector)")] = None,
+           key: KeyFile = None, actor: Actor = None, ledger_key: LedgerKey = None, root_key: RootKey = None,
+           json_out: Json = False) -> None:
+    """Verify the whole log, from the database or (--url) a remote API: every signature, chain link, Merkle
+    node and checkpoint; exit 0 when intact, 20 naming the first bad entry otherwise."""
+    if url is not None:
+        verify_remote(url, key, actor, data_dir, ledger_key, root_key, json_out)
+        return
     from ledger.audit import verify_store
     from ledger.home import open_ledger
 

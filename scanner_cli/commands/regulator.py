@@ -21,11 +21,13 @@ alerts_app = typer.Typer(help="Alerts raised by the ledger: list them, see the f
 @alerts_app.command("list")
 def list_alerts(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None, data_dir: DataDir = None,
                 status: Annotated[str | None, typer.Option(help="open, investigating or closed")] = None,
+                kind: Annotated[str | None, typer.Option(help="e.g. duplicate_dispense")] = None,
+                suspect: Annotated[str | None, typer.Option(help="an actor id")] = None,
                 json_out: Json = False) -> None:
-    """List alerts, newest first."""
+    """List alerts, newest first, optionally filtered."""
     identity = resolve_identity(key, actor, data_dir, required=True, what="reading alerts")
     with client(url, identity) as api:
-        rows = api.alerts(status)
+        rows = api.alerts(status, kind=kind, suspect=suspect)
     if json_out:
         render.emit_json(rows)
         return

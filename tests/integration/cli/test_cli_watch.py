@@ -1,0 +1,101 @@
+"""`athar audit watch` against real servers: an honest growing log passes, a forked one raises the alarm, and a
+witness's cosignature is served with the checkpoint. `athar audit verify --url` audits through the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from api.settings import Settings
+from ledger.checkpoint import verify_cosignature
+from ledger.home import open_ledger
+from signing import KeyPair
+from signing.keys import write_private_key, write_public_key
+from tests.integration.server import running_server
+from tests.support import GTIN, make_world
+
+
+def athar(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scanner_cli.main", *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_watch_accepts_growth_and_detects_a_fork(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    world = make_world(home, f"sqlite:///{home}/ledger.db")
+    world.commission("W1", 3)
+    witness = KeyPair.generate()
+    write_public_key(home / "keys" / "witnesses" / "witness.ma.pub", witness.public)
+    write_private_key(tmp_path / "witness.key", witness)
+    write_private_key(tmp_path / "regulator.key", world.keys["regulator"])
+    world.db.dispose()
+    fork_home = tmp_path / "fork"
+    shutil.copytree(home, fork_home)  # same keys, same history so far
+
+    state = tmp_path / "trusted.checkpoint"
+    common = ["--data-dir", str(home), "--state", str(state), "--once"]
+    honest_settings = Settings(data_dir=home, overdue_check_seconds=0)
+    with running_server(honest_settings) as honest:
+        first = athar("audit", "watch", "--url", honest, *common)
+        assert first.returncode == 0, first.stderr
+        world.ledger.submit(world.as_("maphar").commission(GTIN, "W2", dt.date(2029, 1, 1), "X", ["W2S1"]))
+        grown = athar("audit", "watch", "--url", honest, *common, "--witness-key", str(tmp_path / "witness.key"),
+                      "--witness-name", "witness.ma")
+        assert grown.returncode == 0, grown.stderr
+        assert "extends" in grown.stdout
+        served = httpx.get(honest + "/v1/log/checkpoint").text
+        assert verify_cosignature(served, "witness.ma", witness.public) > 0
+        remote = athar("audit", "verify", "--url", honest, "--data-dir", str(home), "--actor", "regulator",
+                       "--key", str(tmp_path / "regulator.key"))
+        assert remote.returncode == 0, remote.stderr
+        assert "intact" in remote.stdout
+
+    # the fork: the copied ledger appends something else under the same keys
+    fork_url = f"sqlite:///{fork_home}/ledger.db"  # the copied config.json still names the honest database
+    fork, fork_db = open_ledger(fork_home, fork_url)
+    fork.submit(world.as_("maphar").commission(GTIN, "EVIL", dt.date(2029, 1, 1), "X", ["E1"]))
+    fork.submit(world.as_("maphar").commission(GTIN, "EVIL2", dt.date(2029, 1, 1), "X", ["E2"]))
+    fork_db.dispose()
+    with running_server(Settings(data_dir=fork_home, database_url=fork_url, overdue_check_seconds=0)) as forked:
+        alarm = athar("audit", "watch", "--url", forked, *common)
+    assert alarm.returncode == 20
+    assert "ALARM" in alarm.stderr and ("fork" in alarm.stderr or "rewritten" in alarm.stderr)
+    world.db.dispose()
+
+
+def test_regulator_handles_alerts_from_the_command_line(tmp_path: Path) -> None:
+    import json
+
+    from ledger import errors as E
+
+    home = tmp_path / "home"
+    world = make_world(home, f"sqlite:///{home}/ledger.db")
+    serials = world.commission("AL1", 3)
+    world.deliver("maphar", "ph-rabat", "AL1", serials[:1])
+    world.deliver("maphar", "ph-fes", "AL1", serials[1:2])
+    world.ledger.submit(world.as_("ph-rabat").dispense(GTIN, serials[0]))
+    try:
+        world.ledger.submit(world.as_("ph-fes").dispense(GTIN, serials[0]))
+    except E.DuplicateDispense:
+        pass
+    write_private_key(tmp_path / "regulator.key", world.keys["regulator"])
+    world.db.dispose()
+    who = ["--data-dir", str(home), "--actor", "regulator", "--key", str(tmp_path / "regulator.key")]
+    with running_server(Settings(data_dir=home, overdue_check_seconds=0)) as base:
+        listed = athar("alerts", "list", "--url", base, *who, "--kind", "duplicate_dispense", "--json")
+        assert listed.returncode == 0, listed.stderr
+        alerts = json.loads(listed.stdout)
+        assert len(alerts) == 1 and alerts[0]["suspect"] == "ph-fes" and "clone" in alerts[0]["cause"]
+        closed = athar("alerts", "update", alerts[0]["id"], "--status", "closed", "--outcome", "false_alarm",
+                       "--finding", "scanner fault at ph-fes", "--url", base, *who)
+        assert closed.returncode == 0, closed.stderr
+        stats = json.loads(athar("alerts", "stats", "--url", base, *who, "--json").stdout)
+        assert stats["false_alert_rate"] == 1.0
+        pharmacy = athar("alerts", "list", "--url", base, "--data-dir", str(home), "--actor", "ph-rabat",
+                         "--key", str(tmp_path / "regulator.key"))
+        assert pharmacy.returncode == 4  # a key that is not ph-rabat's
