@@ -146,19 +146,22 @@ class Reader:
         """The pack's provenance from indexed columns and the shipments projection, reading a signed entry
         body only for the rare events that need it (destructions, entries older than the serial column): a
         scan must stay fast however long the batch's history grows."""
-        shipped = {s.id: s.serials for s in u.shipments_of_batch(batch.gtin, batch.lot)}
+        may_hold = u.shipments_with_pack(batch.gtin, batch.lot, serial)
+        actors: dict[str, Actor | None] = {}
         steps = []
         for index, kind, actor_id, received, event_id, event_serial in u.pack_trail(
                 batch_chain(batch.gtin, batch.lot), serial):
             if kind in ("ship", "return"):
-                keep = concerns(kind, None, shipped.get(event_id), serial)
+                keep = event_id in may_hold
             elif kind == "destroy" or (kind in SINGLE_PACK and event_serial is None):
                 stored = u.entry(index)
                 keep = stored is not None and concerns_pack(Entry.from_leaf(stored.leaf), serial)
             else:
                 keep = concerns(kind, event_serial, None, serial)
             if keep:
-                actor = u.actor(actor_id)
+                if actor_id not in actors:
+                    actors[actor_id] = u.actor(actor_id)
+                actor = actors[actor_id]
                 steps.append(Step(index, kind, actor_id, actor.name if actor else actor_id,
                                   actor.role.value if actor else "", actor.region if actor else "", received))
         return steps

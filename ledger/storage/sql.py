@@ -8,6 +8,7 @@ Only this package imports SQLAlchemy. Database errors are translated here, at on
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -350,6 +351,16 @@ class SqlUnit:
         q = (sa.select(t.log_entries).where(t.log_entries.c.idx >= start, t.log_entries.c.idx < end)
              .order_by(t.log_entries.c.idx))
         return [_stored(r) for r in self.conn.execute(q)]
+
+    def shipments_with_pack(self, gtin: str, lot: str, serial: str) -> set[str]:
+        """Ids of the batch's shipments that may hold a pack: those by quantity, and those listing its serial.
+        The serial lists are searched by the database, not loaded (a batch may have thousands of shipments)."""
+        c = t.shipments.c
+        quoted = json.dumps(serial)  # the serial as it appears in the stored JSON list, quotes included
+        pattern = "%" + quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        q = sa.select(c.id).where(c.gtin == gtin, c.lot == lot,
+                                  sa.or_(c.serials.is_(None), c.serials.like(pattern, escape="\\")))
+        return set(self.conn.execute(q).scalars())
 
     def pack_trail(self, chain: str, serial: str) -> list[tuple[int, str, str, dt.datetime, str, str | None]]:
         """(index, type, actor, received, event id, serial) of the chain's entries that may concern a pack:

@@ -34,3 +34,15 @@ def test_fast_provenance_matches_the_signed_chain(tmp_path: Path, db_url: str) -
     kinds = [s.type for s in reader.pack(GTIN, serials[0]).steps]
     assert kinds == ["commission", "ship", "ship", "ship", "dispense", "undo_dispense", "dispense", "recall"]
     assert [s.type for s in reader.pack(GTIN, serials[7]).steps] == ["commission", "ship", "destroy", "recall"]
+
+
+def test_serials_with_like_wildcards_and_quotes(tmp_path: Path, db_url: str) -> None:
+    w = make_world(tmp_path / "home", db_url)
+    serials = ['A%_1', 'A%_2', 'AB1', 'Q"1']
+    w.ledger.submit(w.as_("maphar").commission(GTIN, "WILD", __import__("datetime").date(2029, 1, 1), "X", serials))
+    w.deliver("maphar", "dist-north", "WILD", ['A%_1', 'Q"1'])
+    reader = Reader(w.ledger)
+    assert [s.type for s in reader.pack(GTIN, 'A%_1').steps] == ["commission", "ship"]
+    assert [s.type for s in reader.pack(GTIN, 'Q"1').steps] == ["commission", "ship"]
+    assert [s.type for s in reader.pack(GTIN, 'A%_2').steps] == ["commission"]
+    assert [s.type for s in reader.pack(GTIN, 'AB1').steps] == ["commission"]

@@ -69,6 +69,7 @@ def test_watch_accepts_growth_and_detects_a_fork(tmp_path: Path) -> None:
 
 
 def test_regulator_handles_alerts_from_the_command_line(tmp_path: Path) -> None:
+    import contextlib
     import json
 
     from ledger import errors as E
@@ -79,10 +80,8 @@ def test_regulator_handles_alerts_from_the_command_line(tmp_path: Path) -> None:
     world.deliver("maphar", "ph-rabat", "AL1", serials[:1])
     world.deliver("maphar", "ph-fes", "AL1", serials[1:2])
     world.ledger.submit(world.as_("ph-rabat").dispense(GTIN, serials[0]))
-    try:
+    with contextlib.suppress(E.DuplicateDispense):
         world.ledger.submit(world.as_("ph-fes").dispense(GTIN, serials[0]))
-    except E.DuplicateDispense:
-        pass
     write_private_key(tmp_path / "regulator.key", world.keys["regulator"])
     world.db.dispose()
     who = ["--data-dir", str(home), "--actor", "regulator", "--key", str(tmp_path / "regulator.key")]
