@@ -16,7 +16,7 @@ from ledger import errors as E
 from ledger.bundle_build import build_bundle
 from ledger.entry import Entry
 from ledger.identifiers import Role, batch_chain
-from ledger.provenance import SINGLE_PACK, Step, concerns, concerns_pack
+from ledger.provenance import HIDDEN, SINGLE_PACK, Step, concerns, concerns_pack
 from ledger.recall import RecallReport, recall_report
 from ledger.risk import RiskReport, RiskThresholds, assess
 from ledger.service import Ledger
@@ -146,13 +146,12 @@ class Reader:
         """The pack's provenance from indexed columns and the shipments projection, reading a signed entry
         body only for the rare events that need it (destructions, entries older than the serial column): a
         scan must stay fast however long the batch's history grows."""
-        may_hold = u.shipments_with_pack(batch.gtin, batch.lot, serial)
         actors: dict[str, Actor | None] = {}
         steps = []
-        for index, kind, actor_id, received, event_id, event_serial in u.pack_trail(
-                batch_chain(batch.gtin, batch.lot), serial):
+        for index, kind, actor_id, received, _event_id, event_serial in u.pack_trail(
+                batch.gtin, batch.lot, serial, HIDDEN):
             if kind in ("ship", "return"):
-                keep = event_id in may_hold
+                keep = True  # the database kept only the shipments that may hold the pack
             elif kind == "destroy" or (kind in SINGLE_PACK and event_serial is None):
                 stored = u.entry(index)
                 keep = stored is not None and concerns_pack(Entry.from_leaf(stored.leaf), serial)

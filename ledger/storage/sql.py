@@ -111,6 +111,21 @@ _PUT_PACK = (sa.update(t.packs)
                      dispensed_at=_param("b_dispensed_at"), dispensed_index=_param("b_dispensed_index")))
 
 
+_SHIPMENTS_WITH_PACK = sa.select(t.shipments.c.id).where(
+    t.shipments.c.gtin == _param("gtin"), t.shipments.c.lot == _param("lot"),
+    sa.or_(t.shipments.c.serials.is_(None), t.shipments.c.serials.like(_param("pattern"), escape="\\")))
+_PACK_TRAIL = (
+    sa.select(t.log_entries.c.idx, t.log_entries.c.event_type, t.log_entries.c.actor, t.log_entries.c.received_at,
+              t.log_entries.c.event_id, t.log_entries.c.serial)
+    .where(t.log_entries.c.chain == _param("chain"),
+           t.log_entries.c.event_type.not_in(sa.bindparam("hidden", expanding=True)),
+           sa.or_(t.log_entries.c.serial == _param("serial"),
+                  sa.and_(t.log_entries.c.serial.is_(None),
+                          sa.or_(t.log_entries.c.event_type.not_in(["ship", "return"]),
+                                 t.log_entries.c.event_id.in_(_SHIPMENTS_WITH_PACK)))))
+    .order_by(t.log_entries.c.idx))
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -352,24 +367,17 @@ class SqlUnit:
              .order_by(t.log_entries.c.idx))
         return [_stored(r) for r in self.conn.execute(q)]
 
-    def shipments_with_pack(self, gtin: str, lot: str, serial: str) -> set[str]:
-        """Ids of the batch's shipments that may hold a pack: those by quantity, and those listing its serial.
-        The serial lists are searched by the database, not loaded (a batch may have thousands of shipments)."""
-        c = t.shipments.c
-        quoted = json.dumps(serial)  # the serial as it appears in the stored JSON list, quotes included
+    def pack_trail(self, gtin: str, lot: str, serial: str,
+                   hidden: Iterable[str]) -> list[tuple[int, str, str, dt.datetime, str, str | None]]:
+        """(index, type, actor, received, event id, serial) of the batch chain's entries that may concern one
+        pack, selected by the database from indexed columns: its single-pack events, the shipments that list
+        its serial or move stock by quantity, and batch-wide events; ``hidden`` types are left out. Reads no
+        entry body, so a scan stays fast however long the batch's history grows."""
+        quoted = json.dumps(serial)  # the serial as it appears in a stored JSON list, quotes included
         pattern = "%" + quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        q = sa.select(c.id).where(c.gtin == gtin, c.lot == lot,
-                                  sa.or_(c.serials.is_(None), c.serials.like(pattern, escape="\\")))
-        return set(self.conn.execute(q).scalars())
-
-    def pack_trail(self, chain: str, serial: str) -> list[tuple[int, str, str, dt.datetime, str, str | None]]:
-        """(index, type, actor, received, event id, serial) of the chain's entries that may concern a pack:
-        every entry except single-pack events about other packs. Reads no entry bodies."""
-        c = t.log_entries.c
-        q = (sa.select(c.idx, c.event_type, c.actor, c.received_at, c.event_id, c.serial)
-             .where(c.chain == chain, sa.or_(c.serial.is_(None), c.serial == serial))
-             .order_by(c.idx))
-        return [(int(i), k, a, r, ev_id, s) for i, k, a, r, ev_id, s in self.conn.execute(q)]
+        params = {"chain": f"batch/{gtin}/{lot}", "gtin": gtin, "lot": lot, "serial": serial, "pattern": pattern,
+                  "hidden": list(hidden)}
+        return [(int(i), k, a, r, ev_id, s) for i, k, a, r, ev_id, s in self.conn.execute(_PACK_TRAIL, params)]
 
     def registry_entries(self) -> list[StoredEntry]:
         """Every entry of the actor registry's chains (registrations, key rotations and revocations)."""
