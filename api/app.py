@@ -6,17 +6,18 @@ import asyncio
 import datetime as dt
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
 from api import problems
 from api.deps import AppState, RateLimiter
-from api.observability import configure_logging, log_requests
+from api.middleware import AccessLog, BodyLimit
+from api.observability import configure_logging
 from api.routes import actors, batches, digital_link, events, health, log, oversight, packs, reports
 from api.settings import Settings
 from ledger.errors import LedgerError
@@ -64,24 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="athar", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
     problems.install(app)
-    app.middleware("http")(log_requests)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return problems.problem(413, "body_too_large", "Request body too large",
-                                    f"the body must be at most {settings.max_body_bytes} bytes", request.url.path)
-        if request.method in ("POST", "PUT", "PATCH") and length is None:
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > settings.max_body_bytes:
-                    return problems.problem(413, "body_too_large", "Request body too large",
-                                            f"the body must be at most {settings.max_body_bytes} bytes",
-                                            request.url.path)
-            request._body = body
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(AccessLog)  # added last, so outermost: it sees every response, 413s included
 
     for module in (events, log, actors, batches, packs, digital_link, reports, oversight, health):
         app.include_router(module.router)

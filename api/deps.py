@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
 from api.settings import Settings
 from ledger import errors as E
@@ -55,7 +56,8 @@ class AppState:
     limiter: RateLimiter
 
 
-def state(request: Request) -> AppState:
+async def state(request: Request) -> AppState:
+    # async: a plain function dependency would cost every request a hop through the thread pool
     app_state: AppState = request.app.state.athar
     return app_state
 
@@ -63,7 +65,7 @@ def state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(state)]
 
 
-def _principal(request: Request, st: AppState) -> Principal | None:
+async def _principal(request: Request, st: AppState) -> Principal | None:
     headers = request.headers
     names = (HEADER_ACTOR, HEADER_KEY, HEADER_TIME, HEADER_SIGNATURE)
     present = [h for h in names if h in headers]
@@ -73,18 +75,19 @@ def _principal(request: Request, st: AppState) -> Principal | None:
         missing = ", ".join(h for h in names if h not in headers)
         raise E.SignatureInvalid(f"incomplete signed request: missing {missing}")
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return authenticate_read(st.ledger, actor=headers[HEADER_ACTOR], key_id=headers[HEADER_KEY],
-                             timestamp=headers[HEADER_TIME], signature=headers[HEADER_SIGNATURE],
-                             method=request.method, path=path,
-                             max_skew=dt.timedelta(seconds=st.settings.read_auth_skew_seconds))
+    return await run_in_threadpool(
+        lambda: authenticate_read(st.ledger, actor=headers[HEADER_ACTOR], key_id=headers[HEADER_KEY],
+                                  timestamp=headers[HEADER_TIME], signature=headers[HEADER_SIGNATURE],
+                                  method=request.method, path=path,
+                                  max_skew=dt.timedelta(seconds=st.settings.read_auth_skew_seconds)))
 
 
-def optional_reader(request: Request, st: State) -> Principal | None:
-    return _principal(request, st)
+async def optional_reader(request: Request, st: State) -> Principal | None:
+    return await _principal(request, st)
 
 
-def required_reader(request: Request, st: State) -> Principal:
-    who = _principal(request, st)
+async def required_reader(request: Request, st: State) -> Principal:
+    who = await _principal(request, st)
     if who is None:
         raise HTTPException(401, "this resource needs a signed request (Athar-Actor, Athar-Key-Id, "
                                  "Athar-Timestamp, Athar-Signature headers; see docs/protocol.md)")

@@ -1,8 +1,4 @@
-"""Structured request logs: one JSON object per line on stderr.
-
-What is logged is chosen, not dumped: method, path without the query string (a dashboard token travels in
-the query), status, duration, and the acting actor when the request was signed. Bodies, signatures, keys,
-tokens and report details (personal data) are never logged.
+"""Structured logs: one JSON object per line on stderr (the access log itself is api.middleware.AccessLog).
 """
 
 from __future__ import annotations
@@ -10,13 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
-import uuid
-from collections.abc import Awaitable, Callable
-
-from fastapi import Request, Response
-
-from ledger.request_signing import HEADER_ACTOR
 
 logger = logging.getLogger("athar.access")
 
@@ -37,21 +26,3 @@ def configure_logging(level: int = logging.INFO) -> None:
         log.handlers[:] = [handler]
         log.setLevel(level)
         log.propagate = False
-
-
-async def log_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    started = time.perf_counter()
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        response.headers["X-Request-Id"] = request_id
-        return response
-    finally:
-        fields = {"request_id": request_id, "method": request.method, "path": request.url.path, "status": status,
-                  "ms": round((time.perf_counter() - started) * 1000, 2)}
-        actor = request.headers.get(HEADER_ACTOR)
-        if actor and len(actor) <= 64:
-            fields["actor"] = actor
-        logger.info("request", extra={"fields": fields})

@@ -35,8 +35,9 @@ from ledger.audit import verify_store
 from ledger.builder import EventBuilder
 from ledger.bundle import verify_bundle
 from ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from ledger.entry import EVENT_PURPOSE, Entry, SignedEvent
+from ledger.entry import EVENT_PURPOSE, Entry, SignedEvent, indexed_columns
 from ledger.errors import IntegrityError
+from ledger.events import parse_event
 from ledger.merkle import CompactRange
 from ledger.monitor import check_update
 from ledger.request_signing import sign_request
@@ -118,10 +119,11 @@ def rewrite(world: World, entries: list[dict[str, Any]], *, relink: bool = True,
                 doc["prev"] = head[0].hex() if head else None
             entry = Entry.from_leaf(canonical(doc))
             body = entry.signed.body
-            lot = body.get("lot") or (entry.chain.split("/")[2] if entry.chain.startswith("batch/") else None)
+            # the indexed columns exactly as the sequencer derives them: the attacker is thorough
+            gtin, lot, serial = indexed_columns(body["type"], parse_event(body), entry)
             conn.execute(sa.insert(t.log_entries).values(
                 idx=i, entry_hash=entry.hash, event_id=body["id"], event_type=body["type"], actor=body["actor"],
-                chain=entry.chain, prev=entry.prev, gtin=body.get("gtin"), lot=lot, received_at=entry.received,
+                chain=entry.chain, prev=entry.prev, gtin=gtin, lot=lot, serial=serial, received_at=entry.received,
                 leaf=entry.leaf()))
             heads[entry.chain] = (entry.hash, i, (heads[entry.chain][2] if entry.chain in heads else 0) + 1)
             for node, h in tree.append(entry.hash):
