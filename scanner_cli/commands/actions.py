@@ -1,6 +1,6 @@
 """Custody commands: sign an event with the local key and submit it to the API.
 
-athar batch commission, ship, receive, refuse, dispense, recall, report. Each prints the receipt (entry
+athar batch commission; athar ship, receive, refuse, dispense, recall, report. Each prints the receipt (entry
 index, entry hash, tree size), checked against the pinned ledger key when one is at hand.
 """
 
