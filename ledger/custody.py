@@ -218,7 +218,7 @@ def _movement_to(e: ev.Ship | ev.Return, ctx: Context, state: StateReader, *, ki
         channel = e.channel
     else:
         _role(recipient, {Role.MANUFACTURER, Role.DISTRIBUTOR}, "receive returned stock")
-        channel = None
+        channel = batch.channel  # a return travels in the channel the stock was bought in
     changes, packs = _take_stock(e, state, sender.id)
     moved = tuple(replace(p, status="in_transit", holder=sender.id) for p in packs)
     shipment = Shipment(e.id, kind, e.gtin, e.lot, sender.id, recipient.id, e.quantity, e.serials, channel,

@@ -34,7 +34,10 @@ class Finding:
 def judge(pack: Pack | None, batch: Batch | None, *, gtin: str, serial: str, lot: str | None,
           expiry: dt.date | None, now: dt.datetime, scanner: str | None = None,
           scanner_holds_pooled: bool = False) -> Finding:
-    """Decide the verdict. The most serious finding wins, in the order of DESIGN.md's list.
+    """Decide the verdict. One verdict per scan, checked in this order: UNKNOWN, MISMATCH, then the batch's
+    state (RECALLED, QUARANTINED, EXPIRED: what a patient must know even about a pack dispensed to them), then
+    the pack's (ALREADY_DISPENSED, destroyed), then custody (NOT_IN_CUSTODY), else AUTHENTIC. (A dispense
+    *attempt* is judged by ``ledger.custody``, where a second dispense is refused first: it signals a clone.)
 
     ``scanner`` is the scanning pharmacy when known: it turns 'genuine but held by someone else' into
     NOT_IN_CUSTODY (possible diversion). ``scanner_holds_pooled`` says whether the scanner holds stock of
