@@ -22,7 +22,7 @@ from ledger.risk import RiskReport, RiskThresholds, assess
 from ledger.service import Ledger
 from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Shipment
 from ledger.storage.sql import SqlUnit, StoredCheckpoint, StoredEntry, prove_entries
-from ledger.verdict import Finding, judge
+from ledger.verdict import Finding, Verdict, judge
 
 OVERSIGHT = frozenset({Role.REGULATOR, Role.INSPECTOR})
 
@@ -141,6 +141,16 @@ class Reader:
                             scanner=scanner, scanner_holds_pooled=pooled)
             steps = self._steps(u, batch, serial) if batch else []
         return PackReport(gtin, serial, finding, batch, steps)
+
+    def scan(self, gtin: str, serial: str, *, lot: str | None = None, expiry: dt.date | None = None,
+             who: Principal | None = None) -> PackReport:
+        """A scan by a pharmacist, inspector or patient: the verdict, and when a registered actor scans a pack
+        the ledger never saw, an alert for the regulator (once per actor and pack)."""
+        report = self.pack(gtin, serial, lot=lot, expiry=expiry, who=who)
+        if who is not None and report.finding.verdict is Verdict.UNKNOWN:
+            self.ledger.suspect_scan(who.actor.id, report.gtin, report.serial, report.finding.verdict.value,
+                                     report.finding.reason)
+        return report
 
     def _steps(self, u: SqlUnit, batch: Batch, serial: str) -> list[Step]:
         """The pack's provenance from indexed columns and the shipments projection, reading a signed entry

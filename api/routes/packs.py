@@ -9,7 +9,6 @@ from api.deps import MaybeWho, State
 from api.problems import responses
 from api.schemas import PackOut
 from ledger import identifiers as ids
-from ledger.verdict import Verdict
 
 router = APIRouter(prefix="/v1/packs", tags=["packs"])
 
@@ -22,10 +21,6 @@ async def get_pack(gtin: str, serial: str, st: State, who: MaybeWho,
                    lot: str | None = Query(default=None, max_length=20),
                    expiry: str | None = Query(default=None, description="YYYY-MM-DD or GS1 YYMMDD")) -> PackOut:
     report = await run_in_threadpool(
-        lambda: st.reader.pack(ids.gtin14(gtin), ids.serial(serial), lot=ids.lot(lot) if lot else None,
+        lambda: st.reader.scan(ids.gtin14(gtin), ids.serial(serial), lot=ids.lot(lot) if lot else None,
                                expiry=ids.expiry(expiry) if expiry else None, who=who))
-    if who is not None and report.finding.verdict is Verdict.UNKNOWN:
-        # an actor scanned a pack the ledger never saw: the regulator hears of it (once per actor and pack)
-        await run_in_threadpool(st.ledger.suspect_scan, who.actor.id, report.gtin, report.serial,
-                                report.finding.verdict.value, report.finding.reason)
     return PackOut.of(report)

@@ -333,3 +333,15 @@ def test_problem_types_are_documented(live: Live, code: str) -> None:
     assert r.status_code == 200 and r.json()["status"] == 409
 
 
+
+
+def test_an_actor_scanning_an_unknown_pack_raises_one_alert(live: Live) -> None:
+    w = live.world
+    w.commission("LOT-U", 1)
+    path = f"/v1/packs/{GTIN}/NEVERSEEN1"
+    assert live.http.get(path).json()["verdict"] == "UNKNOWN"  # a patient's scan files nothing
+    assert not [a for a in signed_get(live, "regulator", "/v1/alerts").json() if a["kind"] == "unknown_pack_scan"]
+    for _ in range(2):
+        assert signed_get(live, "ph-rabat", path).json()["verdict"] == "UNKNOWN"
+    alerts = [a for a in signed_get(live, "regulator", "/v1/alerts?kind=unknown_pack_scan").json()]
+    assert len(alerts) == 1 and alerts[0]["suspect"] == "ph-rabat" and alerts[0]["serial"] == "NEVERSEEN1"
