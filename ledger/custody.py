@@ -389,24 +389,23 @@ def _report(e: ev.Report, ctx: Context, state: StateReader) -> Decision:
         _actor(state, e.actor)
     pack = state.pack(e.gtin, e.serial) if e.serial else None
     lot = e.lot or (pack.lot if pack else None)
-    chain = batch_chain(e.gtin, lot) if lot and state.batch(e.gtin, lot) else REPORTS_CHAIN
     who = "a member of the public" if e.actor == ev.LEDGER_ACTOR else e.actor
     alert = AlertRecord(f"report:{e.id}", "report", f"{e.category} reported by {who}", e.gtin, lot, e.serial,
                         e.actor, ctx.index, ctx.now, "open")
-    return Decision(chain, (PutAlert(alert),))
+    return Decision(alert_chain(alert, state), (PutAlert(alert),))
 
 
 @_rule(ev.Alert)
 def _alert(e: ev.Alert, ctx: Context, state: StateReader) -> Decision:
     if e.actor != ev.LEDGER_ACTOR:
         raise E.RoleNotAllowed("only the ledger itself records alerts", actor=e.actor)
-    chain = batch_chain(e.gtin, e.lot) if e.gtin and e.lot and state.batch(e.gtin, e.lot) else ALERTS_CHAIN
     alert = AlertRecord(e.id, e.kind, e.message, e.gtin, e.lot, e.serial, e.suspect, ctx.index, ctx.now, "open",
                         cause=e.cause)
-    return Decision(chain, (PutAlert(alert),))
+    return Decision(alert_chain(alert, state), (PutAlert(alert),))
 
 
 def alert_chain(alert: AlertRecord, state: StateReader) -> str:
+    """Alerts and reports about a registered batch go in its chain; the others in their own chains."""
     if alert.gtin and alert.lot and state.batch(alert.gtin, alert.lot):
         return batch_chain(alert.gtin, alert.lot)
     return REPORTS_CHAIN if alert.kind == "report" else ALERTS_CHAIN
