@@ -22,18 +22,10 @@ from ledger.admission import TrustAnchors, check_signer, registered_public_key, 
 from ledger.causes import likely_cause
 from ledger.custody import Context, decide
 from ledger.entry import Entry, Receipt, SignedEvent, indexed_columns
+from ledger.group_state import GroupState
 from ledger.merkle import CompactRange, NodeID, inclusion_plan, root_nodes
 from ledger.state import (
-    Actor,
-    AlertRecord,
-    Batch,
-    Change,
     KeyRecord,
-    Pack,
-    PutActor,
-    PutBatch,
-    PutKey,
-    Shipment,
 )
 from ledger.storage.sql import SqlUnit
 from signing import KeyPair, PublicKey, canonical
@@ -70,63 +62,6 @@ def precheck(signed: SignedEvent, key_of: dict[str, KeyRecord | None], trust: Tr
         return Prechecked(signed, error=err)
 
 
-class _GroupState:
-    """The SQL unit with the registry and batches cached for the length of one group.
-
-    Safe because the group holds the log-head lock: nothing else changes the ledger meanwhile, and this
-    group's own changes go through ``apply``, which keeps the cache in step.
-    """
-
-    def __init__(self, u: SqlUnit) -> None:
-        self.u = u
-        self._actors: dict[str, Actor | None] = {}
-        self._keys: dict[str, KeyRecord | None] = {}
-        self._batches: dict[tuple[str, str], Batch | None] = {}
-
-    def actor(self, actor_id: str) -> Actor | None:
-        if actor_id not in self._actors:
-            self._actors[actor_id] = self.u.actor(actor_id)
-        return self._actors[actor_id]
-
-    def key(self, key_id: str) -> KeyRecord | None:
-        if key_id not in self._keys:
-            self._keys[key_id] = self.u.key(key_id)
-        return self._keys[key_id]
-
-    def batch(self, gtin: str, lot: str) -> Batch | None:
-        if (gtin, lot) not in self._batches:
-            self._batches[(gtin, lot)] = self.u.batch(gtin, lot)
-        return self._batches[(gtin, lot)]
-
-    def active_keys(self, actor_id: str) -> list[KeyRecord]:
-        return self.u.active_keys(actor_id)
-
-    def pack(self, gtin: str, serial: str) -> Pack | None:
-        return self.u.pack(gtin, serial)
-
-    def packs(self, gtin: str, serials: tuple[str, ...]) -> dict[str, Pack]:
-        return self.u.packs(gtin, serials)
-
-    def holding(self, actor: str, gtin: str, lot: str) -> int:
-        return self.u.holding(actor, gtin, lot)
-
-    def shipment(self, shipment_id: str) -> Shipment | None:
-        return self.u.shipment(shipment_id)
-
-    def alert(self, alert_id: str) -> AlertRecord | None:
-        return self.u.alert(alert_id)
-
-    def apply(self, changes: Sequence[Change]) -> None:
-        self.u.apply(changes)
-        for change in changes:
-            if isinstance(change, PutActor):
-                self._actors[change.actor.id] = change.actor
-            elif isinstance(change, PutKey):
-                self._keys[change.key.key_id] = change.key
-            elif isinstance(change, PutBatch):
-                self._batches[(change.batch.gtin, change.batch.lot)] = change.batch
-
-
 @dataclass
 class _Written:
     index: int
@@ -151,12 +86,13 @@ class GroupAppend:
         self.entries: list[tuple[Entry, str, str | None, str | None]] = []
         self.heads: dict[str, tuple[bytes, int, int] | None] = {}
         self.written: dict[str, _Written] = {}  # by event id, this group's entries
-        self.state = _GroupState(u)
+        self.state = GroupState(u)
         self.known_ids: set[str] = set()  # event ids of this group's submissions already in the log
 
     def prefetch(self, items: Sequence[Prechecked]) -> None:
         """Find, in one query, which of the group's event ids the log already holds (replays)."""
         self.known_ids = self.u.existing_event_ids(i.signed.event_id for i in items if i.signed.event_id)
+        self.state.prefetch([i.event for i in items if i.event is not None], {i.signed.key_id for i in items})
 
     # ---- admitting -------------------------------------------------------------------------------------------
 
@@ -250,7 +186,7 @@ class GroupAppend:
             if isinstance(value, str):
                 body[name] = value
         gtin, serial = body.get("gtin"), body.get("serial")
-        pack = self.u.pack(gtin, serial) if isinstance(gtin, str) and isinstance(serial, str) else None
+        pack = self.state.pack(gtin, serial) if isinstance(gtin, str) and isinstance(serial, str) else None
         if pack is not None:
             body["lot"] = pack.lot  # file the alert in the real batch chain; the scanned lot is in the evidence
         known_lots = [b.lot for b in self.u.batches(gtin)] if isinstance(gtin, str) else []
@@ -263,13 +199,12 @@ class GroupAppend:
 
     def finish(self) -> str | None:
         """Write the group's log rows and its checkpoint; return the checkpoint note (None if nothing new)."""
+        self.state.flush()
         if self.tree.size == self.start:
             return None
         self.u.insert_entries(self.entries)
         self.u.insert_nodes(sorted(self.new_nodes.items()))
-        for chain, head in self.heads.items():
-            if head is not None:
-                self.u.set_chain_head(chain, *head)
+        self.u.set_chain_heads([(chain, *head) for chain, head in self.heads.items() if head is not None])
         from ledger.checkpoint import Checkpoint, sign_checkpoint
 
         root = self.tree.root()

@@ -87,8 +87,8 @@ def rewrite(u: SqlUnit, expected: ProjectionSnapshot) -> None:
     u.apply([AdjustHolding(r["actor"], r["gtin"], r["lot"], r["quantity"]) for r in expected.holdings.values()])
     u.apply([PutShipment(rows.shipment_from(_Row(r))) for r in expected.shipments.values()])
     u.apply([PutAlert(rows.alert_from(_Row(r))) for r in expected.alerts.values()])
-    for r in expected.chain_heads.values():
-        u.set_chain_head(r["chain"], r["head_hash"], r["head_index"], r["length"])
+    u.set_chain_heads([(r["chain"], r["head_hash"], r["head_index"], r["length"])
+                       for r in expected.chain_heads.values()])
 
 
 class _Row:

@@ -1,0 +1,200 @@
+"""The projections as one group append sees them: read once, changed in memory, written once.
+
+A group holds the log-head lock, so nothing else changes the ledger while it runs. Its custody decisions
+read packs, holdings and shipments that its own earlier events just changed; round-tripping every such
+read and write to the database cost several statements per event. Here the packs a group names are read
+in one query before it starts, every read after that is served from memory, and the pack, holding and
+shipment rows it changes are written together by ``flush``, in the same transaction, before the commit.
+
+Changes that touch many rows by a predicate (``PoolPacks``) or create many (``AddPacks``) go to the
+database at once; the rows they touch are flushed before and forgotten after, so memory never disagrees
+with what the database holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from ledger import events as ev
+from ledger.state import (
+    Actor,
+    AddPacks,
+    AdjustHolding,
+    AlertRecord,
+    Batch,
+    Change,
+    KeyRecord,
+    Pack,
+    PoolPacks,
+    PutActor,
+    PutBatch,
+    PutKey,
+    PutPacks,
+    PutShipment,
+    Shipment,
+)
+from ledger.storage.sql import CHUNK, SqlUnit
+
+HoldingKey = tuple[str, str, str]
+
+
+class GroupState:
+    """A ``StateReader`` over one SQL unit for the length of one group, with write-behind projections."""
+
+    def __init__(self, u: SqlUnit) -> None:
+        self.u = u
+        self._actors: dict[str, Actor | None] = {}
+        self._keys: dict[str, KeyRecord | None] = {}
+        self._batches: dict[tuple[str, str], Batch | None] = {}
+        self._packs: dict[tuple[str, str], Pack | None] = {}
+        self._holdings: dict[HoldingKey, int] = {}
+        self._shipments: dict[str, Shipment | None] = {}
+        self._dirty_packs: dict[tuple[str, str], Pack] = {}
+        self._dirty_holdings: set[HoldingKey] = set()
+        self._dirty_shipments: dict[str, Shipment] = {}
+
+    def prefetch(self, events: Sequence[ev.Event], key_ids: Iterable[str]) -> None:
+        """Read in a few queries what the group's events will ask for one by one: their actors and keys, the
+        existing packs they name by serial, and their actors' holdings of the batches concerned."""
+        actor_ids = {e.actor for e in events} | {to for e in events if isinstance(to := getattr(e, "to", None), str)}
+        actors = self.u.actors_by_id(a for a in actor_ids if a not in self._actors)
+        self._actors.update((a, actors.get(a)) for a in actor_ids if a not in self._actors)
+        wanted_keys = {k for k in key_ids if k not in self._keys}
+        keys = self.u.keys_by_id(wanted_keys)
+        self._keys.update((k, keys.get(k)) for k in wanted_keys)
+
+        wanted_shipments = ({e.shipment for e in events if isinstance(e, ev.Receive | ev.Refuse)}
+                            - self._shipments.keys())
+        shipments = self.u.shipments_by_id(wanted_shipments)
+        self._shipments.update((i, shipments.get(i)) for i in wanted_shipments)
+
+        serials_of: dict[str, set[str]] = {}
+        for shipment in shipments.values():
+            if shipment.serials:
+                serials_of.setdefault(shipment.gtin, set()).update(shipment.serials)
+        for event in events:
+            if isinstance(event, ev.Commission):
+                continue  # names new packs; the rule asks for them itself, in one query
+            gtin, serial, serials = (getattr(event, n, None) for n in ("gtin", "serial", "serials"))
+            if isinstance(gtin, str):
+                names = serials_of.setdefault(gtin, set())
+                if isinstance(serial, str):
+                    names.add(serial)
+                if isinstance(serials, tuple):
+                    names.update(serials)
+        for gtin, names in serials_of.items():
+            self.packs(gtin, tuple(sorted(names)))
+
+        held: set[HoldingKey] = set()
+        for event in events:
+            gtin, lot, serial = (getattr(event, n, None) for n in ("gtin", "lot", "serial"))
+            if isinstance(gtin, str) and isinstance(serial, str) and not isinstance(lot, str):
+                pack = self._packs.get((gtin, serial))
+                lot = pack.lot if pack is not None else None
+            if isinstance(gtin, str) and isinstance(lot, str):
+                held.add((event.actor, gtin, lot))
+                if isinstance(to := getattr(event, "to", None), str):
+                    held.add((to, gtin, lot))
+        held -= self._holdings.keys()
+        quantities = self.u.holdings_of(held)
+        self._holdings.update((k, quantities.get(k, 0)) for k in held)
+
+    # ---- StateReader ---------------------------------------------------------------------------------------
+
+    def actor(self, actor_id: str) -> Actor | None:
+        if actor_id not in self._actors:
+            self._actors[actor_id] = self.u.actor(actor_id)
+        return self._actors[actor_id]
+
+    def key(self, key_id: str) -> KeyRecord | None:
+        if key_id not in self._keys:
+            self._keys[key_id] = self.u.key(key_id)
+        return self._keys[key_id]
+
+    def active_keys(self, actor_id: str) -> list[KeyRecord]:
+        return self.u.active_keys(actor_id)  # key changes are written through, so the table is current
+
+    def batch(self, gtin: str, lot: str) -> Batch | None:
+        if (gtin, lot) not in self._batches:
+            self._batches[(gtin, lot)] = self.u.batch(gtin, lot)
+        return self._batches[(gtin, lot)]
+
+    def pack(self, gtin: str, serial: str) -> Pack | None:
+        key = (gtin, serial)
+        if key not in self._packs:
+            self._packs[key] = self.u.pack(gtin, serial)
+        return self._packs[key]
+
+    def packs(self, gtin: str, serials: tuple[str, ...]) -> dict[str, Pack]:
+        unknown = tuple(s for s in serials if (gtin, s) not in self._packs)
+        if unknown:
+            found = self.u.packs(gtin, unknown)
+            if len(unknown) <= CHUNK:  # remember misses too, but not those of a 100,000-pack commission
+                self._packs.update(((gtin, s), found.get(s)) for s in unknown)
+            else:
+                self._packs.update(((gtin, s), p) for s, p in found.items())
+        out: dict[str, Pack] = {}
+        for s in serials:
+            pack = self._packs.get((gtin, s))
+            if pack is not None:
+                out[s] = pack
+        return out
+
+    def holding(self, actor: str, gtin: str, lot: str) -> int:
+        key = (actor, gtin, lot)
+        if key not in self._holdings:
+            self._holdings[key] = self.u.holding(actor, gtin, lot)
+        return self._holdings[key]
+
+    def shipment(self, shipment_id: str) -> Shipment | None:
+        if shipment_id not in self._shipments:
+            self._shipments[shipment_id] = self.u.shipment(shipment_id)
+        return self._shipments[shipment_id]
+
+    def alert(self, alert_id: str) -> AlertRecord | None:
+        return self.u.alert(alert_id)
+
+    # ---- changes ---------------------------------------------------------------------------------------------
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            match change:
+                case PutPacks(packs):
+                    for p in packs:
+                        self._packs[(p.gtin, p.serial)] = self._dirty_packs[(p.gtin, p.serial)] = p
+                case AdjustHolding(actor, gtin, lot, delta):
+                    held = (actor, gtin, lot)
+                    self._holdings[held] = self.holding(actor, gtin, lot) + delta
+                    self._dirty_holdings.add(held)
+                case PutShipment(shipment):
+                    self._shipments[shipment.id] = self._dirty_shipments[shipment.id] = shipment
+                case AddPacks(gtin, _lot, serials, _holder):
+                    for s in serials:
+                        self._packs.pop((gtin, s), None)
+                    self.u.apply([change])
+                case PoolPacks(gtin, lot, _holder):
+                    self.flush()
+                    pooled = [k for k, p in self._packs.items() if p is not None and (p.gtin, p.lot) == (gtin, lot)]
+                    for pack_key in pooled:
+                        del self._packs[pack_key]
+                    self.u.apply([change])
+                case _:
+                    self.u.apply([change])
+                    if isinstance(change, PutActor):
+                        self._actors[change.actor.id] = change.actor
+                    elif isinstance(change, PutKey):
+                        self._keys[change.key.key_id] = change.key
+                    elif isinstance(change, PutBatch):
+                        self._batches[(change.batch.gtin, change.batch.lot)] = change.batch
+
+    def flush(self) -> None:
+        """Write the changed packs, holdings and shipments (a few multi-row statements)."""
+        if self._dirty_packs:
+            self.u.apply([PutPacks(tuple(self._dirty_packs.values()))])
+            self._dirty_packs.clear()
+        if self._dirty_holdings:
+            self.u.put_holdings([(*k, self._holdings[k]) for k in sorted(self._dirty_holdings)])
+            self._dirty_holdings.clear()
+        if self._dirty_shipments:
+            self.u.put_shipments(list(self._dirty_shipments.values()))
+            self._dirty_shipments.clear()
