@@ -142,6 +142,8 @@ def _write_projections(conn: sa.Connection, state: MemoryState, heads: dict[str,
     put(t.packs, [rows.pack_row(p) for p in state.packs_.values()])
     put(t.holdings, [{"actor": a, "gtin": g, "lot": lot, "quantity": q} for (a, g, lot), q in state.holdings.items()])
     put(t.shipments, [rows.shipment_row(s) for s in state.shipments.values()])
+    put(t.shipment_packs, [{"gtin": s.gtin, "serial": serial, "shipment": s.id} for s in state.shipments.values()
+                           for serial in s.serials or ()])
     put(t.alerts, [rows.alert_row(a) for a in state.alerts.values()])
     put(t.chain_heads, [{"chain": c, "head_hash": h, "head_index": i, "length": n} for c, (h, i, n) in heads.items()])
 

@@ -1,7 +1,8 @@
-"""The load generator: separate processes, each running many httpx clients on asyncio, sending requests
-prepared in advance (signed event bodies, or pack URLs). Every client sends one request at a time (a closed
-loop), so "N clients" means N requests in flight. All processes start together at an agreed instant and stop
-at the deadline or when their share of the prepared requests runs out.
+"""The load generator: separate processes, each running closed-loop clients on asyncio (``bench.rawhttp``, one
+keep-alive connection each), sending requests prepared in advance (signed event bodies, or pack URLs). Every
+client sends one request at a time (a closed loop), so "N clients" means N requests in flight. All processes
+start together at an agreed instant and stop at the deadline or when their share of the prepared requests
+runs out.
 """
 
 from __future__ import annotations
@@ -52,50 +53,57 @@ class LoadResult:
 
 
 def _worker(load: Load, shards: list[list[Any]], conn: Connection) -> None:
-    import httpx
+    from bench.rawhttp import Connection as Http
+    from bench.rawhttp import HttpError
 
     async def main() -> dict[str, Any]:
-        limits = httpx.Limits(max_connections=len(shards), max_keepalive_connections=len(shards))
-        async with httpx.AsyncClient(base_url=load.base, limits=limits, timeout=60) as client:
-            await asyncio.gather(*(client.get("/v1/health") for _ in shards))  # open the connections
-            conn.send("ready")
-            start_at, deadline = conn.recv()
-            await asyncio.sleep(max(0.0, start_at - time.time()))
-            lat: list[float] = []
-            errors: list[str] = []
-            counts = {"ok": 0, "failed": 0, "exhausted": 0}
-            finish = [start_at]
-            headers = {"content-type": "application/json"}
+        conns = [await Http.open(load.base) for _ in shards]
+        for c in conns:
+            await c.request("GET", "/v1/health")  # warm the connections
+        conn.send("ready")
+        start_at, deadline = conn.recv()
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        cpu0 = time.process_time()
+        lat: list[float] = []
+        errors: list[str] = []
+        counts = {"ok": 0, "failed": 0, "exhausted": 0}
+        finish = [start_at]
 
-            async def run(items: list[Any]) -> None:
-                for item in items:
-                    if time.time() >= deadline:
-                        return
-                    t0 = time.perf_counter()
-                    try:
-                        if load.method == "POST":
-                            r = await client.post("/v1/events", content=item, headers=headers)
-                        else:
-                            r = await client.get(item)
-                        status, text = r.status_code, r.text if r.status_code not in load.ok_status else ""
-                    except httpx.HTTPError as exc:
-                        status, text = 0, repr(exc)
-                    lat.append(time.perf_counter() - t0)
-                    if status in load.ok_status:
-                        counts["ok"] += 1
+        async def run(http: Http, items: list[Any]) -> None:
+            for item in items:
+                if time.time() >= deadline:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    if load.method == "POST":
+                        status, body = await http.request("POST", "/v1/events", item)
                     else:
-                        counts["failed"] += 1
-                        if len(errors) < 5:
-                            errors.append(f"{status}: {text[:300]}")
-                counts["exhausted"] += 1
-                finish[0] = max(finish[0], time.time())
+                        status, body = await http.request("GET", item)
+                except (HttpError, OSError, asyncio.IncompleteReadError) as exc:
+                    status, body = 0, repr(exc).encode()
+                    http = await Http.open(load.base)
+                lat.append(time.perf_counter() - t0)
+                if status in load.ok_status:
+                    counts["ok"] += 1
+                else:
+                    counts["failed"] += 1
+                    if len(errors) < 5:
+                        errors.append(f"{status}: {body[:300].decode('utf-8', 'replace')}")
+            counts["exhausted"] += 1
+            finish[0] = max(finish[0], time.time())
 
-            await asyncio.gather(*(run(s) for s in shards))
-            end = min(deadline, max(finish[0], time.time())) if counts["exhausted"] == len(shards) else deadline
-            return {"lat": lat, "errors": errors, "end": end, "start": start_at, **counts}
+        await asyncio.gather(*(run(c, s) for c, s in zip(conns, shards, strict=True)))
+        cpu = time.process_time() - cpu0
+        for c in conns:
+            c.close()
+        end = min(deadline, max(finish[0], time.time())) if counts["exhausted"] == len(shards) else deadline
+        return {"lat": lat, "errors": errors, "end": end, "start": start_at, "cpu": cpu, **counts}
 
-    result = asyncio.run(main())
-    result["cpu"] = time.process_time()
+    try:
+        import uvloop
+        result = uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        result = asyncio.run(main())
     conn.send(result)
     conn.close()
 
@@ -142,8 +150,7 @@ def run(loads: Sequence[Load], duration: float, server_pid: int | None = None) -
 
 
 def _window_cpu(results: Sequence[LoadResult]) -> float:
-    # process_time() covers the whole worker life (start-up, warm-up, timed window); the timed window dominates
-    return sum(r.cpu for r in results)
+    return sum(r.cpu for r in results)  # CPU seconds of the load generator during the timed window
 
 
 def submit_all(base: str, payloads: Sequence[bytes], threads: int = 16) -> None:

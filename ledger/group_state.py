@@ -33,7 +33,7 @@ from ledger.state import (
     PutShipment,
     Shipment,
 )
-from ledger.storage.sql import CHUNK, SqlUnit
+from ledger.storage.sql import CHUNK, SqlUnit, listed_packs
 
 HoldingKey = tuple[str, str, str]
 
@@ -52,6 +52,7 @@ class GroupState:
         self._dirty_packs: dict[tuple[str, str], Pack] = {}
         self._dirty_holdings: set[HoldingKey] = set()
         self._dirty_shipments: dict[str, Shipment] = {}
+        self._new_shipments: dict[str, Shipment] = {}  # shipped in this group, perhaps also closed in it
 
     def prefetch(self, events: Sequence[ev.Event], key_ids: Iterable[str]) -> None:
         """Read in a few queries what the group's events will ask for one by one: their actors and keys, the
@@ -168,6 +169,8 @@ class GroupState:
                     self._dirty_holdings.add(held)
                 case PutShipment(shipment):
                     self._shipments[shipment.id] = self._dirty_shipments[shipment.id] = shipment
+                    if shipment.status == "in_transit":
+                        self._new_shipments.setdefault(shipment.id, shipment)
                 case AddPacks(gtin, _lot, serials, _holder):
                     for s in serials:
                         self._packs.pop((gtin, s), None)
@@ -197,4 +200,6 @@ class GroupState:
             self._dirty_holdings.clear()
         if self._dirty_shipments:
             self.u.put_shipments(list(self._dirty_shipments.values()))
+            self.u.add_shipment_packs(listed_packs(self._new_shipments.values()))
             self._dirty_shipments.clear()
+            self._new_shipments.clear()

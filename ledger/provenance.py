@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ledger.entry import Entry
+from ledger.events import EVENT_TYPES
 from ledger.state import Actor
 
 HIDDEN = frozenset({"alert", "alert_update", "report", "receive", "refuse"})
@@ -31,8 +32,10 @@ class Step:
 
 
 SINGLE_PACK = frozenset({"dispense", "undo_dispense"})
-#: events whose body may list serials (a commission lists them all, so it always concerns the pack)
-MOVES = frozenset({"ship", "return", "destroy"})
+SHIPMENT_KINDS = frozenset({"ship", "return"})
+# Entry types of a batch chain that may concern any of its packs, whatever serial the pack has (single-pack
+# types are here for entries logged before the serial column, which hold NULL there).
+BATCH_WIDE = frozenset(EVENT_TYPES) - HIDDEN - SHIPMENT_KINDS - {"actor_register", "key_rotate", "key_revoke"}
 
 
 def concerns(kind: str, event_serial: object, serials: object, serial: str) -> bool:

@@ -16,7 +16,7 @@ from ledger import errors as E
 from ledger.bundle_build import build_bundle
 from ledger.entry import Entry
 from ledger.identifiers import Role, batch_chain
-from ledger.provenance import HIDDEN, SINGLE_PACK, Step, concerns, concerns_pack
+from ledger.provenance import BATCH_WIDE, SHIPMENT_KINDS, SINGLE_PACK, Step, concerns, concerns_pack
 from ledger.recall import RecallReport, recall_report
 from ledger.risk import RiskReport, RiskThresholds, assess
 from ledger.service import Ledger
@@ -159,8 +159,8 @@ class Reader:
         actors: dict[str, Actor | None] = {}
         steps = []
         for index, kind, actor_id, received, _event_id, event_serial in u.pack_trail(
-                batch.gtin, batch.lot, serial, HIDDEN):
-            if kind in ("ship", "return"):
+                batch.gtin, batch.lot, serial, single=SINGLE_PACK, wide=BATCH_WIDE):
+            if kind in SHIPMENT_KINDS:
                 keep = True  # the database kept only the shipments that may hold the pack
             elif kind == "destroy" or (kind in SINGLE_PACK and event_serial is None):
                 stored = u.entry(index)

@@ -16,7 +16,6 @@ from ledger.state import (
     PutAlert,
     PutBatch,
     PutKey,
-    PutShipment,
 )
 from ledger.storage import rows
 from ledger.storage.sql import ProjectionSnapshot, SqlStore, SqlUnit
@@ -46,6 +45,8 @@ def expected_projections(report: AuditReport) -> ProjectionSnapshot:
         holdings={k: {"actor": k[0], "gtin": k[1], "lot": k[2], "quantity": q}
                   for k, q in s.holdings.items() if q != 0},
         shipments={x.id: rows.shipment_row(x) for x in s.shipments.values()},
+        shipment_packs={(x.gtin, serial, x.id): {"gtin": x.gtin, "serial": serial, "shipment": x.id}
+                        for x in s.shipments.values() for serial in x.serials or ()},
         alerts={a.id: rows.alert_row(a) for a in s.alerts.values()},
         chain_heads={c: {"chain": c, "head_hash": h.hash, "head_index": h.index, "length": h.length}
                      for c, h in report.chain_heads.items()},
@@ -85,7 +86,8 @@ def rewrite(u: SqlUnit, expected: ProjectionSnapshot) -> None:
     u.apply(changes)
     u.insert_packs([rows.pack_from(_Row(r)) for r in expected.packs.values()])
     u.apply([AdjustHolding(r["actor"], r["gtin"], r["lot"], r["quantity"]) for r in expected.holdings.values()])
-    u.apply([PutShipment(rows.shipment_from(_Row(r))) for r in expected.shipments.values()])
+    u.put_shipments([rows.shipment_from(_Row(r)) for r in expected.shipments.values()])
+    u.add_shipment_packs([(r["gtin"], r["serial"], r["shipment"]) for r in expected.shipment_packs.values()])
     u.apply([PutAlert(rows.alert_from(_Row(r))) for r in expected.alerts.values()])
     u.set_chain_heads([(r["chain"], r["head_hash"], r["head_index"], r["length"])
                        for r in expected.chain_heads.values()])

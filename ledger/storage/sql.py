@@ -8,7 +8,6 @@ Only this package imports SQLAlchemy. Database errors are translated here, at on
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,13 +65,15 @@ class StoredEntry:
 class ProjectionSnapshot:
     """Every projection table as rows keyed by primary key (for the rebuild comparison)."""
 
-    TABLES = ("actors", "actor_keys", "batches", "packs", "holdings", "shipments", "alerts", "chain_heads")
+    TABLES = ("actors", "actor_keys", "batches", "packs", "holdings", "shipments", "shipment_packs", "alerts",
+              "chain_heads")
     actors: dict[Any, dict[str, Any]]
     actor_keys: dict[Any, dict[str, Any]]
     batches: dict[Any, dict[str, Any]]
     packs: dict[Any, dict[str, Any]]
     holdings: dict[Any, dict[str, Any]]
     shipments: dict[Any, dict[str, Any]]
+    shipment_packs: dict[Any, dict[str, Any]]
     alerts: dict[Any, dict[str, Any]]
     chain_heads: dict[Any, dict[str, Any]]
 
@@ -114,6 +115,9 @@ _PACKS_PG = sa.select(t.packs).where(t.packs.c.gtin == _param("gtin"),
                                      t.packs.c.serial == sa.any_(sa.cast(_param("s"), ARRAY(sa.String))))
 _EVENT_IDS_PG = sa.select(t.log_entries.c.event_id).where(
     t.log_entries.c.event_id == sa.any_(sa.cast(_param("ids"), ARRAY(sa.String))))
+_ADD_SHIPMENT_PACKS_PG = sa.text(
+    "INSERT INTO shipment_packs (gtin, serial, shipment) SELECT * FROM unnest(CAST(:g AS varchar[]), "
+    "CAST(:s AS varchar[]), CAST(:i AS varchar[])) ON CONFLICT DO NOTHING")
 _PUT_PACKS_PG = sa.text(
     "UPDATE packs SET status = v.status, holder = v.holder, dispensed_by = v.by, dispensed_at = v.at, "
     "dispensed_index = v.ix FROM unnest(CAST(:gtin AS varchar[]), CAST(:serial AS varchar[]), "
@@ -121,19 +125,26 @@ _PUT_PACKS_PG = sa.text(
     "CAST(:ix AS bigint[])) AS v(gtin, serial, status, holder, by, at, ix) "
     "WHERE packs.gtin = v.gtin AND packs.serial = v.serial")
 
-_SHIPMENTS_WITH_PACK = sa.select(t.shipments.c.id).where(
-    t.shipments.c.gtin == _param("gtin"), t.shipments.c.lot == _param("lot"),
-    sa.or_(t.shipments.c.serials.is_(None), t.shipments.c.serials.like(_param("pattern"), escape="\\")))
-_PACK_TRAIL = (
-    sa.select(t.log_entries.c.idx, t.log_entries.c.event_type, t.log_entries.c.actor, t.log_entries.c.received_at,
-              t.log_entries.c.event_id, t.log_entries.c.serial)
-    .where(t.log_entries.c.chain == _param("chain"),
-           t.log_entries.c.event_type.not_in(sa.bindparam("hidden", expanding=True)),
-           sa.or_(t.log_entries.c.serial == _param("serial"),
-                  sa.and_(t.log_entries.c.serial.is_(None),
-                          sa.or_(t.log_entries.c.event_type.not_in(["ship", "return"]),
-                                 t.log_entries.c.event_id.in_(_SHIPMENTS_WITH_PACK)))))
-    .order_by(t.log_entries.c.idx))
+_le, _sp, _sh = t.log_entries.c, t.shipment_packs.c, t.shipments.c
+_TRAIL = (_le.idx, _le.event_type, _le.actor, _le.received_at, _le.event_id, _le.serial)
+_PACK_TRAIL_PARTS = sa.union_all(
+    # the pack's own single-pack events (dispense, undo)
+    sa.select(*_TRAIL).where(_le.chain == _param("chain"), _le.serial == _param("serial"),
+                             _le.event_type.in_(sa.bindparam("single", expanding=True))),
+    # the shipments and returns that listed it
+    sa.select(*_TRAIL).where(_le.event_id.in_(sa.select(_sp.shipment).where(_sp.gtin == _param("gtin"),
+                                                                             _sp.serial == _param("serial"))),
+                             _le.chain == _param("chain")),
+    # stock of its batch moved by quantity, which may have held it
+    sa.select(*_TRAIL).where(_le.event_id.in_(sa.select(_sh.id).where(_sh.gtin == _param("gtin"),
+                                                                       _sh.lot == _param("lot"),
+                                                                       _sh.serials.is_(None))),
+                             _le.chain == _param("chain")),
+    # batch-wide events, and single-pack events logged before the serial column existed
+    sa.select(*_TRAIL).where(_le.chain == _param("chain"), _le.event_type.in_(sa.bindparam("wide", expanding=True)),
+                             _le.serial.is_(None)),
+).subquery()
+_PACK_TRAIL = sa.select(_PACK_TRAIL_PARTS).order_by(_PACK_TRAIL_PARTS.c.idx)
 
 
 _UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
@@ -322,7 +333,9 @@ class SqlUnit:
                 case AdjustHolding(actor, gtin, lot, delta):
                     self._adjust_holding(actor, gtin, lot, delta)
                 case PutShipment(shipment):
-                    self._upsert(t.shipments, rows.shipment_row(shipment), ["id"])
+                    self.put_shipments([shipment])
+                    if shipment.status == "in_transit":  # just shipped: record the packs it lists
+                        self.add_shipment_packs(listed_packs([shipment]))
                 case PutAlert(alert):
                     self._upsert(t.alerts, rows.alert_row(alert), ["id"])
                 case _:  # pragma: no cover
@@ -342,7 +355,20 @@ class SqlUnit:
                                        for a, g, lot, q in holdings], ["actor", "gtin", "lot"])
 
     def put_shipments(self, shipments: Sequence[Shipment]) -> None:
+        """Write shipments (their ``shipment_packs`` rows are the caller's: see ``add_shipment_packs``)."""
         self._upsert_many(t.shipments, [rows.shipment_row(s) for s in shipments], ["id"])
+
+    def add_shipment_packs(self, listed: Sequence[tuple[str, str, str]]) -> None:
+        """Record that shipments listed packs: (gtin, serial, shipment id); rows already there are kept."""
+        if not listed:
+            return
+        if self._postgres:  # one statement whatever the number of packs (a whole batch may ship by serial)
+            self.conn.execute(_ADD_SHIPMENT_PACKS_PG, {"g": [g for g, _, _ in listed], "s": [s for _, s, _ in listed],
+                                                       "i": [i for _, _, i in listed]})
+            return
+        stmt = sqlite.insert(t.shipment_packs).on_conflict_do_nothing()
+        for chunk in _chunks([{"gtin": g, "serial": s, "shipment": i} for g, s, i in listed]):
+            self.conn.execute(stmt, list(chunk))
 
     def _add_packs(self, gtin: str, lot: str, serials: tuple[str, ...], holder: str) -> None:
         if self._postgres and len(serials) > CHUNK:
@@ -411,16 +437,14 @@ class SqlUnit:
              .order_by(t.log_entries.c.idx))
         return [_stored(r) for r in self.conn.execute(q)]
 
-    def pack_trail(self, gtin: str, lot: str, serial: str,
-                   hidden: Iterable[str]) -> list[tuple[int, str, str, dt.datetime, str, str | None]]:
+    def pack_trail(self, gtin: str, lot: str, serial: str, *, single: Iterable[str],
+                   wide: Iterable[str]) -> list[tuple[int, str, str, dt.datetime, str, str | None]]:
         """(index, type, actor, received, event id, serial) of the batch chain's entries that may concern one
-        pack, selected by the database from indexed columns: its single-pack events, the shipments that list
-        its serial or move stock by quantity, and batch-wide events; ``hidden`` types are left out. Reads no
-        entry body, so a scan stays fast however long the batch's history grows."""
-        quoted = json.dumps(serial)  # the serial as it appears in a stored JSON list, quotes included
-        pattern = "%" + quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        params = {"chain": f"batch/{gtin}/{lot}", "gtin": gtin, "lot": lot, "serial": serial, "pattern": pattern,
-                  "hidden": list(hidden)}
+        pack, each part found by an index: its ``single``-pack events, the shipments that listed it, stock moved
+        by quantity, and entries of the batch-``wide`` types. Reads no entry body, so a scan stays fast however
+        long the batch's history grows."""
+        params = {"chain": f"batch/{gtin}/{lot}", "gtin": gtin, "lot": lot, "serial": serial,
+                  "single": sorted(single), "wide": sorted(wide)}
         return [(int(i), k, a, r, ev_id, s) for i, k, a, r, ev_id, s in self.conn.execute(_PACK_TRAIL, params)]
 
     def registry_entries(self) -> list[StoredEntry]:
@@ -577,6 +601,8 @@ class SqlUnit:
             holdings={k: v for k, v in load(t.holdings, lambda r: (r["actor"], r["gtin"], r["lot"]),
                                                lambda r: r, None).items() if v["quantity"] != 0},
             shipments=load(t.shipments, lambda r: r["id"], rows.shipment_row, rows.shipment_from),
+            shipment_packs=load(t.shipment_packs, lambda r: (r["gtin"], r["serial"], r["shipment"]), lambda r: r,
+                                None),
             alerts=load(t.alerts, lambda r: r["id"], rows.alert_row, rows.alert_from),
             chain_heads={k: {**v, "head_hash": bytes(v["head_hash"])}
                          for k, v in load(t.chain_heads, lambda r: r["chain"], lambda r: r, None).items()},
@@ -589,6 +615,11 @@ class SqlUnit:
     def clear_projections(self) -> None:
         for table in t.PROJECTION_TABLES:
             self.conn.execute(sa.delete(table))
+
+
+def listed_packs(shipments: Iterable[Shipment]) -> list[tuple[str, str, str]]:
+    """(gtin, serial, shipment id) for every pack the shipments list by serial."""
+    return [(s.gtin, serial, s.id) for s in shipments for serial in s.serials or ()]
 
 
 def _naive_utc(when: dt.datetime | None) -> dt.datetime | None:

@@ -67,6 +67,7 @@ log_entries = sa.Table(
     sa.Column("serial", sa.String(20), nullable=True),  # single-pack events (dispense, undo, report)
     sa.Index("ix_log_entries_chain", "chain", "idx"),
     sa.Index("ix_log_entries_chain_serial", "chain", "serial"),
+    sa.Index("ix_log_entries_chain_type", "chain", "event_type", "serial"),
     sa.Index("ix_log_entries_actor", "actor", "idx"),
 )
 
@@ -170,6 +171,16 @@ shipments = sa.Table(
     sa.Column("closed_index", sa.BigInteger, nullable=True),
     sa.Index("ix_shipments_batch", "gtin", "lot"),
     sa.Index("ix_shipments_recipient", "recipient", "status"),
+    sa.Index("ix_shipments_by_quantity", "gtin", "lot", postgresql_where=sa.text("serials IS NULL"),
+             sqlite_where=sa.text("serials IS NULL")),
+)
+
+# Which shipments listed which pack (shipments.serials, as rows): a scan finds a pack's shipments by index.
+shipment_packs = sa.Table(
+    "shipment_packs", metadata,
+    sa.Column("gtin", sa.String(14), primary_key=True),
+    sa.Column("serial", sa.String(20), primary_key=True),
+    sa.Column("shipment", sa.String(128), primary_key=True),
 )
 
 alerts = sa.Table(
@@ -191,7 +202,7 @@ alerts = sa.Table(
     sa.Index("ix_alerts_status", "status", "idx"),
 )
 
-PROJECTION_TABLES = (chain_heads, actors, actor_keys, batches, packs, holdings, shipments, alerts)
+PROJECTION_TABLES = (chain_heads, actors, actor_keys, batches, packs, holdings, shipments, shipment_packs, alerts)
 
 # Personal data given with a public report (contact details, free text). Never in the log: the log holds
 # only SHA-256(salt || data). Deleting the row erases the data and leaves every chain intact.
