@@ -7,11 +7,11 @@ import datetime as dt
 import logging
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
 from api import problems
@@ -24,7 +24,7 @@ from ledger.errors import LedgerError
 from ledger.home import open_ledger
 from ledger.queries import Reader
 from ledger.sequencer import GroupCommitter
-from ledger.service import Ledger, PublicReports
+from ledger.service import PublicReports
 
 logger = logging.getLogger("athar.api")
 
@@ -50,9 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sys.setswitchinterval(0.0005)
         ledger, db = open_ledger(settings.data_dir, settings.database_url, pool_size=settings.pool_size)
         committer = GroupCommitter(ledger)
-        app.state.athar = AppState(settings, ledger, db, committer, Reader(ledger), PublicReports(ledger),
-                                   RateLimiter(settings.public_reports_per_minute))
-        watcher = (asyncio.create_task(_overdue_loop(ledger, settings)) if settings.overdue_check_seconds > 0
+        # the sequencer and the overdue check hold a connection each; the request threads share the rest
+        executor = ThreadPoolExecutor(max(2, settings.pool_size - 2), thread_name_prefix="athar-request")
+        app_state = AppState(settings, ledger, db, committer, Reader(ledger), PublicReports(ledger),
+                             RateLimiter(settings.public_reports_per_minute), executor)
+        app.state.athar = app_state
+        watcher = (asyncio.create_task(_overdue_loop(app_state)) if settings.overdue_check_seconds > 0
                    else None)
         try:
             yield
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if watcher is not None:
                 watcher.cancel()
             committer.close()
+            executor.shutdown(wait=True, cancel_futures=True)
             db.dispose()
 
     app = FastAPI(title="athar", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
@@ -84,13 +88,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _overdue_loop(ledger: Ledger, settings: Settings) -> None:
+async def _overdue_loop(st: AppState) -> None:
     """Alert on shipments not received in time. Alert ids are per shipment, so several workers doing this
     at once file each alert once."""
     while True:
-        await asyncio.sleep(settings.overdue_check_seconds)
+        await asyncio.sleep(st.settings.overdue_check_seconds)
         try:
-            await run_in_threadpool(ledger.overdue_shipments, dt.timedelta(days=settings.max_transit_days))
+            await st.run(st.ledger.overdue_shipments, dt.timedelta(days=st.settings.max_transit_days))
         except LedgerError as err:
             logger.warning("overdue-shipment check failed: %s", err.message)
 

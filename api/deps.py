@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
 
 from api.settings import Settings
 from ledger import errors as E
@@ -20,6 +22,8 @@ from ledger.request_signing import HEADER_ACTOR, HEADER_KEY, HEADER_SIGNATURE, H
 from ledger.sequencer import GroupCommitter
 from ledger.service import Ledger, PublicReports
 from ledger.storage.database import Database
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,6 +58,12 @@ class AppState:
     reader: Reader
     reports: PublicReports
     limiter: RateLimiter
+    # Blocking ledger calls run here: as many threads as the database pool holds connections for them, so
+    # requests queue for a thread instead of opening (and closing) overflow connections under load.
+    executor: ThreadPoolExecutor
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
 
 async def state(request: Request) -> AppState:
@@ -75,7 +85,7 @@ async def _principal(request: Request, st: AppState) -> Principal | None:
         missing = ", ".join(h for h in names if h not in headers)
         raise E.SignatureInvalid(f"incomplete signed request: missing {missing}")
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return await run_in_threadpool(
+    return await st.run(
         lambda: authenticate_read(st.ledger, actor=headers[HEADER_ACTOR], key_id=headers[HEADER_KEY],
                                   timestamp=headers[HEADER_TIME], signature=headers[HEADER_SIGNATURE],
                                   method=request.method, path=path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,12 +69,14 @@ class PackReport:
 
 
 RISK_CACHE_SECONDS = 60
+ACTOR_DISPLAY_SECONDS = 60
 
 
 class Reader:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.risk_cache: tuple[int, dt.datetime, RiskReport] | None = None
+        self._actor_cache: dict[str, tuple[float, Actor | None]] = {}
 
     # ---- actors ----------------------------------------------------------------------------------------------
 
@@ -129,17 +132,28 @@ class Reader:
 
     # ---- packs -----------------------------------------------------------------------------------------------
 
+    def _shown_actor(self, u: SqlUnit, actor_id: str) -> Actor | None:
+        """An actor's name, role and region as shown in a provenance step. Read at most once a minute per actor:
+        every scan shows the same few hundred actors, and none of this decides a verdict."""
+        now = time.monotonic()
+        cached = self._actor_cache.get(actor_id)
+        if cached is not None and now - cached[0] < ACTOR_DISPLAY_SECONDS:
+            return cached[1]
+        actor = u.actor(actor_id)
+        self._actor_cache[actor_id] = (now, actor)
+        return actor
+
     def pack(self, gtin: str, serial: str, *, lot: str | None = None, expiry: dt.date | None = None,
              who: Principal | None = None) -> PackReport:
         """The verdict at a scan. A dispensing actor's scan also checks custody (NOT_IN_CUSTODY)."""
         scanner = who.actor.id if who and who.actor.role in (Role.PHARMACY, Role.HOSPITAL) else None
-        with self.ledger.store.read() as u:
-            pack = u.pack(gtin, serial)
-            batch = u.batch(gtin, pack.lot) if pack else None
+        with self.ledger.store.read_statements() as u:
+            view = u.pack_view(gtin, serial)
+            pack, batch, size = view if view is not None else (None, None, 0)
             pooled = bool(scanner and pack and pack.holder is None and u.holding(scanner, gtin, pack.lot) > 0)
             finding = judge(pack, batch, gtin=gtin, serial=serial, lot=lot, expiry=expiry, now=self.ledger.clock(),
                             scanner=scanner, scanner_holds_pooled=pooled)
-            steps = self._steps(u, batch, serial) if batch else []
+            steps = self._steps(u, batch, serial, size) if batch else []
         return PackReport(gtin, serial, finding, batch, steps)
 
     def scan(self, gtin: str, serial: str, *, lot: str | None = None, expiry: dt.date | None = None,
@@ -152,14 +166,14 @@ class Reader:
                                      report.finding.reason)
         return report
 
-    def _steps(self, u: SqlUnit, batch: Batch, serial: str) -> list[Step]:
-        """The pack's provenance from indexed columns and the shipments projection, reading a signed entry
-        body only for the rare events that need it (destructions, entries older than the serial column): a
-        scan must stay fast however long the batch's history grows."""
-        actors: dict[str, Actor | None] = {}
+    def _steps(self, u: SqlUnit, batch: Batch, serial: str, log_size: int) -> list[Step]:
+        """The pack's provenance up to ``log_size`` entries (the snapshot its verdict came from), from indexed
+        columns and the shipment_packs projection, reading a signed entry body only for the rare events that
+        need it (destructions, entries older than the serial column): a scan must stay fast however long the
+        batch's history grows."""
         steps = []
         for index, kind, actor_id, received, _event_id, event_serial in u.pack_trail(
-                batch.gtin, batch.lot, serial, single=SINGLE_PACK, wide=BATCH_WIDE):
+                batch.gtin, batch.lot, serial, single=SINGLE_PACK, wide=BATCH_WIDE, below=log_size):
             if kind in SHIPMENT_KINDS:
                 keep = True  # the database kept only the shipments that may hold the pack
             elif kind == "destroy" or (kind in SINGLE_PACK and event_serial is None):
@@ -168,9 +182,7 @@ class Reader:
             else:
                 keep = concerns(kind, event_serial, None, serial)
             if keep:
-                if actor_id not in actors:
-                    actors[actor_id] = u.actor(actor_id)
-                actor = actors[actor_id]
+                actor = self._shown_actor(u, actor_id)
                 steps.append(Step(index, kind, actor_id, actor.name if actor else actor_id,
                                   actor.role.value if actor else "", actor.region if actor else "", received))
         return steps

@@ -10,9 +10,12 @@ their groups in one linear order.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -28,7 +31,8 @@ logger = logging.getLogger("athar.sequencer")
 @dataclass
 class _Item:
     checked: Prechecked
-    future: Future[Receipt]
+    future: Future[Receipt] | None = None  # a blocking caller (submit)
+    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[Receipt]] | None = None  # an asyncio caller
 
 
 class GroupCommitter:
@@ -54,6 +58,29 @@ class GroupCommitter:
             raise OutcomeUnknown(f"no answer from the ledger within {timeout:.0f} s; the event may still be "
                                  "recorded: send the same signed event again to get its receipt") from exc
 
+    async def submit_async(self, signed: SignedEvent, timeout: float = 60.0, *, inline: bool = True) -> Receipt:
+        """``submit`` for an asyncio caller: no thread is held while the group commits.
+
+        The signature check runs in the caller's event loop (tens of microseconds) when the signer's key is
+        already known and the caller says the event is small (``inline``); otherwise it would block the loop
+        (on the database, or on canonicalising a 100,000-pack commission), so it goes to the default executor.
+        """
+        if self._closed:
+            raise StorageUnavailable("the server is shutting down; nothing was written")
+        loop = asyncio.get_running_loop()
+        if inline and self.ledger.knows_key(signed.key_id):
+            checked = self.ledger.precheck(signed)
+        else:
+            checked = await loop.run_in_executor(None, self.ledger.precheck, signed)
+        future: asyncio.Future[Receipt] = loop.create_future()
+        self._queue.put(_Item(checked, waiter=(loop, future)))
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(future)
+        except TimeoutError as exc:
+            raise OutcomeUnknown(f"no answer from the ledger within {timeout:.0f} s; the event may still be "
+                                 "recorded: send the same signed event again to get its receipt") from exc
+
     def close(self) -> None:
         self._closed = True
         self._queue.put(_STOP)
@@ -64,8 +91,8 @@ class GroupCommitter:
             except queue.Empty:
                 return
             if isinstance(item, _Item):
-                item.future.set_exception(StorageUnavailable("the server shut down before this event was "
-                                                             "appended; nothing was written"))
+                _answer([item], [StorageUnavailable("the server shut down before this event was appended; "
+                                                    "nothing was written")])
 
     def _run(self) -> None:
         while True:
@@ -86,22 +113,42 @@ class GroupCommitter:
 
     def _commit(self, items: list[_Item]) -> None:
         try:
-            results = self.ledger.append([i.checked for i in items])
+            results: list[Receipt | LedgerError] = list(self.ledger.append([i.checked for i in items]))
         except LedgerError as err:
-            for i in items:
-                i.future.set_exception(err)
-            return
+            results = [err] * len(items)
         except Exception as exc:  # never leave a caller waiting forever; the commit's fate is not known here
             logger.exception("group append failed")
             failure = OutcomeUnknown(f"the append failed ({type(exc).__name__}); send the same signed event again: "
                                      "if it was recorded you get its receipt, if not it is recorded then")
-            for i in items:
-                i.future.set_exception(failure)
-            return
-        self.groups += 1
-        for item, result in zip(items, results, strict=True):
-            if isinstance(result, LedgerError):
+            results = [failure] * len(items)
+        else:
+            self.groups += 1
+            self.appended += sum(1 for r in results if not isinstance(r, LedgerError))
+        _answer(items, results)
+
+
+def _answer(items: Sequence[_Item], results: Sequence[Receipt | Exception]) -> None:
+    """Hand each caller its result; asyncio callers are woken with one call per event loop, not one each."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt], Receipt | Exception]]] = {}
+    for item, result in zip(items, results, strict=True):
+        if item.future is not None:
+            if isinstance(result, Exception):
                 item.future.set_exception(result)
             else:
-                self.appended += 1
                 item.future.set_result(result)
+        elif item.waiter is not None:
+            loop, future = item.waiter
+            by_loop.setdefault(loop, []).append((future, result))
+    for loop, answers in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: its callers are gone
+            loop.call_soon_threadsafe(_settle, answers)
+
+
+def _settle(answers: list[tuple[asyncio.Future[Receipt], Receipt | Exception]]) -> None:
+    for future, result in answers:
+        if future.done():  # the caller timed out or went away
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

@@ -99,10 +99,15 @@ class Ledger:
         self._load_keys([signed.key_id])
         return precheck(signed, self._keys, self.config.trust)
 
+    def knows_key(self, key_id: str) -> bool:
+        """Whether ``precheck`` can check this key's signatures without reading the database."""
+        return key_id in self._keys or key_id in (self.config.trust.root.key_id, self.config.trust.ledger.key_id)
+
     def _load_keys(self, key_ids: Sequence[str]) -> None:
         # A key id is the hash of its public key, so a cached record's key never goes stale; whether the key
         # may still sign is checked again under the lock.
-        missing = [k for k in key_ids if k not in self._keys]
+        trusted = (self.config.trust.root.key_id, self.config.trust.ledger.key_id)  # not in the registry
+        missing = [k for k in key_ids if k not in self._keys and k not in trusted]
         if missing:
             with self.store.read() as u:
                 self._keys.update(u.keys_by_id(missing))

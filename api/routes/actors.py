@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
 
 from api.deps import State
 from api.problems import responses
@@ -14,10 +13,10 @@ router = APIRouter(prefix="/v1/actors", tags=["actors"])
 
 @router.get("", response_model=list[ActorOut], summary="All registered actors and their keys")
 async def list_actors(st: State) -> list[ActorOut]:
-    return [ActorOut.of(a, keys) for a, keys in await run_in_threadpool(st.reader.actors)]
+    return [ActorOut.of(a, keys) for a, keys in await st.run(st.reader.actors)]
 
 
 @router.get("/{actor_id}", response_model=ActorOut, summary="One actor", responses=responses(404))
 async def get_actor(actor_id: str, st: State) -> ActorOut:
-    actor, keys = await run_in_threadpool(st.reader.actor, actor_id)
+    actor, keys = await st.run(st.reader.actor, actor_id)
     return ActorOut.of(actor, keys)

@@ -11,7 +11,6 @@ from typing import Any
 
 import jinja2
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from api.deps import State
@@ -34,7 +33,7 @@ def wants_html(request: Request) -> bool:
 
 async def _resolve(request: Request, st: State, gtin: str, serial: str, lot: str | None,
                    expiry: str | None) -> Response:
-    report = await run_in_threadpool(
+    report = await st.run(
         lambda: st.reader.pack(ids.gtin14(gtin), ids.serial(serial), lot=ids.lot(lot) if lot else None,
                                expiry=ids.expiry(expiry) if expiry else None))
     out = PackOut.of(report)

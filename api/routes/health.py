@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api.deps import State
@@ -23,7 +22,7 @@ async def health() -> HealthOut:
             responses={503: {"model": HealthOut}})
 async def ready(st: State) -> JSONResponse:
     try:
-        size = await run_in_threadpool(st.ledger.size)
+        size = await st.run(st.ledger.size)
     except E.LedgerError as err:
         return JSONResponse(HealthOut(status="unavailable", detail=err.message).model_dump(), status_code=503)
     return JSONResponse(HealthOut(status="ready", tree_size=size).model_dump())

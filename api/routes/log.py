@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
@@ -27,7 +26,7 @@ Size = Annotated[int, Query(ge=0, le=2**62)]
                                                                    "— athar.local/ledger AbCd...\n"}}},
                        **responses(404, 503)})
 async def checkpoint(st: State) -> PlainTextResponse:
-    note = await run_in_threadpool(st.ledger.cosigned_checkpoint)
+    note = await st.run(st.ledger.cosigned_checkpoint)
     if note is None:
         raise E.NotFound("the log is empty: no checkpoint yet")
     return PlainTextResponse(note, headers={"Cache-Control": "no-cache"})
@@ -47,7 +46,7 @@ class CosignaturesOut(BaseModel):
 async def cosignatures(request: Request, st: State) -> CosignaturesOut:
     try:
         note = (await request.body()).decode("utf-8")
-        accepted = await run_in_threadpool(st.ledger.add_cosignatures, note)
+        accepted = await st.run(st.ledger.add_cosignatures, note)
     except (UnicodeDecodeError, CheckpointError) as exc:
         raise E.InvalidEvent(f"not a checkpoint note: {exc}") from exc
     return CosignaturesOut(accepted=accepted)
@@ -63,7 +62,7 @@ async def public_key(st: State) -> PlainTextResponse:
             description="At most 1000 entries per call. Regulators and inspectors only (entries hold volumes).",
             responses=responses(401, 403, 422, 503))
 async def entries(st: State, who: Who, start: Size, end: Size) -> EntriesOut:
-    rows = await run_in_threadpool(st.reader.entries, start, end, who)
+    rows = await st.run(st.reader.entries, start, end, who)
     return EntriesOut(start=start, entries=[EntryOut.of(e) for e in rows])
 
 
@@ -72,11 +71,11 @@ async def entries(st: State, who: Who, start: Size, end: Size) -> EntriesOut:
 async def inclusion(st: State, index: Size, tree_size: Size) -> ProofOut:
     if not index < tree_size:
         raise E.InvalidQuery(f"index {index} must be smaller than tree_size {tree_size}")
-    cp = await run_in_threadpool(st.ledger.checkpoint, tree_size)
+    cp = await st.run(st.ledger.checkpoint, tree_size)
     if cp is None:
         raise E.NotFound(f"no checkpoint for tree size {tree_size}")
-    hashes = await run_in_threadpool(st.ledger.inclusion_proof, index, tree_size)
-    entry = await run_in_threadpool(st.ledger.entries, index, index + 1)
+    hashes = await st.run(st.ledger.inclusion_proof, index, tree_size)
+    entry = await st.run(st.ledger.entries, index, index + 1)
     return ProofOut(tree_size=tree_size, root_hash=cp.root_hash.hex(), hashes=[h.hex() for h in hashes],
                     leaf_index=index, leaf_hash=Entry.from_leaf(entry[0].leaf).hash.hex() if entry else None)
 
@@ -86,10 +85,10 @@ async def inclusion(st: State, index: Size, tree_size: Size) -> ProofOut:
 async def consistency(st: State, first: Size, second: Size) -> ProofOut:
     if not 0 < first <= second:
         raise E.InvalidQuery(f"need 0 < first <= second, got first={first} second={second}")
-    cp1 = await run_in_threadpool(st.ledger.checkpoint, first)
-    cp2 = await run_in_threadpool(st.ledger.checkpoint, second)
+    cp1 = await st.run(st.ledger.checkpoint, first)
+    cp2 = await st.run(st.ledger.checkpoint, second)
     if cp1 is None or cp2 is None:
         raise E.NotFound(f"no checkpoint for tree size {first if cp1 is None else second}")
-    hashes = await run_in_threadpool(st.ledger.consistency_proof, first, second)
+    hashes = await st.run(st.ledger.consistency_proof, first, second)
     return ProofOut(tree_size=second, root_hash=cp2.root_hash.hex(), hashes=[h.hex() for h in hashes],
                     first=first, first_root_hash=cp1.root_hash.hex())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
 
 from api.deps import MaybeWho, State
 from api.problems import responses
@@ -20,7 +19,7 @@ router = APIRouter(prefix="/v1/packs", tags=["packs"])
 async def get_pack(gtin: str, serial: str, st: State, who: MaybeWho,
                    lot: str | None = Query(default=None, max_length=20),
                    expiry: str | None = Query(default=None, description="YYYY-MM-DD or GS1 YYMMDD")) -> PackOut:
-    report = await run_in_threadpool(
+    report = await st.run(
         lambda: st.reader.scan(ids.gtin14(gtin), ids.serial(serial), lot=ids.lot(lot) if lot else None,
                                expiry=ids.expiry(expiry) if expiry else None, who=who))
     return PackOut.of(report)

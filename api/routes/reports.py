@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
 
 from api.deps import MaybeWho, State, Who
 from api.problems import responses
@@ -27,7 +26,7 @@ async def report(body: PublicReportIn, request: Request, st: State, who: MaybeWh
         raise HTTPException(429, "too many reports from this address; try again in a minute",
                             headers={"Retry-After": "60"})
     region = body.region or (who.actor.region if who else None)
-    receipt = await run_in_threadpool(
+    receipt = await st.run(
         lambda: st.reports.file(gtin=ids.gtin14(body.gtin), category=body.category,
                                 serial=ids.serial(body.serial) if body.serial else None,
                                 lot=ids.lot(body.lot) if body.lot else None, expiry=body.expiry, region=region,
@@ -43,5 +42,5 @@ async def alerts(st: State, who: Who,
                  suspect: Annotated[str | None, Query(max_length=64, description="an actor id")] = None,
                  gtin: Annotated[str | None, Query(max_length=14)] = None,
                  limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[AlertOut]:
-    rows = await run_in_threadpool(lambda: st.reader.alerts(who, status, limit, kind=kind, suspect=suspect, gtin=gtin))
+    rows = await st.run(lambda: st.reader.alerts(who, status, limit, kind=kind, suspect=suspect, gtin=gtin))
     return [AlertOut.of(a) for a in rows]

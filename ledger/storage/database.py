@@ -51,7 +51,9 @@ def open_database(url: str, *, pool_size: int = 10, connect_args: dict[str, Any]
     try:
         if url.startswith("sqlite"):
             return Database(url, _sqlite_engine(url, immediate=True), _sqlite_engine(url, immediate=False))
-        engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+        # No pre-ping: it would cost every transaction a round trip. A connection broken by a server restart
+        # fails its statement (503 to that one caller) and SQLAlchemy then replaces the whole pool.
+        engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
                                   connect_args=connect_args or {})
         return Database(url, engine, engine)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:

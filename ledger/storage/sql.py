@@ -144,7 +144,21 @@ _PACK_TRAIL_PARTS = sa.union_all(
     sa.select(*_TRAIL).where(_le.chain == _param("chain"), _le.event_type.in_(sa.bindparam("wide", expanding=True)),
                              _le.serial.is_(None)),
 ).subquery()
-_PACK_TRAIL = sa.select(_PACK_TRAIL_PARTS).order_by(_PACK_TRAIL_PARTS.c.idx)
+_PACK_TRAIL = (sa.select(_PACK_TRAIL_PARTS).where(_PACK_TRAIL_PARTS.c.idx < _param("below"))
+               .order_by(_PACK_TRAIL_PARTS.c.idx))
+_PACK_VIEW = (sa.select(t.packs, *[c.label(f"b_{c.name}") for c in t.batches.c],
+                        t.log_head.c.tree_size.label("log_size"))
+              .join_from(t.packs, t.batches,
+                         sa.and_(t.batches.c.gtin == t.packs.c.gtin, t.batches.c.lot == t.packs.c.lot))
+              .join(t.log_head, t.log_head.c.id == 1)
+              .where(t.packs.c.gtin == _param("gtin"), t.packs.c.serial == _param("serial")))
+
+
+class _Values:
+    """Attribute access over a mapping (the ``rows`` mappers read attributes)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
 
 
 _UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
@@ -225,6 +239,15 @@ class SqlUnit:
             q = sa.select(t.packs).where(t.packs.c.gtin == gtin, t.packs.c.serial.in_(chunk))
             found.update((r.serial, rows.pack_from(r)) for r in self.conn.execute(q))
         return found
+
+    def pack_view(self, gtin: str, serial: str) -> tuple[Pack, Batch, int] | None:
+        """A pack, its batch and the size of the log they reflect, from one snapshot (one statement)."""
+        row = self.conn.execute(_PACK_VIEW, {"gtin": gtin, "serial": serial}).first()
+        if row is None:
+            return None
+        values = row._mapping
+        batch = rows.batch_from(_Values({c.name: values[f"b_{c.name}"] for c in t.batches.c}))
+        return rows.pack_from(row), batch, int(values["log_size"])
 
     def pack_counts(self, gtin: str, lot: str) -> dict[str, int]:
         q = (sa.select(t.packs.c.status, sa.func.count()).where(t.packs.c.gtin == gtin, t.packs.c.lot == lot)
@@ -437,14 +460,14 @@ class SqlUnit:
              .order_by(t.log_entries.c.idx))
         return [_stored(r) for r in self.conn.execute(q)]
 
-    def pack_trail(self, gtin: str, lot: str, serial: str, *, single: Iterable[str],
-                   wide: Iterable[str]) -> list[tuple[int, str, str, dt.datetime, str, str | None]]:
+    def pack_trail(self, gtin: str, lot: str, serial: str, *, single: Iterable[str], wide: Iterable[str],
+                   below: int = 2**62) -> list[tuple[int, str, str, dt.datetime, str, str | None]]:
         """(index, type, actor, received, event id, serial) of the batch chain's entries that may concern one
         pack, each part found by an index: its ``single``-pack events, the shipments that listed it, stock moved
         by quantity, and entries of the batch-``wide`` types. Reads no entry body, so a scan stays fast however
-        long the batch's history grows."""
+        long the batch's history grows. Only entries before index ``below`` are returned."""
         params = {"chain": f"batch/{gtin}/{lot}", "gtin": gtin, "lot": lot, "serial": serial,
-                  "single": sorted(single), "wide": sorted(wide)}
+                  "single": sorted(single), "wide": sorted(wide), "below": below}
         return [(int(i), k, a, r, ev_id, s) for i, k, a, r, ev_id, s in self.conn.execute(_PACK_TRAIL, params)]
 
     def registry_entries(self) -> list[StoredEntry]:
@@ -645,6 +668,16 @@ class SqlStore:
     @contextmanager
     def read(self) -> Iterator[SqlUnit]:
         with _translated(self.db), self.db.reader.connect() as conn, conn.begin():
+            yield SqlUnit(conn)
+
+    @contextmanager
+    def read_statements(self) -> Iterator[SqlUnit]:
+        """Reads where each statement may see its own snapshot: on PostgreSQL no BEGIN and no COMMIT, two
+        round trips fewer. For callers that make one statement's snapshot enough (``pack_view`` returns the
+        log size its snapshot holds, and later reads are bounded by it)."""
+        with _translated(self.db), self.db.reader.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             yield SqlUnit(conn)
 
 
