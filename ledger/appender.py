@@ -22,7 +22,7 @@ from ledger.admission import TrustAnchors, check_signer, registered_public_key, 
 from ledger.causes import likely_cause
 from ledger.custody import Context, decide
 from ledger.entry import Entry, Receipt, SignedEvent, indexed_columns
-from ledger.group_state import GroupState
+from ledger.group_state import Carried, GroupState
 from ledger.merkle import CompactRange, NodeID, inclusion_plan, root_nodes
 from ledger.state import (
     KeyRecord,
@@ -74,19 +74,23 @@ class _Written:
 
 class GroupAppend:
     def __init__(self, u: SqlUnit, *, now: dt.datetime, origin: str, ledger_key: KeyPair,
-                 trust: TrustAnchors) -> None:
+                 trust: TrustAnchors, carried: Carried | None = None) -> None:
         self.u = u
         self.now = now
         self.origin = origin
         self.ledger_key = ledger_key
         self.trust = trust
-        self.start, _ = u.lock_head()
-        self.tree = CompactRange.from_nodes(self.start, u.nodes(root_nodes(self.start)))
+        self.start, root, metas = u.lock_head_versioned()
+        self.version = (self.start, root, metas)
+        if carried is not None and carried.version != self.version:
+            carried = None  # someone else wrote since: read everything afresh
+        self.tree = (carried.tree.copy() if carried is not None
+                     else CompactRange.from_nodes(self.start, u.nodes(root_nodes(self.start))))
         self.new_nodes: dict[NodeID, bytes] = {}
         self.entries: list[tuple[Entry, str, str | None, str | None]] = []
-        self.heads: dict[str, tuple[bytes, int, int] | None] = {}
+        self.heads: dict[str, tuple[bytes, int, int] | None] = dict(carried.heads) if carried is not None else {}
         self.written: dict[str, _Written] = {}  # by event id, this group's entries
-        self.state = GroupState(u)
+        self.state = GroupState(u, carried)
         self.known_ids: set[str] = set()  # event ids of this group's submissions already in the log
 
     def prefetch(self, items: Sequence[Prechecked]) -> None:
@@ -212,6 +216,11 @@ class GroupAppend:
         self.u.insert_checkpoint(self.tree.size, root, note, self.now)
         self.u.set_head(self.tree.size, root)
         return note
+
+    def carry(self) -> Carried:
+        """What the next group may reuse, once this one has committed."""
+        version = (self.tree.size, self.tree.root(), self.version[2]) if self.tree.size != self.start else self.version
+        return self.state.carry(version, self.tree, self.heads)
 
     def receipts(self, outcomes: Sequence[tuple[_Written, bool] | E.LedgerError],
                  note: str | None) -> list[Receipt | E.LedgerError]:

@@ -14,8 +14,10 @@ with what the database holds.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from ledger import events as ev
+from ledger.merkle import CompactRange
 from ledger.state import (
     Actor,
     AddPacks,
@@ -36,16 +38,33 @@ from ledger.state import (
 from ledger.storage.sql import CHUNK, SqlUnit, listed_packs
 
 HoldingKey = tuple[str, str, str]
+ChainHead = tuple[bytes, int, int]
+
+
+@dataclass
+class Carried:
+    """What one group leaves to the next group of the same process: the registry, batches, chain heads and
+    Merkle frontier it ended with. Valid only for the log head (and meta rows) it was left at: if another
+    process appended in between, or a rebuild rewrote the projections (it adds a meta row), the next group
+    reads everything again."""
+
+    version: tuple[int, bytes, int]
+    tree: CompactRange
+    actors: dict[str, Actor | None] = field(default_factory=dict)
+    keys: dict[str, KeyRecord | None] = field(default_factory=dict)
+    batches: dict[tuple[str, str], Batch | None] = field(default_factory=dict)
+    heads: dict[str, ChainHead | None] = field(default_factory=dict)
 
 
 class GroupState:
     """A ``StateReader`` over one SQL unit for the length of one group, with write-behind projections."""
 
-    def __init__(self, u: SqlUnit) -> None:
+    def __init__(self, u: SqlUnit, carried: Carried | None = None) -> None:
         self.u = u
-        self._actors: dict[str, Actor | None] = {}
-        self._keys: dict[str, KeyRecord | None] = {}
-        self._batches: dict[tuple[str, str], Batch | None] = {}
+        # copies: a group that fails must leave the carried state as it was
+        self._actors: dict[str, Actor | None] = dict(carried.actors) if carried else {}
+        self._keys: dict[str, KeyRecord | None] = dict(carried.keys) if carried else {}
+        self._batches: dict[tuple[str, str], Batch | None] = dict(carried.batches) if carried else {}
         self._packs: dict[tuple[str, str], Pack | None] = {}
         self._holdings: dict[HoldingKey, int] = {}
         self._shipments: dict[str, Shipment | None] = {}
@@ -99,6 +118,10 @@ class GroupState:
         held -= self._holdings.keys()
         quantities = self.u.holdings_of(held)
         self._holdings.update((k, quantities.get(k, 0)) for k in held)
+
+    def carry(self, version: tuple[int, bytes, int], tree: CompactRange,
+              heads: dict[str, ChainHead | None]) -> Carried:
+        return Carried(version, tree, self._actors, self._keys, self._batches, heads)
 
     # ---- StateReader ---------------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +76,9 @@ def compare(expected: ProjectionSnapshot, stored: ProjectionSnapshot) -> Rebuild
 
 
 def rewrite(u: SqlUnit, expected: ProjectionSnapshot) -> None:
-    """Replace every projection with what the log implies (one transaction)."""
+    """Replace every projection with what the log implies (one transaction). The meta row it adds tells
+    running servers that what they remember of the projections is void (see ``group_state.Carried``)."""
+    u.put_meta({f"projections-rewritten-{secrets.token_hex(8)}": dt.datetime.now(dt.UTC).isoformat()})
     u.clear_projections()
     changes: list[Change] = []
     for r in expected.actors.values():

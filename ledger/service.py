@@ -28,6 +28,7 @@ from ledger.checkpoint import (
     verify_cosignature,
 )
 from ledger.entry import Receipt, SignedEvent
+from ledger.group_state import Carried
 from ledger.merkle import MissingNodeError, TreeRangeError, consistency_plan, inclusion_plan
 from ledger.state import KeyRecord
 from ledger.storage.sql import (
@@ -66,6 +67,7 @@ class Ledger:
         self.config = config
         self.clock = clock
         self._keys: dict[str, KeyRecord | None] = {}
+        self._carried: Carried | None = None  # what the last group committed by this process leaves to the next
 
     # ---- set-up -------------------------------------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class Ledger:
         items = [s if isinstance(s, Prechecked) else precheck(s, self._keys, self.config.trust) for s in submissions]
         with self.store.write() as u:
             group = GroupAppend(u, now=self.clock(), origin=self.config.origin, ledger_key=self.config.ledger_key,
-                                trust=self.config.trust)
+                                trust=self.config.trust, carried=self._carried)
             group.prefetch(items)
             outcomes: list[Any] = []
             for item in items:
@@ -128,7 +130,9 @@ class Ledger:
                 except SigningError as err:  # one malformed submission must not sink the others in its group
                     outcomes.append(E.InvalidEvent(f"the event cannot be encoded canonically: {err}"))
             note = group.finish()
-            return group.receipts(outcomes, note)
+            receipts = group.receipts(outcomes, note)
+        self._carried = group.carry()  # only once committed
+        return receipts
 
     def file_alerts(self, alerts: Sequence[dict[str, Any]]) -> list[Receipt]:
         """Append ledger-signed alerts found by the ledger itself (overdue shipments, suspect scans).

@@ -440,6 +440,15 @@ class SqlUnit:
         row = self.conn.execute(q).one()
         return int(row.tree_size), bytes(row.root_hash)
 
+    def lock_head_versioned(self) -> tuple[int, bytes, int]:
+        """``lock_head`` plus the number of meta rows (a projection rewrite adds one), in the same round trip."""
+        q = sa.select(t.log_head.c.tree_size, t.log_head.c.root_hash,
+                      sa.select(sa.func.count()).select_from(t.meta).scalar_subquery()).where(t.log_head.c.id == 1)
+        if self._postgres:
+            q = q.with_for_update(of=t.log_head)
+        size, root, metas = self.conn.execute(q).one()
+        return int(size), bytes(root), int(metas)
+
     def head(self) -> tuple[int, bytes]:
         row = self.conn.execute(sa.select(t.log_head.c.tree_size, t.log_head.c.root_hash)).one()
         return int(row.tree_size), bytes(row.root_hash)

@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from ledger import errors as E
 from ledger.audit import verify_store
@@ -135,3 +136,35 @@ def test_one_group_decides_like_one_by_one(tmp_path: Path, db_url: str, seed: in
     finally:
         grouped.db.dispose()
         single.db.dispose()
+
+
+def test_what_a_group_carries_is_dropped_when_another_writer_or_a_rebuild_intervenes(tmp_path: Path,
+                                                                                     db_url: str) -> None:
+    from ledger.home import open_ledger as reopen
+    from tests.support import make_world
+
+    w = make_world(tmp_path / "home", db_url)
+    other, other_db = reopen(tmp_path / "home", db_url)  # a second server process on the same database
+    other.clock = w.clock
+    try:
+        serials = w.commission("CARRY", 6)
+        w.deliver("maphar", "ph-rabat", "CARRY", serials)
+        # the other process moves the chain on: this one's carried chain head and tree are stale now
+        assert not isinstance(other.append([w.as_("ph-rabat").dispense(GTIN, serials[0])])[0], E.LedgerError)
+        assert not isinstance(w.ledger.append([w.as_("ph-rabat").dispense(GTIN, serials[1])])[0], E.LedgerError)
+
+        # a projection damaged behind the ledger's back, once the other process has appended (so this one
+        # reads afresh), is read and carried by the next group...
+        with w.db.writer.begin() as conn:
+            conn.execute(sa.text("UPDATE batches SET status = 'quarantined' WHERE lot = 'CARRY'"))
+        other.append([w.as_("maphar").commission(GTIN, "ELSE", dt.date(2028, 6, 30), "Amoxicilline", ["E1"])])
+        refused = w.ledger.append([w.as_("ph-rabat").dispense(GTIN, serials[2])])[0]
+        assert isinstance(refused, E.LedgerError)
+        # ... and once `athar audit rebuild --write` has repaired it, the carried copy must not be used
+        _, diff = rebuild(w.ledger.store, w.ledger.config.trust, w.ledger.config.origin, write=True)
+        assert diff.rewritten
+        assert not isinstance(w.ledger.append([w.as_("ph-rabat").dispense(GTIN, serials[2])])[0], E.LedgerError)
+        assert verify_store(w.ledger.store, w.ledger.config.trust, w.ledger.config.origin).ok
+    finally:
+        other_db.dispose()
+        w.db.dispose()
