@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from enum import StrEnum
 
@@ -52,6 +53,13 @@ def gtin14(value: str) -> str:
     """Validate a GTIN (check digit included) and return it as 14 digits."""
     if not isinstance(value, str) or not value.isdigit() or len(value) not in (8, 12, 13, 14):
         raise InvalidIdentifier(f"GTIN {value!r} must be 8, 12, 13 or 14 digits", field="gtin")
+    return _valid_gtin14(value)
+
+
+@functools.lru_cache(maxsize=65536)
+def _valid_gtin14(value: str) -> str:
+    # A country has tens of thousands of GTINs and every event names one: parse each once per process.
+    # Exceptions are not cached, so invalid GTINs cost a parse every time (and cannot fill the cache).
     try:
         return Gtin.parse(value).as_gtin_14()
     except ParseError as exc:
