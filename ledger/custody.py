@@ -220,7 +220,7 @@ def _movement_to(e: ev.Ship | ev.Return, ctx: Context, state: StateReader, *, ki
         _role(recipient, {Role.MANUFACTURER, Role.DISTRIBUTOR}, "receive returned stock")
         channel = batch.channel  # a return travels in the channel the stock was bought in
     changes, packs = _take_stock(e, state, sender.id)
-    moved = tuple(replace(p, status="in_transit", holder=sender.id) for p in packs)
+    moved = tuple(p.moved("in_transit", sender.id) for p in packs)
     shipment = Shipment(e.id, kind, e.gtin, e.lot, sender.id, recipient.id, e.quantity, e.serials, channel,
                         "in_transit", ctx.index, ctx.now, None)
     return Decision(batch_chain(e.gtin, e.lot),
@@ -254,7 +254,7 @@ def _hand_over(shipment: Shipment, to: str, ctx: Context, state: StateReader, st
     changes: list[Change] = [AdjustHolding(to, shipment.gtin, shipment.lot, shipment.quantity)]
     if shipment.serials is not None:
         packs = state.packs(shipment.gtin, shipment.serials)
-        changes.append(PutPacks(tuple(replace(packs[s], status="active", holder=to) for s in shipment.serials)))
+        changes.append(PutPacks(tuple(packs[s].moved("active", to) for s in shipment.serials)))
     changes.append(PutShipment(replace(shipment, status=status, closed_index=ctx.index)))
     return Decision(batch_chain(shipment.gtin, shipment.lot), tuple(changes))
 

@@ -62,6 +62,12 @@ class Pack:
     dispensed_at: dt.datetime | None
     dispensed_index: int | None
 
+    def moved(self, status: str, holder: str | None) -> Pack:
+        """This pack with a new status and holder (``dataclasses.replace`` costs several times more, and a
+        shipment may move a whole batch)."""
+        return Pack(self.gtin, self.serial, self.lot, status, holder, self.dispensed_by, self.dispensed_at,
+                    self.dispensed_index)
+
 
 @dataclass(frozen=True)
 class Shipment:
