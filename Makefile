@@ -46,7 +46,13 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# wrk (Debian) drives the cross-check with an independent load generator; the benchmark skips it without.
 bench: setup
+	@if ! command -v wrk >/dev/null 2>&1; then \
+	  echo "installing wrk (Debian) for the load-generator cross-check"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk >/dev/null) || echo "wrk not installed: skipped"; \
+	fi
 	$(BIN)/python -m bench
 
 clean:

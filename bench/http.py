@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import httpx
 
 from bench import floor as floor_mod
+from bench import wrk_check
 from bench.common import Report, athar_init, database, fraction, ms, pct, serve
 from bench.loadgen import Load, LoadResult, run, submit_all
 from bench.world import EXPIRY, GTIN, World, build_world, mixed, pool_sizes, sign_all
@@ -53,7 +54,7 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
         print(f"    signed {len(pool)} workload events in {time.perf_counter() - t:.1f} s (before any timing)")
         with serve(home, url, workers) as srv:
             _set_up(world, srv.base, print)
-            slices = _split(pool, [0.08, 0.25, 0.33, 0.34])
+            slices = _split(pool, [0.05, 0.15, 0.25, 0.25, 0.3])  # the last one for the wrk cross-check
             tag = f"{kind}, {workers} worker(s)"
             if only is None or "appends" in only:
                 for clients, items in zip(LEVELS, slices, strict=False):
@@ -74,8 +75,23 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
                          "p95 ≤ 10 ms at ≥ 2,000/s", note)
                 _row_for(report, "lookups", f"  ...appends alongside, 16 clients [{tag}]", ap, fl.appends_per_s(cores),
                          "≥ 2,000/s alongside", "")
+            if only is None or "wrk" in only:
+                _wrk(report, srv.base, slices[4], world, duration, tag)
             if only is None or "batch" in only:
                 _batch(report, world, srv.base, tag)
+
+
+def _wrk(report: Report, base: str, events: Sequence[bytes], world: World, duration: float, tag: str) -> None:
+    if not wrk_check.available():
+        report.add("wrk", "cross-check with wrk", "skipped", note="wrk is not installed (apt-get install wrk)")
+        return
+    appends = wrk_check.run_wrk(base, "POST", events, 64, duration)
+    wrk_check.add_rows(report, "wrk", f"signed appends, 64 connections, wrk [{tag}]", appends,
+                       "≥ 5,000/s, p99 ≤ 50 ms")
+    paths = [f"/v1/packs/{g}/{s}" for g, _, s in random.Random(4).sample(world.packs, min(60_000, len(world.packs)))]
+    lookups = wrk_check.run_wrk(base, "GET", paths, 64, duration)
+    wrk_check.add_rows(report, "wrk", f"pack verifications, 64 connections, wrk [{tag}]", lookups,
+                       "p95 ≤ 10 ms at ≥ 2,000/s")
 
 
 def _split(items: Sequence[bytes], shares: Sequence[float]) -> list[list[bytes]]:
