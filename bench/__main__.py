@@ -5,6 +5,7 @@ Benchmarks (names for --only):
   appends   signed appends/s and latency at 1, 16, 64 clients over HTTP (real `athar serve`)
   lookups   pack verifications/s and latency at 64 clients, alone and with appends alongside
   batch     commission one 100,000-pack batch over HTTP, then look its packs up
+  peak      open-loop traffic at Morocco's peak (200 appends/s + 150 lookups/s) and at twice it: latencies
   wrk       appends and lookups at 64 connections driven by wrk (a C load generator), when installed
   proofs    inclusion and consistency proof time and size at 10^3, 10^5, 10^6 entries
   audit     `athar audit verify` entries/s on a 10^5 (quick) or 10^6 entry ledger
@@ -21,8 +22,8 @@ import time
 
 from bench.common import Report, pg_available
 
-ALL = ("floor", "appends", "lookups", "wrk", "batch", "proofs", "audit", "storage", "scan")
-HTTP = {"appends", "lookups", "wrk", "batch"}
+ALL = ("floor", "appends", "lookups", "peak", "wrk", "batch", "proofs", "audit", "storage", "scan")
+HTTP = {"appends", "lookups", "peak", "wrk", "batch"}
 BIG = {"proofs", "audit", "storage"}
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
+import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +32,10 @@ class Load:
     clients: int
     procs: int = 2
     ok_status: tuple[int, ...] = (200, 201)
+    # Open loop: requests per second for the whole load, on a fixed schedule per client; a latency is counted
+    # from the scheduled send time, so a server that falls behind shows it (no coordinated omission).
+    # None: closed loop, each client sends its next request when the previous one is answered.
+    rate: float | None = None
 
 
 @dataclass
@@ -69,11 +75,21 @@ def _worker(load: Load, shards: list[list[Any]], conn: Connection) -> None:
         counts = {"ok": 0, "failed": 0, "exhausted": 0}
         finish = [start_at]
 
-        async def run(http: Http, items: list[Any]) -> None:
+        interval = load.clients / load.rate if load.rate else 0.0
+
+        async def run(http: Http, items: list[Any], offset: float) -> None:
+            scheduled = time.perf_counter() + offset
             for item in items:
                 if time.time() >= deadline:
                     return
-                t0 = time.perf_counter()
+                if interval:
+                    delay = scheduled - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    t0 = scheduled
+                    scheduled += interval
+                else:
+                    t0 = time.perf_counter()
                 try:
                     if load.method == "POST":
                         status, body = await http.request("POST", "/v1/events", item)
@@ -92,7 +108,9 @@ def _worker(load: Load, shards: list[list[Any]], conn: Connection) -> None:
             counts["exhausted"] += 1
             finish[0] = max(finish[0], time.time())
 
-        await asyncio.gather(*(run(c, s) for c, s in zip(conns, shards, strict=True)))
+        spread = random.Random(os.getpid())  # clients (of every process) start at random points of the interval
+        offsets = [interval * spread.random() for _ in shards]
+        await asyncio.gather(*(run(c, s, o) for c, s, o in zip(conns, shards, offsets, strict=True)))
         cpu = time.process_time() - cpu0
         for c in conns:
             c.close()
