@@ -24,6 +24,7 @@ from ledger.errors import LedgerError
 from ledger.home import open_ledger
 from ledger.queries import Reader
 from ledger.sequencer import GroupCommitter
+from ledger.sequencer_link import RemoteCommitter
 from ledger.service import PublicReports
 
 logger = logging.getLogger("athar.api")
@@ -49,7 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # compute; with the default 5 ms GIL switch interval it would wait up to 5 ms after every query.
         sys.setswitchinterval(0.0005)
         ledger, db = open_ledger(settings.data_dir, settings.database_url, pool_size=settings.pool_size)
-        committer = GroupCommitter(ledger)
+        local = GroupCommitter(ledger)
+        committer = RemoteCommitter(local, settings.sequencer_socket) if settings.sequencer_socket else local
         # the sequencer and the overdue check hold a connection each; the request threads share the rest
         executor = ThreadPoolExecutor(max(2, settings.pool_size - 2), thread_name_prefix="athar-request")
         app_state = AppState(settings, ledger, db, committer, Reader(ledger), PublicReports(ledger),

@@ -20,6 +20,7 @@ from ledger.queries import Principal, Reader
 from ledger.read_auth import authenticate_read
 from ledger.request_signing import HEADER_ACTOR, HEADER_KEY, HEADER_SIGNATURE, HEADER_TIME
 from ledger.sequencer import GroupCommitter
+from ledger.sequencer_link import RemoteCommitter
 from ledger.service import Ledger, PublicReports
 from ledger.storage.database import Database
 
@@ -54,7 +55,7 @@ class AppState:
     settings: Settings
     ledger: Ledger
     db: Database
-    committer: GroupCommitter
+    committer: GroupCommitter | RemoteCommitter
     reader: Reader
     reports: PublicReports
     limiter: RateLimiter

@@ -25,6 +25,8 @@ class Settings:
     max_transit_days: int = 7
     #: how often the server looks for overdue shipments (seconds; 0 disables)
     overdue_check_seconds: int = 600
+    #: the Unix socket of the sequencer process started by ``athar serve`` (None: each process appends itself)
+    sequencer_socket: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,4 +40,5 @@ class Settings:
             pool_size=int(env.get("ATHAR_DB_POOL_SIZE", cls.pool_size)),
             max_transit_days=int(env.get("ATHAR_MAX_TRANSIT_DAYS", cls.max_transit_days)),
             overdue_check_seconds=int(env.get("ATHAR_OVERDUE_CHECK_SECONDS", cls.overdue_check_seconds)),
+            sequencer_socket=env.get("ATHAR_SEQUENCER_SOCKET") or None,
         )

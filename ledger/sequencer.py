@@ -59,19 +59,15 @@ class GroupCommitter:
                                  "recorded: send the same signed event again to get its receipt") from exc
 
     async def submit_async(self, signed: SignedEvent, timeout: float = 60.0, *, inline: bool = True) -> Receipt:
-        """``submit`` for an asyncio caller: no thread is held while the group commits.
+        """``submit`` for an asyncio caller: no thread is held while the group commits (see ``precheck_async``
+        for where the signature is checked)."""
+        checked = await precheck_async(self.ledger, signed, inline=inline)
+        return await self.submit_checked_async(checked, timeout)
 
-        The signature check runs in the caller's event loop (tens of microseconds) when the signer's key is
-        already known and the caller says the event is small (``inline``); otherwise it would block the loop
-        (on the database, or on canonicalising a 100,000-pack commission), so it goes to the default executor.
-        """
+    async def submit_checked_async(self, checked: Prechecked, timeout: float = 60.0) -> Receipt:
         if self._closed:
             raise StorageUnavailable("the server is shutting down; nothing was written")
         loop = asyncio.get_running_loop()
-        if inline and self.ledger.knows_key(signed.key_id):
-            checked = self.ledger.precheck(signed)
-        else:
-            checked = await loop.run_in_executor(None, self.ledger.precheck, signed)
         future: asyncio.Future[Receipt] = loop.create_future()
         self._queue.put(_Item(checked, waiter=(loop, future)))
         try:
@@ -125,6 +121,16 @@ class GroupCommitter:
             self.groups += 1
             self.appended += sum(1 for r in results if not isinstance(r, LedgerError))
         _answer(items, results)
+
+
+async def precheck_async(ledger: Ledger, signed: SignedEvent, *, inline: bool) -> Prechecked:
+    """Parse and signature-check a submission for an asyncio caller: in its event loop (tens of microseconds)
+    when the signer's key is already known and the caller says the event is small (``inline``); otherwise in
+    the default executor, as it would block the loop (on the database, or on canonicalising a 100,000-pack
+    commission)."""
+    if inline and ledger.knows_key(signed.key_id):
+        return ledger.precheck(signed)
+    return await asyncio.get_running_loop().run_in_executor(None, ledger.precheck, signed)
 
 
 def _answer(items: Sequence[_Item], results: Sequence[Receipt | Exception]) -> None:

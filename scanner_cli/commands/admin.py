@@ -6,9 +6,11 @@ scanner commands start fast.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -48,12 +50,16 @@ def init(data_dir: DataDir = None, db: DbUrl = None,
 
 
 def serve(data_dir: DataDir = None, db: DbUrl = None, host: Host = "127.0.0.1", port: Port = 8000,
-          workers: Annotated[int, typer.Option(help="worker processes")] = 1) -> None:
+          workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+          sequencer: Annotated[bool, typer.Option(
+              "--sequencer/--no-sequencer",
+              help="append through one sequencer process (default); without it each worker appends itself")]
+          = True) -> None:
     """Run the API server (uvicorn)."""
-    _serve(home_path(data_dir), db, host, port, workers)
+    _serve(home_path(data_dir), db, host, port, workers, sequencer=sequencer)
 
 
-def _serve(path: Path, db: str | None, host: str, port: int, workers: int) -> None:
+def _serve(path: Path, db: str | None, host: str, port: int, workers: int, *, sequencer: bool = True) -> None:
     import uvicorn
 
     from ledger.home import open_ledger
@@ -63,9 +69,41 @@ def _serve(path: Path, db: str | None, host: str, port: int, workers: int) -> No
         os.environ[ENV_DATABASE_URL] = db
     os.environ.setdefault("ATHAR_PUBLIC_URL", f"http://{host}:{port}")
     open_ledger(path, db)[1].dispose()  # fail fast, with a readable message, before forking workers
-    render.console.print(f"athar API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs)")
-    uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", proxy_headers=True)
+    with _sequencer_process(path, db) if sequencer else contextlib.nullcontext():
+        render.console.print(f"athar API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs)")
+        uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", proxy_headers=True)
+
+
+@contextlib.contextmanager
+def _sequencer_process(path: Path, db: str | None) -> Iterator[None]:
+    """Start the sequencer process (``ledger.sequencer_link``) and tell the workers where it listens. If it
+    does not come up, the workers append by themselves."""
+    import multiprocessing
+    import shutil
+    import tempfile
+
+    from ledger.sequencer_link import run_sequencer
+
+    run_dir = tempfile.mkdtemp(prefix="athar-")  # mode 0700: only this user may reach the socket
+    socket_path = os.path.join(run_dir, "sequencer.sock")
+    process = multiprocessing.get_context("spawn").Process(
+        target=run_sequencer, args=(str(path), db, socket_path, os.getpid()), name="athar-sequencer", daemon=True)
+    process.start()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(socket_path) and process.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if os.path.exists(socket_path):
+        os.environ["ATHAR_SEQUENCER_SOCKET"] = socket_path
+    else:
+        render.console.print("[yellow]the sequencer process did not start; each worker appends by itself[/]")
+    try:
+        yield
+    finally:
+        os.environ.pop("ATHAR_SEQUENCER_SOCKET", None)
+        process.terminate()
+        process.join(10)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def demo(data_dir: DataDir = None, db: DbUrl = None,
