@@ -96,7 +96,7 @@ def _peak(report: Report, base: str, events: Sequence[bytes], world: World, dura
     used = 0
     for factor in (1, 2):
         a_rate, l_rate = PEAK_APPENDS * factor, PEAK_LOOKUPS * factor
-        n = int(a_rate * duration * 1.05)
+        n = int(a_rate * duration * 1.3)
         (ap, lk), note = run([Load("appends", base, "POST", events[used:used + n], 32, procs=1, rate=a_rate),
                               Load("lookups", base, "GET", paths, 32, procs=1, rate=l_rate)], duration, pid)
         used += n

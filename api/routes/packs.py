@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from typing import Any
 
-from api.deps import MaybeWho, State
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from api.deps import AppState, MaybeWho, State
 from api.problems import responses
 from api.schemas import PackOut
 from ledger import identifiers as ids
+from ledger.queries import Principal
 
 router = APIRouter(prefix="/v1/packs", tags=["packs"])
+LOT_MAX = 20
+
+
+async def scan_pack(st: AppState, gtin: str, serial: str, lot: str | None, expiry: str | None,
+                    who: Principal | None) -> dict[str, Any]:
+    """The verdict as JSON; shared by this route and its fast path (``api.fast_paths``)."""
+    report = await st.run(
+        lambda: st.reader.scan(ids.gtin14(gtin), ids.serial(serial), lot=ids.lot(lot) if lot else None,
+                               expiry=ids.expiry(expiry) if expiry else None, who=who))
+    return PackOut.of(report).model_dump(mode="json")
 
 
 @router.get("/{gtin}/{serial}", response_model=PackOut, summary="Verdict and provenance of one pack",
@@ -17,9 +31,6 @@ router = APIRouter(prefix="/v1/packs", tags=["packs"])
                         "pharmacy or hospital also checks that it holds the pack (NOT_IN_CUSTODY).",
             responses=responses(401, 422))
 async def get_pack(gtin: str, serial: str, st: State, who: MaybeWho,
-                   lot: str | None = Query(default=None, max_length=20),
-                   expiry: str | None = Query(default=None, description="YYYY-MM-DD or GS1 YYMMDD")) -> PackOut:
-    report = await st.run(
-        lambda: st.reader.scan(ids.gtin14(gtin), ids.serial(serial), lot=ids.lot(lot) if lot else None,
-                               expiry=ids.expiry(expiry) if expiry else None, who=who))
-    return PackOut.of(report)
+                   lot: str | None = Query(default=None, max_length=LOT_MAX),
+                   expiry: str | None = Query(default=None, description="YYYY-MM-DD or GS1 YYMMDD")) -> JSONResponse:
+    return JSONResponse(await scan_pack(st, gtin, serial, lot, expiry, who))

@@ -345,3 +345,31 @@ def test_an_actor_scanning_an_unknown_pack_raises_one_alert(live: Live) -> None:
         assert signed_get(live, "ph-rabat", path).json()["verdict"] == "UNKNOWN"
     alerts = [a for a in signed_get(live, "regulator", "/v1/alerts?kind=unknown_pack_scan").json()]
     assert len(alerts) == 1 and alerts[0]["suspect"] == "ph-rabat" and alerts[0]["serial"] == "NEVERSEEN1"
+
+
+def test_public_scans_answer_like_the_routed_endpoint(live: Live) -> None:
+    """The public scan is served ahead of FastAPI's router (``api.fast_paths``); an extra query parameter sends
+    the same request through the router. Both must answer alike, verdicts and problems."""
+    w = live.world
+    serials = [f"FP{i:03d}" for i in range(4)]
+    assert live.post_event(w.as_("maphar").commission(GTIN, "LOT-FP", dt.date(2028, 5, 31), "Amoxicilline 1 g",
+                                                      serials)).status_code == 201
+    ship = w.as_("maphar").ship(GTIN, "LOT-FP", "ph-rabat", serials=serials[:2])
+    assert live.post_event(ship).status_code == 201
+    assert live.post_event(w.as_("ph-rabat").receive(ship.event_id)).status_code == 201
+    assert live.post_event(w.as_("ph-rabat").dispense(GTIN, serials[0])).status_code == 201
+    cases = [f"/v1/packs/{GTIN}/{serials[0]}", f"/v1/packs/{GTIN}/{serials[1]}?lot=LOT-FP&expiry=280531",
+             f"/v1/packs/{GTIN}/{serials[1]}?expiry=300101", f"/v1/packs/{GTIN}/{serials[2]}?lot=",
+             f"/v1/packs/{GTIN}/NEVERSEEN", "/v1/packs/123/ABC", f"/v1/packs/{GTIN}/{serials[3]}?expiry=31-12",
+             f"/v1/packs/{GTIN}/bad%20serial"]
+    for path in cases:
+        fast = live.http.get(path)
+        routed = live.http.get(path + ("&" if "?" in path else "?") + "via=router")
+        assert (fast.status_code, fast.headers["content-type"]) == (routed.status_code,
+                                                                     routed.headers["content-type"]), path
+        body, other = fast.json(), routed.json()
+        if fast.status_code != 200:
+            body.pop("instance", None), other.pop("instance", None)
+        assert body == other, path
+    assert live.http.get(cases[0]).json()["verdict"] == "ALREADY_DISPENSED"
+    assert live.http.get(cases[2]).json()["verdict"] == "MISMATCH"
