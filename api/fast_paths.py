@@ -1,10 +1,10 @@
-"""The public pack verdict served ahead of FastAPI's router.
+"""The two busiest requests served ahead of FastAPI's router.
 
-``GET /v1/packs/{gtin}/{serial}`` is the request a national ledger answers most (every dispense, every
-patient check). In its public form (no signed-read headers, at most ``lot`` and ``expiry``) it needs none of
-the router's machinery, which costs about a third of the request's CPU. This middleware answers exactly that
-form with the route's own function (``api.routes.packs.scan_pack``) and the same problem responses; any other
-form (signed, other parameters, odd values) goes on to the router unchanged. Tests compare both answers.
+``GET /v1/packs/{gtin}/{serial}`` (every dispense, every patient check) and ``POST /v1/events`` (every
+handoff) need none of the router's machinery, which costs about a third of a request's CPU. These middlewares
+answer exactly their plain forms with the routes' own functions (``scan_pack``, ``record_event``) and the same
+problem responses; any other form (a signed read, other query parameters, odd values) goes on to the router
+unchanged. Tests compare both answers.
 """
 
 from __future__ import annotations
@@ -15,10 +15,37 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import problems
+from api.routes.events import record_event
 from api.routes.packs import LOT_MAX, scan_pack
 from ledger.errors import LedgerError
 
 PREFIX = "/v1/packs/"
+EVENTS = "/v1/events"
+
+
+class EventSubmissions:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == EVENTS
+                and not scope["query_string"]):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:  # the size limit is enforced by BodyLimit, outside this middleware
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        response: Response
+        try:
+            response = await record_event(scope["app"].state.athar, b"".join(chunks))
+        except LedgerError as err:
+            response = problems.ledger_problem(err, scope["path"])
+        await response(scope, receive, send)
 
 
 class PublicPackScans:

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import State
+from api.deps import AppState, State
 from api.problems import responses
 from api.schemas import ReceiptOut
 from ledger import errors as E
@@ -97,7 +97,11 @@ def check_depth(raw: bytes) -> None:
                **responses(401, 403, 404, 409, 413, 422, 503)},
 )
 async def submit_event(request: Request, st: State) -> JSONResponse:
-    raw = await request.body()
+    return await record_event(st, await request.body())
+
+
+async def record_event(st: AppState, raw: bytes) -> JSONResponse:
+    """Parse, check and append one submission; shared by this route and its fast path (``api.fast_paths``)."""
     inline = len(raw) <= INLINE_BYTES
     signed = (SignedEvent.from_json(parse_json(raw)) if inline
               else await st.run(lambda: SignedEvent.from_json(parse_json(raw))))

@@ -373,3 +373,35 @@ def test_public_scans_answer_like_the_routed_endpoint(live: Live) -> None:
         assert body == other, path
     assert live.http.get(cases[0]).json()["verdict"] == "ALREADY_DISPENSED"
     assert live.http.get(cases[2]).json()["verdict"] == "MISMATCH"
+
+
+def test_event_submissions_answer_like_the_routed_endpoint(live: Live) -> None:
+    """POST /v1/events is served ahead of FastAPI's router (``api.fast_paths``); a query string sends it through
+    the router. Both must answer alike: receipts, replays and problems."""
+    w = live.world
+    serials = [f"FE{i:03d}" for i in range(4)]
+    commission = w.as_("maphar").commission(GTIN, "LOT-FE", dt.date(2028, 5, 31), "Amoxicilline 1 g", serials)
+    assert live.post_event(commission).status_code == 201
+    body = json.dumps(commission.to_json()).encode()
+    headers = {"content-type": "application/json"}
+    fast = live.http.post("/v1/events", content=body, headers=headers)
+    routed = live.http.post("/v1/events?via=router", content=body, headers=headers)
+    assert fast.status_code == routed.status_code == 200 and fast.json() == routed.json()  # replays
+
+    ship_a = w.as_("maphar").ship(GTIN, "LOT-FE", "ph-rabat", serials=serials[:1])
+    ship_b = w.as_("maphar").ship(GTIN, "LOT-FE", "ph-rabat", serials=serials[1:2])
+    a = live.http.post("/v1/events", content=json.dumps(ship_a.to_json()).encode(), headers=headers)
+    b = live.http.post("/v1/events?via=router", content=json.dumps(ship_b.to_json()).encode(), headers=headers)
+    assert a.status_code == b.status_code == 201 and set(a.json()) == set(b.json())
+    assert b.json()["index"] == a.json()["index"] + 1
+
+    bad = [b"{", b"", b'{"event": {}, "key_id": "x", "signature": "y", "extra": 1}',
+           json.dumps(w.as_("ph-fes").dispense(GTIN, serials[2]).to_json()).encode()]  # not in its custody
+    for raw in bad:
+        fast, routed = (live.http.post(path, content=raw, headers=headers)
+                        for path in ("/v1/events", "/v1/events?via=router"))
+        assert (fast.status_code, fast.headers["content-type"]) == (routed.status_code,
+                                                                     routed.headers["content-type"]), raw
+        f, r = fast.json(), routed.json()
+        f.pop("instance", None), r.pop("instance", None)
+        assert f == r and f["status"] >= 400, raw
