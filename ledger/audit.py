@@ -9,12 +9,15 @@ stored Merkle nodes and every stored checkpoint), a remote auditor feeds it page
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ledger import errors as E
 from ledger import events as ev
-from ledger.admission import TrustAnchors, authenticate
+from ledger.admission import TrustAnchors, authenticate, check_signer
+from ledger.audit_signatures import SignatureChecks, helpers_for, pages
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint, verifier_key
 from ledger.custody import Context, decide
 from ledger.entry import Entry, indexed_columns
@@ -70,13 +73,15 @@ class LogVerifier:
         self.report = AuditReport()
         self.tree = CompactRange()
 
-    def add(self, index: int, leaf: bytes, entry_hash: bytes, stored: StoredEntry | None = None) -> list[
-            tuple[NodeID, bytes]]:
-        """Verify one entry; return the Merkle nodes it completes (for comparison with stored ones)."""
+    def add(self, index: int, leaf: bytes, entry_hash: bytes, stored: StoredEntry | None = None, *,
+            signature_ok: bool = False) -> list[tuple[NodeID, bytes]]:
+        """Verify one entry; return the Merkle nodes it completes (for comparison with stored ones).
+        ``signature_ok``: its signature was already found valid for the key its key id names (by a helper
+        process); whether that key may sign it is still checked here."""
         if index != self.tree.size:
             raise AuditFailure(self.tree.size, f"entry {self.tree.size} is missing (found {index} next)")
         entry = self._entry(index, leaf, entry_hash)
-        event = self._replay(entry)
+        event = self._replay(entry, signature_ok)
         if stored is not None:
             body = entry.signed.body
             gtin, lot, serial = indexed_columns(event.type, event, entry)
@@ -129,11 +134,14 @@ class LogVerifier:
                                   f"{expected.hex() if expected else None})")
         return entry
 
-    def _replay(self, entry: Entry) -> ev.Event:
+    def _replay(self, entry: Entry, signature_ok: bool = False) -> ev.Event:
         i, body, state = entry.index, entry.signed.body, self.report.state
         try:
             event = ev.parse_event(body)
-            authenticate(entry.signed, event, i, state, self.trust)
+            if signature_ok:
+                check_signer(entry.signed, event, i, state, self.trust)
+            else:
+                authenticate(entry.signed, event, i, state, self.trust)
             decision = decide(event, Context(i, entry.received), state)
         except E.LedgerError as err:
             raise AuditFailure(i, f"entry {i} ({body.get('type')} by {body.get('actor')}): {err.message}") from err
@@ -146,21 +154,41 @@ class LogVerifier:
 
 
 def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
-                 progress: Callable[[int, int], None] | None = None) -> AuditReport:
-    """Verify the whole stored log, its Merkle nodes and checkpoints. Stops at the first failure."""
+                 progress: Callable[[int, int], None] | None = None, *,
+                 helpers: int | None = None) -> AuditReport:
+    """Verify the whole stored log, its Merkle nodes and checkpoints. Stops at the first failure.
+    ``helpers``: processes checking signatures ahead (default: one per spare core, for big logs only)."""
     verifier = LogVerifier(trust, origin)
+    checks: SignatureChecks | None = None
     try:
         with store.read() as u:
             # checkpoints before the head: both are written in one transaction, so every honest
             # checkpoint read here is at most the head size even while appends go on
             checkpoints = {c.tree_size: c for c in u.checkpoints()}
             size, head_root = u.head()
-            for start in range(0, size, PAGE):
-                end = min(size, start + PAGE)
-                page = u.entries(start, end)
+            helpers = helpers_for(size) if helpers is None else helpers
+            if helpers:
+                checks = SignatureChecks({k.key_id: k.public_key for k in u.all_keys()}, trust, helpers)
+            bounds = pages(size, PAGE)
+            depth = 1 + 2 * helpers  # pages read (and handed to the helpers) ahead of the one being replayed
+            ahead: deque[tuple[int, list[StoredEntry]]] = deque()
+
+            def read_ahead() -> None:
+                for start, end in itertools.islice(bounds, max(0, depth - len(ahead))):
+                    page = u.entries(start, end)
+                    if checks is not None:
+                        checks.submit([e.leaf for e in page])
+                    ahead.append((end, page))
+
+            read_ahead()
+            while ahead:
+                end, page = ahead.popleft()
+                read_ahead()  # the helpers check the next pages while this one is replayed
+                valid = checks.next_page() if checks is not None else [False] * len(page)
                 new_nodes: list[tuple[NodeID, bytes]] = []
-                for stored in page:
-                    new_nodes.extend(verifier.add(stored.index, stored.leaf, stored.entry_hash, stored))
+                for stored, ok in zip(page, valid, strict=True):
+                    new_nodes.extend(verifier.add(stored.index, stored.leaf, stored.entry_hash, stored,
+                                                  signature_ok=ok))
                     cp = checkpoints.get(verifier.tree.size)
                     if cp is not None:
                         verifier.checkpoint(cp.note, cp.root_hash)
@@ -186,4 +214,7 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
         verifier.report.failure = stop.failure
     except E.LedgerError as err:
         verifier.report.failure = Failure(None, err.message)
+    finally:
+        if checks is not None:
+            checks.close()
     return verifier.finish()

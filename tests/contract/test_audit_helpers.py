@@ -1,0 +1,81 @@
+"""An audit whose signature checks run ahead in a helper process (``ledger.audit_signatures``) reaches the same
+verdict, naming the same failure, as one that checks everything itself: a helper can save work, never make
+an audit pass. Scenarios from ``test_tamper`` (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from ledger.audit import AuditReport, verify_store
+from ledger.builder import EventBuilder
+from ledger.entry import EVENT_PURPOSE
+from signing import KeyPair, b64encode
+from tests.contract.test_tamper import TARGET, drop_triggers, leaf_doc, sql, write_leaf
+from tests.contract.test_tamper import world as tamper_world  # noqa: F401 - a fixture, used below
+from tests.support import GTIN, World
+
+
+@pytest.fixture
+def world(tamper_world: World) -> World:  # noqa: F811 - the fixture of that name, taken as an argument
+    return tamper_world
+
+
+def both(w: World) -> AuditReport:
+    cfg = w.ledger.config
+    alone = verify_store(w.ledger.store, cfg.trust, cfg.origin, helpers=0)
+    helped = verify_store(w.ledger.store, cfg.trust, cfg.origin, helpers=1)
+    assert (helped.ok, helped.failure, helped.entries, helped.checkpoints, helped.chains) == (
+        alone.ok, alone.failure, alone.entries, alone.checkpoints, alone.chains)
+    return helped
+
+
+def check(w: World, tamper: Callable[[World], None], index: int | None, words: str) -> None:
+    tamper(w)
+    report = both(w)
+    assert not report.ok and report.failure is not None and report.failure.index == index, report.failure
+    assert words in report.failure.reason, report.failure
+
+
+def test_an_intact_log(world: World) -> None:
+    report = both(world)
+    assert report.ok and report.entries == world.ledger.size()
+
+
+def test_a_signature_by_an_unregistered_key(world: World) -> None:
+    def tamper(w: World) -> None:
+        drop_triggers(w)
+        doc = leaf_doc(w, TARGET)
+        doc["signature"] = b64encode(KeyPair.generate().sign(EVENT_PURPOSE, doc["event"]))
+        write_leaf(w, TARGET, doc)
+    check(world, tamper, TARGET, "signature does not verify")
+
+
+def test_a_valid_signature_by_another_actors_key(world: World) -> None:
+    def tamper(w: World) -> None:
+        drop_triggers(w)
+        doc = leaf_doc(w, TARGET)
+        other = w.keys["dist-south"]
+        doc["key_id"], doc["signature"] = other.key_id, b64encode(other.sign(EVENT_PURPOSE, doc["event"]))
+        write_leaf(w, TARGET, doc)
+    check(world, tamper, TARGET, "belongs to dist-south")
+
+
+def test_a_key_added_to_the_key_table_only(world: World) -> None:
+    """The helper trusts the key table, so it finds the forged signature valid; the audit must not."""
+    attacker = KeyPair.generate()
+    sql(world, "INSERT INTO actor_keys (key_id, actor, public_key, status, added_index, retired_index) "
+               "VALUES (:k, 'ph-rabat', :pk, 'active', 0, NULL)", k=attacker.key_id, pk=attacker.public.b64)
+    receipt = world.ledger.submit(EventBuilder("ph-rabat", attacker, world.clock).dispense(GTIN, "L1S00002"))
+    report = both(world)
+    assert not report.ok and report.failure is not None and report.failure.index == receipt.index
+    assert "not registered" in report.failure.reason
+
+
+def test_a_key_swapped_in_the_key_table(world: World) -> None:
+    """The helper then finds genuine signatures invalid; the audit checks them itself and passes."""
+    victim = world.keys["ph-rabat"]
+    sql(world, "UPDATE actor_keys SET public_key = :pk WHERE key_id = :k", pk=KeyPair.generate().public.b64,
+        k=victim.key_id)
+    assert both(world).ok
