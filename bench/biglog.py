@@ -15,6 +15,7 @@ from bench.bulk import BigLedger, big_ledger
 from bench.common import ATHAR, ROOT, Report, fraction, ms, pct
 from bench.inproc import append_all, set_up
 from bench.world import as_signed, build_world, mixed, pool_sizes, sign_all
+from ledger.audit_signatures import helpers_for
 from ledger.home import Home
 from ledger.merkle import verify_consistency, verify_inclusion
 
@@ -97,7 +98,8 @@ def audit(report: Report, b: BigLedger, kind: str) -> None:
                + ("" if ok else f" FAILED rc={out.returncode}: {_why(doc, out)}"),
                target="≥ 30,000 entries/s", floor=fraction(rate, fl.audit_per_s()),
                note=f"whole CLI run incl. start-up; {doc.get('checkpoints', '?')} checkpoints checked; "
-                    f"one process, one core (floor {fl.audit_per_s():,.0f}/s/core)")
+                    f"replay on one core, signatures checked ahead by {helpers_for(b.size)} helper process(es); "
+                    f"floor {fl.audit_per_s():,.0f}/s per core")
 
 
 def _why(doc: dict, out: subprocess.CompletedProcess[str]) -> str:  # type: ignore[type-arg]

@@ -46,7 +46,7 @@ class Floor:
         return (cores or self.cores) / self.append_s
 
     def audit_per_s(self) -> float:
-        return 1 / self.audit_s  # audit verify is one process, one core
+        return 1 / self.audit_s  # per core; the audit's replay runs on one
 
 
 def _time(fn: Callable[[], object], seconds: float) -> float:
