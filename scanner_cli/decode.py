@@ -39,9 +39,14 @@ MAX_PIXELS: Final = 100_000_000
 """Images larger than this (width x height) are refused before decoding."""
 
 _WORK_MAX_SIDE: Final = 2400
-#: long side of the first, quick decode of a large JPEG
-_QUICK_SIDE = 1600
-"""Huge photos are scaled down to this longest side before the first pass."""
+"""Huge photos are scaled down to this longest side before the thorough passes."""
+
+_QUICK_SIDE: Final = 1600
+"""Long side of the first, quick decode of a large JPEG."""
+
+PACK_FORMATS: Final = ("DataMatrix", "QRCode")
+"""What the quick first pass looks for: the GS1 DataMatrix and the Digital Link QR of a serialized pack.
+Other formats (a 1D EAN-13 alone, say) are found by the thorough passes that follow."""
 
 _SMALL_SIDE: Final = 1000
 """Images whose longest side is below this are also tried upscaled."""
@@ -304,10 +309,12 @@ def decode_image(
     deadline = time.monotonic() + time_budget
     found: list[Symbol] = []
 
-    # First, the way a scanner sees most packs: upright, dark on light, from a reduced decode of a big photo.
+    # First, the way a scanner sees most packs: upright, dark on light, from a reduced decode of a big photo,
+    # looking for the 2D codes a serialized pack carries (searching every 1D format too doubles the time).
     quick = _load(source, draft_side=_QUICK_SIDE)
     original = _original_size(source, quick)
-    _add(found, _read_zxing(quick, zx_formats, quick.width / original[0], thorough=False))
+    quick_formats = zx_formats if zx_formats is not None else _zxing_formats(PACK_FORMATS)
+    _add(found, _read_zxing(quick, quick_formats, quick.width / original[0], thorough=False))
     if found:
         return found
 
