@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import errors as E
@@ -51,6 +51,9 @@ class VerifiedBundle:
     entries: list[Entry]
     state: MemoryState
     created: dt.datetime
+    # per batch chain: its entries naming no serial, and its entries by the serials they name
+    _pack_index: dict[str, tuple[list[Entry], dict[str, list[Entry]]]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def verdict(self, gtin: str, serial: str, *, lot: str | None = None, expiry: dt.date | None = None,
                 scanner: str | None = None, now: dt.datetime | None = None) -> Finding:
@@ -66,6 +69,25 @@ class VerifiedBundle:
     def history(self, gtin: str, lot: str) -> list[Entry]:
         chain = f"batch/{gtin}/{lot}"
         return [e for e in self.entries if e.chain == chain]
+
+    def pack_history(self, gtin: str, lot: str, serial: str) -> list[Entry]:
+        """The entries of the batch chain that may concern one pack: those naming its serial and those naming
+        none. Indexed per chain on first use, as a scanning session asks for many packs of the same batches."""
+        chain = f"batch/{gtin}/{lot}"
+        if chain not in self._pack_index:
+            wide: list[Entry] = []
+            by_serial: dict[str, list[Entry]] = {}
+            for e in self.history(gtin, lot):
+                one, many = e.signed.body.get("serial"), e.signed.body.get("serials")
+                named = [one] if isinstance(one, str) else [s for s in many if isinstance(s, str)] \
+                    if isinstance(many, list) else None
+                if named is None:
+                    wide.append(e)
+                for s in named or ():
+                    by_serial.setdefault(s, []).append(e)
+            self._pack_index[chain] = (wide, by_serial)
+        wide, by_serial = self._pack_index[chain]
+        return sorted([*wide, *by_serial.get(serial, ())], key=lambda e: e.index)
 
 
 def _fail(index: int | None, reason: str) -> TamperedBundle:

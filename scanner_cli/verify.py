@@ -116,7 +116,7 @@ def scanner_of(vb: VerifiedBundle, actor: str | None) -> str | None:
 def bundle_provenance(vb: VerifiedBundle, gtin: str, lot: str, serial: str) -> list[Step]:
     """The pack's steps from the verified batch chain: every one has a verified signature."""
     return [Step(s.index, s.type, s.actor, s.actor_name, s.role, s.region, s.time.isoformat(), "verified")
-            for s in pack_steps(vb.history(gtin, lot), serial, vb.state.actor)]
+            for s in pack_steps(vb.pack_history(gtin, lot, serial), serial, vb.state.actor)]
 
 
 def _fill_from_bundle(result: ScanResult, vb: VerifiedBundle, code: PackCode) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from ledger.bundle import verify_bundle
+from ledger.bundle_build import build_bundle
 from ledger.entry import Entry
 from ledger.provenance import pack_steps
 from ledger.queries import Reader
@@ -28,9 +31,15 @@ def test_fast_provenance_matches_the_signed_chain(tmp_path: Path, db_url: str) -
     with w.ledger.store.read() as u:
         chain = [Entry.from_leaf(e.leaf) for e in u.chain_entries(f"batch/{GTIN}/PRV")]
         actors = {a.id: a for a in u.actors()}
+    with w.ledger.store.read() as u:
+        doc = build_bundle(u, w.ledger.config.ledger_key, [f"batch/{GTIN}/PRV"], created=w.clock())
+    bundle = verify_bundle(json.loads(json.dumps(doc)), w.ledger.config.trust)
     for serial in serials:
         fast = reader.pack(GTIN, serial).steps
         assert fast == pack_steps(chain, serial, actors.get), serial
+        # the offline bundle's per-pack index gives the same steps as the whole chain
+        assert pack_steps(bundle.pack_history(GTIN, "PRV", serial), serial, actors.get) == pack_steps(
+            bundle.history(GTIN, "PRV"), serial, actors.get), serial
     kinds = [s.type for s in reader.pack(GTIN, serials[0]).steps]
     assert kinds == ["commission", "ship", "ship", "ship", "dispense", "undo_dispense", "dispense", "recall"]
     assert [s.type for s in reader.pack(GTIN, serials[7]).steps] == ["commission", "ship", "destroy", "recall"]
