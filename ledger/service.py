@@ -180,13 +180,15 @@ class Ledger:
         plan = inclusion_plan(index, size)
         return plan.proof(u.nodes(plan.ids))
 
+    # Proofs read without a transaction (two statements, no BEGIN/COMMIT): the nodes of a tree no bigger than
+    # the head are written once, with the head, and never change.
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
-        with self.store.read() as u, _proof_errors():
+        with self.store.read_statements() as u, _proof_errors():
             self._check_size(u, tree_size)
             return self._inclusion(u, index, tree_size)
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
-        with self.store.read() as u, _proof_errors():
+        with self.store.read_statements() as u, _proof_errors():
             self._check_size(u, second)
             plan = consistency_plan(first, second)
             return plan.proof(u.nodes(plan.ids))
