@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections import ChainMap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from ledger.admission import TrustAnchors, check_signer, registered_public_key, 
 from ledger.causes import likely_cause
 from ledger.custody import Context, decide
 from ledger.entry import Entry, Receipt, SignedEvent, indexed_columns
-from ledger.group_state import Carried, GroupState
+from ledger.group_state import Carried, GroupState, overlay
 from ledger.merkle import CompactRange, NodeID, inclusion_plan, root_nodes
 from ledger.state import (
     KeyRecord,
@@ -88,7 +89,8 @@ class GroupAppend:
                      else CompactRange.from_nodes(self.start, u.nodes(root_nodes(self.start))))
         self.new_nodes: dict[NodeID, bytes] = {}
         self.entries: list[tuple[Entry, str, str | None, str | None]] = []
-        self.heads: dict[str, tuple[bytes, int, int] | None] = dict(carried.heads) if carried is not None else {}
+        self.heads: ChainMap[str, tuple[bytes, int, int] | None] = overlay(carried.heads if carried else None)
+        self.changed_chains: set[str] = set()
         self.written: dict[str, _Written] = {}  # by event id, this group's entries
         self.state = GroupState(u, carried)
         self.known_ids: set[str] = set()  # event ids of this group's submissions already in the log
@@ -154,6 +156,7 @@ class GroupAppend:
         gtin, lot, _ = indexed_columns(event.type, event, entry)
         self.entries.append((entry, event.type, gtin, lot))
         self.heads[chain] = (entry_hash, entry.index, (head[2] if head else 0) + 1)
+        self.changed_chains.add(chain)
         self.new_nodes.update(self.tree.append(entry_hash))
         self.state.apply(changes)
         written = _Written(entry.index, entry_hash, chain, entry.prev, self.now, signed.event_id)
@@ -208,7 +211,8 @@ class GroupAppend:
             return None
         self.u.insert_entries(self.entries)
         self.u.insert_nodes(sorted(self.new_nodes.items()))
-        self.u.set_chain_heads([(chain, *head) for chain, head in self.heads.items() if head is not None])
+        self.u.set_chain_heads([(chain, *head) for chain in sorted(self.changed_chains)
+                                if (head := self.heads[chain]) is not None])
         from ledger.checkpoint import Checkpoint, sign_checkpoint
 
         root = self.tree.root()

@@ -13,8 +13,10 @@ with what the database holds.
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ledger import events as ev
 from ledger.merkle import CompactRange
@@ -39,6 +41,25 @@ from ledger.storage.sql import CHUNK, SqlUnit, listed_packs
 
 HoldingKey = tuple[str, str, str]
 ChainHead = tuple[bytes, int, int]
+K = TypeVar("K")
+V = TypeVar("V")
+MAX_CARRIED = 100_000  # entries per carried map
+
+
+def overlay(base: dict[K, V] | None) -> ChainMap[K, V]:
+    return ChainMap({}, base) if base is not None else ChainMap({})
+
+
+def merged(chain: ChainMap[K, V]) -> dict[K, V]:
+    """The overlay's changes written into its base (or the overlay itself when it has none)."""
+    front = chain.maps[0]
+    assert isinstance(front, dict)
+    if len(chain.maps) == 1:
+        return front
+    base = chain.maps[1]
+    assert isinstance(base, dict)
+    base.update(front)
+    return base
 
 
 @dataclass
@@ -61,10 +82,11 @@ class GroupState:
 
     def __init__(self, u: SqlUnit, carried: Carried | None = None) -> None:
         self.u = u
-        # copies: a group that fails must leave the carried state as it was
-        self._actors: dict[str, Actor | None] = dict(carried.actors) if carried else {}
-        self._keys: dict[str, KeyRecord | None] = dict(carried.keys) if carried else {}
-        self._batches: dict[tuple[str, str], Batch | None] = dict(carried.batches) if carried else {}
+        # what this group reads or changes goes to the front map: a group that fails leaves the carried state
+        # as it was, and nothing is copied per group
+        self._actors: ChainMap[str, Actor | None] = overlay(carried.actors if carried else None)
+        self._keys: ChainMap[str, KeyRecord | None] = overlay(carried.keys if carried else None)
+        self._batches: ChainMap[tuple[str, str], Batch | None] = overlay(carried.batches if carried else None)
         self._packs: dict[tuple[str, str], Pack | None] = {}
         self._holdings: dict[HoldingKey, int] = {}
         self._shipments: dict[str, Shipment | None] = {}
@@ -120,8 +142,14 @@ class GroupState:
         self._holdings.update((k, quantities.get(k, 0)) for k in held)
 
     def carry(self, version: tuple[int, bytes, int], tree: CompactRange,
-              heads: dict[str, ChainHead | None]) -> Carried:
-        return Carried(version, tree, self._actors, self._keys, self._batches, heads)
+              heads: ChainMap[str, ChainHead | None]) -> Carried:
+        """What the next group may reuse; call only once this group has committed. The carried maps are
+        updated in place: the Carried they belonged to is void from now on, its version being past."""
+        actors, keys, batches, chain_heads = (merged(self._actors), merged(self._keys), merged(self._batches),
+                                              merged(heads))
+        if max(len(actors), len(keys), len(batches), len(chain_heads)) > MAX_CARRIED:
+            return Carried(version, tree)  # start afresh rather than hold a whole country's batches
+        return Carried(version, tree, actors, keys, batches, chain_heads)
 
     # ---- StateReader ---------------------------------------------------------------------------------------
 

@@ -168,3 +168,28 @@ def test_what_a_group_carries_is_dropped_when_another_writer_or_a_rebuild_interv
     finally:
         other_db.dispose()
         w.db.dispose()
+
+
+def test_a_group_writes_only_the_chain_heads_it_moved(tmp_path: Path, db_url: str) -> None:
+    """The heads a process carries from group to group must not all be written again by every group (the cost
+    of a commit would grow with everything the process ever touched)."""
+    from sqlalchemy import event
+
+    from tests.support import make_world
+
+    w = make_world(tmp_path / "home", db_url)
+    written: list[int] = []
+
+    def count(conn: object, cursor: object, statement: str, parameters: object, context: object,
+              executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO CHAIN_HEADS"):
+            written.append(len(parameters) if executemany and isinstance(parameters, list | tuple) else 1)
+
+    event.listen(w.db.writer, "before_cursor_execute", count)
+    try:
+        for i in range(12):
+            w.commission(f"HEADS{i}", 2)
+        assert written[-6:] == [1] * 6, written  # one new batch chain per group, however many came before
+    finally:
+        event.remove(w.db.writer, "before_cursor_execute", count)
+        w.db.dispose()
