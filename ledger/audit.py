@@ -184,7 +184,7 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
             while ahead:
                 end, page = ahead.popleft()
                 read_ahead()  # the helpers check the next pages while this one is replayed
-                valid = checks.next_page() if checks is not None else [False] * len(page)
+                valid = checks.next_page(len(page)) if checks is not None else [False] * len(page)
                 new_nodes: list[tuple[NodeID, bytes]] = []
                 for stored, ok in zip(page, valid, strict=True):
                     new_nodes.extend(verifier.add(stored.index, stored.leaf, stored.entry_hash, stored,

@@ -13,6 +13,7 @@ its public key, so a key table edited by an attacker can only make valid signatu
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections import deque
@@ -23,6 +24,7 @@ from ledger.admission import TrustAnchors, verify_signature
 from ledger.entry import Entry
 from signing import PublicKey
 
+logger = logging.getLogger("athar.audit")
 #: below this many entries the helpers' start-up (a fresh interpreter each) costs more than they save
 MIN_ENTRIES = 50_000
 _KEYS: dict[str, PublicKey] = {}
@@ -55,22 +57,50 @@ def _check(leaves: Sequence[bytes]) -> list[bool]:
 
 
 class SignatureChecks:
-    """Signature results page by page, computed ahead by ``helpers`` processes."""
+    """Signature results page by page, computed ahead by ``helpers`` processes. If the helpers cannot start or
+    die (no /dev/shm in a container, killed for memory), every later page is reported unchecked, and the
+    audit checks those signatures itself."""
 
     def __init__(self, keys: dict[str, str], trust: TrustAnchors, helpers: int) -> None:
         known = {**keys, trust.root.key_id: trust.root.b64, trust.ledger.key_id: trust.ledger.b64}
-        self.pool = ProcessPoolExecutor(helpers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_init, initargs=(known,))
-        self.ahead: deque[Future[list[bool]]] = deque()
+        self.ahead: deque[Future[list[bool]] | None] = deque()
+        self.pool: ProcessPoolExecutor | None = None
+        try:
+            self.pool = ProcessPoolExecutor(helpers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_init, initargs=(known,))
+        except Exception as exc:  # the audit goes on alone
+            logger.warning("audit helpers unavailable (%s); checking signatures in the audit itself", exc)
 
     def submit(self, leaves: Sequence[bytes]) -> None:
-        self.ahead.append(self.pool.submit(_check, list(leaves)))
+        future = None
+        if self.pool is not None:
+            try:
+                future = self.pool.submit(_check, list(leaves))
+            except Exception as exc:
+                self._give_up(exc)
+        self.ahead.append(future)
 
-    def next_page(self) -> list[bool]:
-        return self.ahead.popleft().result()
+    def next_page(self, size: int) -> list[bool]:
+        future = self.ahead.popleft()
+        if future is None:
+            return [False] * size
+        try:
+            result = future.result()
+        except Exception as exc:
+            self._give_up(exc)
+            return [False] * size
+        return result if len(result) == size else [False] * size
+
+    def _give_up(self, exc: BaseException) -> None:
+        if self.pool is not None:
+            logger.warning("audit helpers failed (%s); checking signatures in the audit itself", exc)
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
 
 
 def helpers_for(entries: int) -> int:

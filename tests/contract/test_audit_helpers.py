@@ -5,6 +5,8 @@ an audit pass. Scenarios from ``test_tamper`` (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -79,3 +81,33 @@ def test_a_key_swapped_in_the_key_table(world: World) -> None:
     sql(world, "UPDATE actor_keys SET public_key = :pk WHERE key_id = :k", pk=KeyPair.generate().public.b64,
         k=victim.key_id)
     assert both(world).ok
+
+
+class _DeadPool:
+    """A helper pool whose processes died (killed for memory, say): every page comes back broken."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def submit(self, *args: object, **kwargs: object) -> Future[list[bool]]:
+        future: Future[list[bool]] = Future()
+        future.set_exception(BrokenProcessPool("a helper process was killed"))
+        return future
+
+    def shutdown(self, **kwargs: object) -> None:
+        pass
+
+
+def test_dead_helpers_leave_the_audit_to_check_signatures_itself(world: World,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from ledger import audit_signatures
+
+    monkeypatch.setattr(audit_signatures, "ProcessPoolExecutor", _DeadPool)
+    assert both(world).ok
+
+    def tamper(w: World) -> None:
+        drop_triggers(w)
+        doc = leaf_doc(w, TARGET)
+        doc["signature"] = b64encode(KeyPair.generate().sign(EVENT_PURPOSE, doc["event"]))
+        write_leaf(w, TARGET, doc)
+    check(world, tamper, TARGET, "signature does not verify")
