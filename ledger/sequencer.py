@@ -74,6 +74,7 @@ class GroupCommitter:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(future)
         except TimeoutError as exc:
+            future.cancel()  # nobody will read its answer now
             raise OutcomeUnknown(f"no answer from the ledger within {timeout:.0f} s; the event may still be "
                                  "recorded: send the same signed event again to get its receipt") from exc
 

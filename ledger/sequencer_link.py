@@ -32,6 +32,7 @@ from ledger.sequencer import GroupCommitter, precheck_async
 logger = logging.getLogger("athar.sequencer")
 _LENGTH = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024  # a 200,000-pack commission is about 4 MB
+STOP_SIGNAL = signal.SIGUSR1
 
 
 def _frame(obj: Any) -> bytes:
@@ -52,18 +53,21 @@ async def _read(reader: asyncio.StreamReader) -> Any:
 class SequencerServer:
     def __init__(self, committer: GroupCommitter) -> None:
         self.committer = committer
+        self.answers: set[asyncio.Task[None]] = set()
+        self.writers: set[asyncio.StreamWriter] = set()
 
     async def client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tasks: set[asyncio.Task[None]] = set()
+        self.writers.add(writer)
         try:
             while True:
                 request_id, checked = await _read(reader)
                 task = asyncio.create_task(self._answer(writer, request_id, checked))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                self.answers.add(task)
+                task.add_done_callback(self.answers.discard)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass  # the worker went away (or we stop); its groups already queued still commit
+            pass  # the worker went away (or we stop); its events already queued are still appended
         finally:
+            self.writers.discard(writer)
             writer.close()
 
     async def _answer(self, writer: asyncio.StreamWriter, request_id: int, checked: Prechecked) -> None:
@@ -75,29 +79,36 @@ class SequencerServer:
         if not writer.is_closing():
             writer.write(_frame((request_id, result)))
 
+    async def drain(self, seconds: float) -> None:
+        """Answer what is already queued (up to ``seconds``), then hang up on the workers."""
+        if self.answers:
+            await asyncio.wait(list(self.answers), timeout=seconds)
+        for writer in list(self.writers):
+            writer.close()
+
 
 def run_sequencer(data_dir: str, database_url: str | None, socket_path: str, parent_pid: int) -> None:
-    """The sequencer process: serve until SIGTERM, or until the server process that started it is gone."""
+    """The sequencer process. It stops on SIGUSR1 (sent by ``athar serve`` once its workers are done), or when
+    the server process that started it is gone (kill -9). SIGINT and SIGTERM, which Ctrl-C and service managers
+    send to the whole process group, are ignored: the server drains its requests first, through us."""
     from ledger.home import open_ledger
 
-    # Ctrl-C reaches the whole process group: let the server drain its requests; it stops us afterwards
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ledger, db = open_ledger(Path(data_dir), database_url)
     committer = GroupCommitter(ledger)
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        server = await asyncio.start_unix_server(SequencerServer(committer).client, path=socket_path,
-                                                 limit=MAX_FRAME)
+        asyncio.get_running_loop().add_signal_handler(STOP_SIGNAL, stop.set)
+        sequencer = SequencerServer(committer)
+        server = await asyncio.start_unix_server(sequencer.client, path=socket_path, limit=MAX_FRAME)
         os.chmod(socket_path, 0o600)
-        async with server:
-            while not stop.is_set():
-                if os.getppid() != parent_pid:  # killed without a chance to stop us (kill -9)
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+        while not stop.is_set() and os.getppid() == parent_pid:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        server.close()
+        await sequencer.drain(10.0)
 
     try:
         asyncio.run(main())
@@ -138,10 +149,12 @@ class _Link:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
+        except Exception as exc:  # EOF, a broken pipe, a frame that does not unpickle: this link is done
+            if not isinstance(exc, asyncio.IncompleteReadError | ConnectionError | OSError):
+                logger.warning("dropping the sequencer link: %r", exc)
         finally:
             self.alive = False
+            self.writer.close()
             for future in self.pending.values():
                 if not future.done():
                     future.set_exception(OutcomeUnknown(
@@ -189,6 +202,7 @@ class RemoteCommitter:
                     async with asyncio.timeout(timeout):
                         return await asyncio.shield(future)
                 except TimeoutError as exc:
+                    future.cancel()  # its answer, if it comes, is dropped
                     raise OutcomeUnknown(f"no answer from the ledger within {timeout:.0f} s; the event may still "
                                          "be recorded: send the same signed event again to get its receipt") from exc
         return await self.local.submit_checked_async(checked, timeout)

@@ -57,6 +57,8 @@ def parse_json(raw: bytes) -> Any:
         raise E.InvalidEvent("the body is not UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise E.InvalidEvent(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise E.InvalidEvent(f"the body cannot be read: {exc}") from exc
     except RecursionError as exc:  # defence in depth: check_depth should have refused it
         raise E.InvalidEvent(f"the JSON is nested more than {MAX_DEPTH} levels deep") from exc
 

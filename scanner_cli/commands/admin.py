@@ -83,7 +83,7 @@ def _sequencer_process(path: Path, db: str | None) -> Iterator[None]:
     import shutil
     import tempfile
 
-    from ledger.sequencer_link import run_sequencer
+    from ledger.sequencer_link import STOP_SIGNAL, run_sequencer
 
     run_dir = tempfile.mkdtemp(prefix="athar-")  # mode 0700: only this user may reach the socket
     socket_path = os.path.join(run_dir, "sequencer.sock")
@@ -101,8 +101,12 @@ def _sequencer_process(path: Path, db: str | None) -> Iterator[None]:
         yield
     finally:
         os.environ.pop("ATHAR_SEQUENCER_SOCKET", None)
-        process.terminate()
-        process.join(10)
+        if process.pid is not None and process.is_alive():
+            os.kill(process.pid, STOP_SIGNAL)  # the workers are done: answer what is queued, then stop
+        process.join(15)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from ledger.checkpoint import open_checkpoint
 from ledger.entry import Receipt, SignedEvent
 from ledger.merkle import verify_inclusion
 from ledger.sequencer import GroupCommitter
-from ledger.sequencer_link import RemoteCommitter, run_sequencer
+from ledger.sequencer_link import STOP_SIGNAL, RemoteCommitter, run_sequencer
 from tests.support import GTIN, World, make_world
 
 
@@ -82,15 +83,22 @@ def test_receipts_and_refusals_come_back_through_the_sequencer(world: World, db_
         assert isinstance(replay, Receipt) and replay.replayed and replay.index == receipts[3].index
         assert remote._remote and remote.local.groups == 0, "the sequencer appended them, not this process"
 
-        # the sequencer stops: in-flight and later events are appended by the worker itself
-        proc.terminate()
-        proc.join(10)
+        # SIGTERM to the process group (a service manager stopping the server) leaves it running...
+        assert proc.pid is not None
+        os.kill(proc.pid, signal.SIGTERM)
+        assert isinstance(submit_all(remote, [ph.dispense(GTIN, serials[25])])[0], Receipt)
+        assert remote.local.groups == 0
+        # ... until the server stops it: then the worker appends by itself
+        os.kill(proc.pid, STOP_SIGNAL)
+        proc.join(15)
+        assert proc.exitcode == 0
         later = submit_all(remote, [ph.dispense(GTIN, s) for s in serials[20:25]])
         assert all(isinstance(r, Receipt) for r in later), later
         assert not remote._remote and remote.local.appended == 5
     finally:
         remote.close()
-        proc.terminate()
+        if proc.is_alive():
+            proc.kill()
         proc.join(10)
     report = verify_store(world.ledger.store, world.ledger.config.trust, world.ledger.config.origin)
     assert report.ok, report.failure

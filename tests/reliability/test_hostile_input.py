@@ -199,6 +199,15 @@ def test_label_serials_cannot_escape_the_output_directory(tmp_path: Path) -> Non
 
 
 def test_parse_json_refuses_what_json_allows() -> None:
-    for raw in (b'{"a": NaN}', b'{"a": Infinity}', b'{"a": 1, "a": 2}', b"\xef\xbb\xbf{}"):
+    for raw in (b'{"a": NaN}', b'{"a": Infinity}', b'{"a": 1, "a": 2}', b"\xef\xbb\xbf{}",
+                b'{"a": ' + b"9" * 5000 + b"}"):  # an integer Python refuses to convert (over 4,300 digits)
         with pytest.raises(E.InvalidEvent):
             parse_json(raw)
+
+
+def test_a_huge_integer_is_a_problem_not_a_crash(site: Site) -> None:
+    size = site.world.ledger.size()
+    body = b'{"event": {"v": ' + b"9" * 5000 + b'}, "key_id": "k", "signature": "s"}'
+    for path in ("/v1/events", "/v1/events?via=router"):
+        refused(site.http.post(path, content=body, headers={"content-type": "application/json"}), 422)
+    assert site.world.ledger.size() == size
