@@ -53,10 +53,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ledger, db = open_ledger(settings.data_dir, settings.database_url, pool_size=settings.pool_size)
         local = GroupCommitter(ledger)
         committer = RemoteCommitter(local, settings.sequencer_socket) if settings.sequencer_socket else local
-        # the sequencer and the overdue check hold a connection each; the request threads share the rest
-        executor = ThreadPoolExecutor(max(2, settings.pool_size - 2), thread_name_prefix="athar-request")
+        # the committer and the overdue check hold a connection each, two go to heavy reports, the request
+        # threads share the rest
+        executor = ThreadPoolExecutor(max(2, settings.pool_size - 4), thread_name_prefix="athar-request")
+        heavy = ThreadPoolExecutor(2, thread_name_prefix="athar-report")
         app_state = AppState(settings, ledger, db, committer, Reader(ledger), PublicReports(ledger),
-                             RateLimiter(settings.public_reports_per_minute), executor)
+                             RateLimiter(settings.public_reports_per_minute), executor, heavy)
         app.state.athar = app_state
         watcher = (asyncio.create_task(_overdue_loop(app_state)) if settings.overdue_check_seconds > 0
                    else None)
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 watcher.cancel()
             committer.close()
             executor.shutdown(wait=True, cancel_futures=True)
+            heavy.shutdown(wait=True, cancel_futures=True)
             db.dispose()
 
     app = FastAPI(title="athar", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,

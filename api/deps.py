@@ -62,9 +62,15 @@ class AppState:
     # Blocking ledger calls run here: as many threads as the database pool holds connections for them, so
     # requests queue for a thread instead of opening (and closing) overflow connections under load.
     executor: ThreadPoolExecutor
+    # Reports that read a whole history or the whole ledger (EPCIS, bundles, risk, dashboard...) have threads
+    # of their own, so a few of them cannot hold up the scans made at every dispense.
+    heavy: ThreadPoolExecutor
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def run_heavy(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.heavy, fn, *args)
 
 
 async def state(request: Request) -> AppState:

@@ -31,7 +31,7 @@ async def get_batch(gtin: str, lot: str, st: State, who: Who) -> BatchOut:
             summary="The batch's hash chain: signed entries with inclusion proofs against one checkpoint",
             responses=responses(401, 403, 404, 422))
 async def history(gtin: str, lot: str, st: State, who: Who) -> HistoryOut:
-    return HistoryOut.of(await st.run(st.reader.history, ids.gtin14(gtin), ids.lot(lot), who))
+    return HistoryOut.of(await st.run_heavy(st.reader.history, ids.gtin14(gtin), ids.lot(lot), who))
 
 
 def _epcis(reader: Reader, gtin: str, lot: str, who: Principal) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def _epcis(reader: Reader, gtin: str, lot: str, who: Principal) -> dict[str, Any
 @router.get("/{gtin}/{lot}/epcis", summary="The batch's history as an EPCIS 2.0 JSON-LD document",
             responses={200: {"content": {"application/ld+json": {}}}, **responses(401, 403, 404, 422)})
 async def epcis(gtin: str, lot: str, st: State, who: Who) -> JSONResponse:
-    doc = await st.run(_epcis, st.reader, ids.gtin14(gtin), ids.lot(lot), who)
+    doc = await st.run_heavy(_epcis, st.reader, ids.gtin14(gtin), ids.lot(lot), who)
     return JSONResponse(doc, media_type="application/ld+json")
 
 
@@ -67,5 +67,5 @@ async def bundle(body: BundleRequest, st: State, who: Who) -> JSONResponse:
     for item in body.batches:
         gtin, _, lot = item.partition("/")
         pairs.append((ids.gtin14(gtin), ids.lot(lot)))
-    doc = await st.run(lambda: st.reader.bundle(who, batches=pairs, region=body.region, actor=body.actor))
+    doc = await st.run_heavy(lambda: st.reader.bundle(who, batches=pairs, region=body.region, actor=body.actor))
     return JSONResponse(doc)

@@ -62,7 +62,7 @@ async def public_key(st: State) -> PlainTextResponse:
             description="At most 1000 entries per call. Regulators and inspectors only (entries hold volumes).",
             responses=responses(401, 403, 422, 503))
 async def entries(st: State, who: Who, start: Size, end: Size) -> EntriesOut:
-    rows = await st.run(st.reader.entries, start, end, who)
+    rows = await st.run_heavy(st.reader.entries, start, end, who)
     return EntriesOut(start=start, entries=[EntryOut.of(e) for e in rows])
 
 

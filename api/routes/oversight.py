@@ -33,7 +33,7 @@ def recall_json(r: RecallReport) -> dict[str, Any]:
 
 @router.get("/v1/alerts/stats", summary="Alert counts and the false-alert rate", responses=responses(401, 403))
 async def alert_stats(st: State, who: Who) -> JSONResponse:
-    stats = await st.run(Oversight(st.reader).alert_stats, who)
+    stats = await st.run_heavy(Oversight(st.reader).alert_stats, who)
     return JSONResponse({"by_status": stats.by_status, "by_kind": stats.by_kind,
                          "closed_confirmed": stats.closed_confirmed, "closed_false_alarm": stats.closed_false_alarm,
                          "false_alert_rate": stats.false_alert_rate})
@@ -42,13 +42,13 @@ async def alert_stats(st: State, who: Who) -> JSONResponse:
 @router.get("/v1/recalls", summary="Every recalled batch: who holds the stock, share recovered over time",
             responses=responses(401, 403))
 async def recalls(st: State, who: Who) -> JSONResponse:
-    reports = await st.run(st.reader.recalled_batches, who)
+    reports = await st.run_heavy(st.reader.recalled_batches, who)
     return JSONResponse([recall_json(r) for r in reports])
 
 
 @router.get("/v1/recalls/{gtin}/{lot}", summary="One recall's progress", responses=responses(401, 403, 404, 409, 422))
 async def recall(gtin: str, lot: str, st: State, who: Who) -> JSONResponse:
-    report = await st.run(st.reader.recall, ids.gtin14(gtin), ids.lot(lot), who)
+    report = await st.run_heavy(st.reader.recall, ids.gtin14(gtin), ids.lot(lot), who)
     return JSONResponse(recall_json(report))
 
 
@@ -57,7 +57,7 @@ async def recall(gtin: str, lot: str, st: State, who: Who) -> JSONResponse:
                         "are its evidence. Regulators and inspectors only.", responses=responses(401, 403))
 async def risk(st: State, who: Who,
                limit: Annotated[int, Query(ge=1, le=1000, description="subjects per level")] = 50) -> JSONResponse:
-    report = await st.run(Oversight(st.reader).risk, who)
+    report = await st.run_heavy(Oversight(st.reader).risk, who)
     doc = risk_json(report)
     for level in ("actors", "regions", "batches"):
         if isinstance(doc.get(level), list):
@@ -90,6 +90,6 @@ async def dashboard(st: State, token: Annotated[str, Query(min_length=10, max_le
     who = await st.run(authenticate_session, st.ledger, token)
     if not who.oversees:
         raise E.RoleNotAllowed("the dashboard is for regulators and inspectors")
-    html = await st.run(_dashboard, st, who)
+    html = await st.run_heavy(_dashboard, st, who)
     return HTMLResponse(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 

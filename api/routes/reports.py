@@ -42,5 +42,5 @@ async def alerts(st: State, who: Who,
                  suspect: Annotated[str | None, Query(max_length=64, description="an actor id")] = None,
                  gtin: Annotated[str | None, Query(max_length=14)] = None,
                  limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[AlertOut]:
-    rows = await st.run(lambda: st.reader.alerts(who, status, limit, kind=kind, suspect=suspect, gtin=gtin))
+    rows = await st.run_heavy(lambda: st.reader.alerts(who, status, limit, kind=kind, suspect=suspect, gtin=gtin))
     return [AlertOut.of(a) for a in rows]
