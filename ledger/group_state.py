@@ -9,6 +9,10 @@ shipment rows it changes are written together by ``flush``, in the same transact
 Changes that touch many rows by a predicate (``PoolPacks``) or create many (``AddPacks``) go to the
 database at once; the rows they touch are flushed before and forgotten after, so memory never disagrees
 with what the database holds.
+
+The registry, batches and chain heads a group ends with are also ``Carried`` to the same process's next
+group, which reads through them (an overlay: a failed group leaves them untouched) as long as nobody else
+has written since (``Carried.version``).
 """
 
 from __future__ import annotations
