@@ -522,39 +522,26 @@ class SqlUnit:
             found.update(self.conn.execute(q).scalars())
         return found
 
+    def _rows_by_key(self, table: sa.Table, key: sa.ColumnElement[Any], wanted: Iterable[Any]) -> Iterator[Any]:
+        """The rows of ``table`` whose ``key`` (a column, or a tuple of columns) is among ``wanted``, in bounded
+        IN-lists."""
+        for chunk in _chunks(list(dict.fromkeys(wanted)), 500):
+            yield from self.conn.execute(sa.select(table).where(key.in_(chunk)))
+
     def actors_by_id(self, actor_ids: Iterable[str]) -> dict[str, Actor]:
-        wanted = list(dict.fromkeys(actor_ids))
-        found: dict[str, Actor] = {}
-        for chunk in _chunks(wanted, 500):
-            q = sa.select(t.actors).where(t.actors.c.id.in_(chunk))
-            found.update((r.id, rows.actor_from(r)) for r in self.conn.execute(q))
-        return found
+        return {r.id: rows.actor_from(r) for r in self._rows_by_key(t.actors, t.actors.c.id, actor_ids)}
 
     def shipments_by_id(self, shipment_ids: Iterable[str]) -> dict[str, Shipment]:
-        wanted = list(dict.fromkeys(shipment_ids))
-        found: dict[str, Shipment] = {}
-        for chunk in _chunks(wanted, 500):
-            q = sa.select(t.shipments).where(t.shipments.c.id.in_(chunk))
-            found.update((r.id, rows.shipment_from(r)) for r in self.conn.execute(q))
-        return found
+        return {r.id: rows.shipment_from(r) for r in self._rows_by_key(t.shipments, t.shipments.c.id, shipment_ids)}
 
     def holdings_of(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
         """Quantities held, by (actor, gtin, lot); absent keys hold nothing."""
-        wanted = list(dict.fromkeys(keys))
-        found: dict[tuple[str, str, str], int] = {}
         h = t.holdings.c
-        for chunk in _chunks(wanted, 500):
-            q = sa.select(h.actor, h.gtin, h.lot, h.quantity).where(sa.tuple_(h.actor, h.gtin, h.lot).in_(chunk))
-            found.update(((a, g, lot), int(n)) for a, g, lot, n in self.conn.execute(q))
-        return found
+        return {(r.actor, r.gtin, r.lot): int(r.quantity)
+                for r in self._rows_by_key(t.holdings, sa.tuple_(h.actor, h.gtin, h.lot), keys)}
 
     def keys_by_id(self, key_ids: Iterable[str]) -> dict[str, KeyRecord]:
-        wanted = list(dict.fromkeys(key_ids))
-        found: dict[str, KeyRecord] = {}
-        for chunk in _chunks(wanted, 500):
-            q = sa.select(t.actor_keys).where(t.actor_keys.c.key_id.in_(chunk))
-            found.update((r.key_id, rows.key_from(r)) for r in self.conn.execute(q))
-        return found
+        return {r.key_id: rows.key_from(r) for r in self._rows_by_key(t.actor_keys, t.actor_keys.c.key_id, key_ids)}
 
     def chain_head(self, chain: str) -> tuple[bytes, int, int] | None:
         row = self.conn.execute(_CHAIN_HEAD, {"chain": chain}).first()
