@@ -98,7 +98,8 @@ def audit(report: Report, b: BigLedger, kind: str) -> None:
                + ("" if ok else f" FAILED rc={out.returncode}: {_why(doc, out)}"),
                target="≥ 30,000 entries/s", floor=fraction(rate, fl.audit_per_s()),
                note=f"whole CLI run incl. start-up; {doc.get('checkpoints', '?')} checkpoints checked; "
-                    f"replay on one core, signatures checked ahead by {helpers_for(b.size)} helper process(es); "
+                    f"replay on one core, pages read ahead by a thread, leaf form and signatures checked ahead by "
+                    f"{helpers_for(b.size)} helper process(es); "
                     f"floor {fl.audit_per_s():,.0f}/s per core")
 
 

@@ -9,23 +9,19 @@ stored Merkle nodes and every stored checkpoint), a remote auditor feeds it page
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ledger import errors as E
 from ledger import events as ev
 from ledger.admission import TrustAnchors, authenticate, check_signer
-from ledger.audit_signatures import SignatureChecks, helpers_for, pages
+from ledger.audit_reader import LogReader
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint, verifier_key
 from ledger.custody import Context, decide
 from ledger.entry import Entry, indexed_columns
 from ledger.merkle import CompactRange, NodeID, leaf_hash
 from ledger.replay import MemoryState
 from ledger.storage.sql import SqlStore, StoredEntry
-
-PAGE = 2000
 
 
 @dataclass(frozen=True)
@@ -76,11 +72,11 @@ class LogVerifier:
     def add(self, index: int, leaf: bytes, entry_hash: bytes, stored: StoredEntry | None = None, *,
             signature_ok: bool = False) -> list[tuple[NodeID, bytes]]:
         """Verify one entry; return the Merkle nodes it completes (for comparison with stored ones).
-        ``signature_ok``: its signature was already found valid for the key its key id names (by a helper
-        process); whether that key may sign it is still checked here."""
+        ``signature_ok``: its leaf was already found well-formed and its signature valid for the key its key id
+        names (by a helper process); whether that key may sign it is still checked here."""
         if index != self.tree.size:
             raise AuditFailure(self.tree.size, f"entry {self.tree.size} is missing (found {index} next)")
-        entry = self._entry(index, leaf, entry_hash)
+        entry = self._entry(index, leaf, entry_hash, checked=signature_ok)
         event = self._replay(entry, signature_ok)
         if stored is not None:
             body = entry.signed.body
@@ -116,9 +112,9 @@ class LogVerifier:
         r.batches = len(r.state.batches)
         return r
 
-    def _entry(self, i: int, leaf: bytes, entry_hash: bytes) -> Entry:
+    def _entry(self, i: int, leaf: bytes, entry_hash: bytes, checked: bool = False) -> Entry:
         try:
-            entry = Entry.from_leaf(leaf)
+            entry = Entry.from_checked_leaf(leaf) if checked else Entry.from_leaf(leaf)
         except E.IntegrityError as err:
             raise AuditFailure(i, f"entry {i}: {err.message}") from err
         if leaf_hash(leaf) != entry_hash:
@@ -159,62 +155,40 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
     """Verify the whole stored log, its Merkle nodes and checkpoints. Stops at the first failure.
     ``helpers``: processes checking signatures ahead (default: one per spare core, for big logs only)."""
     verifier = LogVerifier(trust, origin)
-    checks: SignatureChecks | None = None
+    reader = LogReader(store, trust, helpers)
     try:
-        with store.read() as u:
-            # checkpoints before the head: both are written in one transaction, so every honest
-            # checkpoint read here is at most the head size even while appends go on
-            checkpoints = {c.tree_size: c for c in u.checkpoints()}
-            size, head_root = u.head()
-            helpers = helpers_for(size) if helpers is None else helpers
-            if helpers:
-                checks = SignatureChecks({k.key_id: k.public_key for k in u.all_keys()}, trust, helpers)
-            bounds = pages(size, PAGE)
-            depth = 1 + 2 * helpers  # pages read (and handed to the helpers) ahead of the one being replayed
-            ahead: deque[tuple[int, list[StoredEntry]]] = deque()
-
-            def read_ahead() -> None:
-                for start, end in itertools.islice(bounds, max(0, depth - len(ahead))):
-                    page = u.entries(start, end)
-                    if checks is not None:
-                        checks.submit([e.leaf for e in page])
-                    ahead.append((end, page))
-
-            read_ahead()
-            while ahead:
-                end, page = ahead.popleft()
-                read_ahead()  # the helpers check the next pages while this one is replayed
-                valid = checks.next_page(len(page)) if checks is not None else [False] * len(page)
-                new_nodes: list[tuple[NodeID, bytes]] = []
-                for stored, ok in zip(page, valid, strict=True):
-                    new_nodes.extend(verifier.add(stored.index, stored.leaf, stored.entry_hash, stored,
-                                                  signature_ok=ok))
-                    cp = checkpoints.get(verifier.tree.size)
-                    if cp is not None:
-                        verifier.checkpoint(cp.note, cp.root_hash)
-                if verifier.tree.size != end:
-                    raise AuditFailure(verifier.tree.size, f"entry {verifier.tree.size} is missing: the log head "
-                                                           f"says {size} entries")
-                stored_nodes = u.nodes(n for n, _ in new_nodes)
-                for node, h in new_nodes:
-                    if stored_nodes.get(node) != h:
-                        raise AuditFailure(node.index << node.level,
-                                           f"stored Merkle node (level {node.level}, index {node.index}) does not "
-                                           "match the entries")
-                if progress:
-                    progress(verifier.report.entries, size)
-            if verifier.tree.root() != head_root:
-                raise AuditFailure(None, f"the log head root {head_root.hex()} does not match the entries' root "
-                                         f"{verifier.tree.root().hex()}")
-            extra = sorted(s for s in checkpoints if s > size or s == 0)
-            if extra:
-                raise AuditFailure(None, f"checkpoint for tree size {extra[0]} does not match the log of {size} "
-                                         "entries")
+        head = reader.head()
+        checkpoints = head.checkpoints
+        for page in reader.pages():
+            checked = reader.results(page)
+            new_nodes: list[tuple[NodeID, bytes]] = []
+            for stored, ok in zip(page.entries, checked, strict=True):
+                new_nodes.extend(verifier.add(stored.index, stored.leaf, stored.entry_hash, stored,
+                                              signature_ok=ok))
+                cp = checkpoints.get(verifier.tree.size)
+                if cp is not None:
+                    verifier.checkpoint(cp.note, cp.root_hash)
+            if verifier.tree.size != page.end:
+                raise AuditFailure(verifier.tree.size, f"entry {verifier.tree.size} is missing: the log head "
+                                                       f"says {head.size} entries")
+            for node, h in new_nodes:
+                if page.nodes.get(node) != h:
+                    raise AuditFailure(node.index << node.level,
+                                       f"stored Merkle node (level {node.level}, index {node.index}) does not "
+                                       "match the entries")
+            if progress:
+                progress(verifier.report.entries, head.size)
+        if verifier.tree.root() != head.root:
+            raise AuditFailure(None, f"the log head root {head.root.hex()} does not match the entries' root "
+                                     f"{verifier.tree.root().hex()}")
+        extra = sorted(s for s in checkpoints if s > head.size or s == 0)
+        if extra:
+            raise AuditFailure(None, f"checkpoint for tree size {extra[0]} does not match the log of {head.size} "
+                                     "entries")
     except AuditFailure as stop:
         verifier.report.failure = stop.failure
     except E.LedgerError as err:
         verifier.report.failure = Failure(None, err.message)
     finally:
-        if checks is not None:
-            checks.close()
+        reader.close()
     return verifier.finish()

@@ -1,11 +1,13 @@
-"""Signature checks of an audit, done ahead in helper processes.
+"""Signature and form checks of an audit, done ahead in helper processes.
 
-The audit replays the log in order on one core; checking each entry's Ed25519 signature (with parsing and
-canonical encoding, about a third of the work) needs no order. Helper processes check the signatures of
-the next pages while the audit replays the current one, and tell it which entries carry a valid signature
-by the key their ``key_id`` names. The audit still decides, from the registry it rebuilds from the log,
-whether that key could sign that entry; an entry reported invalid (or not reported) is checked again by the
-audit itself, which then names the precise failure. So a helper can save work but never make an audit pass.
+The audit replays the log in order on one core; checking each entry's form (canonical bytes, exact field
+types) and its Ed25519 signature needs no order and is most of the work. Helper processes check the next
+pages while the audit replays the current one, and tell it which entries are well-formed and carry a valid
+signature by the key their ``key_id`` names; the audit then parses those without checking their form again.
+The audit still decides, from the registry it rebuilds from the log, whether that key could sign that
+entry; an entry reported invalid (or not reported) is checked again by the audit itself, which then names
+the precise failure. The helpers run the same checks (``Entry.from_leaf``, ``verify_signature``) as the
+audit would, so what they accept is what it would accept; a helper that fails only leaves work to the audit.
 
 The public keys the helpers use are those of the key table and the trust anchors: a key id is the hash of
 its public key, so a key table edited by an attacker can only make valid signatures look invalid.
@@ -16,7 +18,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -59,11 +60,10 @@ def _check(leaves: Sequence[bytes]) -> list[bool]:
 class SignatureChecks:
     """Signature results page by page, computed ahead by ``helpers`` processes. If the helpers cannot start or
     die (no /dev/shm in a container, killed for memory), every later page is reported unchecked, and the
-    audit checks those signatures itself."""
+    audit checks those signatures itself. ``submit`` and ``results`` may be called from different threads."""
 
     def __init__(self, keys: dict[str, str], trust: TrustAnchors, helpers: int) -> None:
         known = {**keys, trust.root.key_id: trust.root.b64, trust.ledger.key_id: trust.ledger.b64}
-        self.ahead: deque[Future[list[bool]] | None] = deque()
         self.pool: ProcessPoolExecutor | None = None
         try:
             self.pool = ProcessPoolExecutor(helpers, mp_context=multiprocessing.get_context("spawn"),
@@ -71,17 +71,18 @@ class SignatureChecks:
         except Exception as exc:  # the audit goes on alone
             logger.warning("audit helpers unavailable (%s); checking signatures in the audit itself", exc)
 
-    def submit(self, leaves: Sequence[bytes]) -> None:
-        future = None
-        if self.pool is not None:
+    def submit(self, leaves: Sequence[bytes]) -> Future[list[bool]] | None:
+        """Start checking one page; None if the helpers are gone."""
+        pool = self.pool
+        if pool is not None:
             try:
-                future = self.pool.submit(_check, list(leaves))
+                return pool.submit(_check, list(leaves))
             except Exception as exc:
                 self._give_up(exc)
-        self.ahead.append(future)
+        return None
 
-    def next_page(self, size: int) -> list[bool]:
-        future = self.ahead.popleft()
+    def results(self, future: Future[list[bool]] | None, size: int) -> list[bool]:
+        """Which entries of a page carry a valid signature (all False: unknown, the audit checks them)."""
         if future is None:
             return [False] * size
         try:
@@ -92,15 +93,15 @@ class SignatureChecks:
         return result if len(result) == size else [False] * size
 
     def _give_up(self, exc: BaseException) -> None:
-        if self.pool is not None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
             logger.warning("audit helpers failed (%s); checking signatures in the audit itself", exc)
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def helpers_for(entries: int) -> int:

@@ -64,19 +64,29 @@ def _plain(value: Any) -> bool:
 
 def parse_canonical(data: bytes) -> Any:
     """Parse JSON bytes and insist they are already in canonical form (no alternative encodings)."""
-    try:
-        # RFC 8785 writes whole-number doubles beyond 2^53 without a fraction; read them back as floats
-        value = json.loads(data, parse_int=_parse_int)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CanonicalEncodingError(f"not valid JSON: {exc}") from exc
+    value = parse_json(data)
     if canonical(value) != data:
         raise CanonicalEncodingError("JSON is not in RFC 8785 canonical form")
     return value
 
 
+def parse_json(data: bytes) -> Any:
+    """Parse JSON bytes the way ``parse_canonical`` does, without checking their form (for bytes already
+    checked)."""
+    try:
+        return _DECODER.decode(data.decode("utf-8"))
+    except ValueError as exc:  # bad UTF-8, bad JSON, an integer too long to convert
+        raise CanonicalEncodingError(f"not valid JSON: {exc}") from exc
+
+
 def _parse_int(text: str) -> int | float:
     number = int(text)
     return number if abs(number) <= 2**53 - 1 else float(number)
+
+
+# RFC 8785 writes whole-number doubles beyond 2^53 without a fraction; read them back as floats. One decoder
+# for all: json.loads builds a new one per call when given a hook.
+_DECODER = json.JSONDecoder(parse_int=_parse_int)
 
 
 def purpose_prefix(purpose: str) -> bytes:

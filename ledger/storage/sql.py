@@ -561,6 +561,21 @@ class SqlUnit:
             found.update((NodeID(r.level, r.idx), bytes(r.hash)) for r in self.conn.execute(q))
         return found
 
+    def nodes_completed(self, start: int, end: int) -> dict[NodeID, bytes]:
+        """The stored Merkle nodes that appending leaves ``start`` to ``end - 1`` completes, in one statement of
+        index ranges: node (level l, index j) is completed by leaf (j + 1)·2^l - 1, so at level l they are
+        indices ``start >> l`` to ``(end >> l) - 1``."""
+        c = t.merkle_nodes.c
+        ranges = []
+        level = 0
+        while end >> level > start >> level:
+            ranges.append(sa.and_(c.level == level, c.idx >= start >> level, c.idx < end >> level))
+            level += 1
+        if not ranges:
+            return {}
+        q = sa.select(c.level, c.idx, c.hash).where(sa.or_(*ranges))
+        return {NodeID(lv, i): bytes(h) for lv, i, h in self.conn.execute(q)}
+
     def insert_nodes(self, nodes: Sequence[tuple[NodeID, bytes]]) -> None:
         if self._postgres:
             self._copy(t.merkle_nodes, [{"level": n.level, "idx": n.index, "hash": h} for n, h in nodes])

@@ -4,6 +4,7 @@ an audit pass. Scenarios from ``test_tamper`` (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -13,6 +14,7 @@ import pytest
 from ledger.audit import AuditReport, verify_store
 from ledger.builder import EventBuilder
 from ledger.entry import EVENT_PURPOSE
+from ledger.merkle import CompactRange, leaf_hash
 from signing import KeyPair, b64encode
 from tests.contract.test_tamper import TARGET, drop_triggers, leaf_doc, sql, write_leaf
 from tests.contract.test_tamper import world as tamper_world  # noqa: F401 - a fixture, used below
@@ -111,3 +113,76 @@ def test_dead_helpers_leave_the_audit_to_check_signatures_itself(world: World,
         doc["signature"] = b64encode(KeyPair.generate().sign(EVENT_PURPOSE, doc["event"]))
         write_leaf(w, TARGET, doc)
     check(world, tamper, TARGET, "signature does not verify")
+
+
+def _reencoded(w: World, how: str) -> None:
+    """Rewrite the target leaf with the same meaning in other bytes, hashed anew (so only its form is wrong)."""
+    drop_triggers(w)
+    doc = leaf_doc(w, TARGET)
+    if how == "extra field":
+        doc["injected"] = "data the sequencer never writes"
+        write_leaf(w, TARGET, doc)
+        return
+    leaf = json.dumps(doc, sort_keys=True).encode()  # spaces after separators: not RFC 8785
+    sql(w, "UPDATE log_entries SET leaf = :leaf, entry_hash = :h WHERE idx = :i", leaf=leaf, h=leaf_hash(leaf),
+        i=TARGET)
+
+
+@pytest.mark.parametrize("how", ["extra field", "not canonical"])
+def test_a_rehashed_leaf_in_another_form_fails_with_or_without_helpers(world: World, how: str) -> None:
+    """The helpers check the form of each leaf, and the audit then skips that check for the leaves they
+    accept: a leaf they reject must still fail, named as the audit names it alone."""
+    check(world, lambda w: _reencoded(w, how), TARGET, "entry 12")
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of 3 entries: the 17-entry log is read in six pages, four ahead of the replay."""
+    from ledger import audit_reader
+
+    monkeypatch.setattr(audit_reader, "PAGE", 3)
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_pages_read_ahead_give_the_same_verdict(world: World) -> None:
+    report = both(world)
+    assert report.ok and report.entries == world.ledger.size() and report.checkpoints == world.ledger.size()
+
+
+@pytest.mark.usefixtures("small_pages")
+@pytest.mark.parametrize("level", [0, 1, 2, 3, 4])
+def test_an_edited_merkle_node_in_any_page(world: World, level: int) -> None:
+    def tamper(w: World) -> None:
+        drop_triggers(w)
+        sql(w, "UPDATE merkle_nodes SET hash = :h WHERE level = :l AND idx = :i", h=b"\xee" * 32, l=level,
+            i=TARGET >> level)
+    check(world, tamper, (TARGET >> level) << level, "Merkle node")
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_failure_on_the_first_page_stops_the_reader(world: World) -> None:
+    """The audit stops at its first failure while the reader has pages queued: it must return, not hang."""
+    for _ in range(30):
+        world.ledger.submit(world.as_("inspector").report(GTIN, "damaged_pack", serial="L1S00009"))
+
+    def tamper(w: World) -> None:
+        drop_triggers(w)
+        doc = leaf_doc(w, 1)
+        doc["signature"] = b64encode(KeyPair.generate().sign(EVENT_PURPOSE, doc["event"]))
+        write_leaf(w, 1, doc)
+    check(world, tamper, 1, "signature does not verify")
+
+
+def test_nodes_completed_are_the_nodes_each_page_of_leaves_completes(world: World) -> None:
+    """``nodes_completed(start, end)`` reads, by index ranges, exactly the nodes a tree completes while leaves
+    start..end-1 are appended: every range of the 17-entry log, compared with ``CompactRange``."""
+    size = world.ledger.size()
+    hashes = [e.entry_hash for e in world.ledger.entries(0, size)]
+    with world.ledger.store.read() as u:
+        for start in range(size):
+            tree = CompactRange()
+            tree.extend(hashes[:start])
+            for end in range(start + 1, size + 1):
+                want = dict(tree.copy().extend(hashes[start:end]))
+                assert u.nodes_completed(start, end) == want, (start, end)
+        assert u.nodes_completed(5, 5) == {}

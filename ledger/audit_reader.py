@@ -1,0 +1,115 @@
+"""The stored log read ahead of an audit, page by page, in a thread of its own.
+
+Reading a page (its entries and the Merkle nodes they complete) waits mostly on the database, which runs
+beside the audit's replay instead of before it; each page read is handed to the signature helpers at once.
+The thread owns its database connection and one read transaction from start to end, so the audit sees one
+snapshot: the checkpoints and the head first, then the entries up to that head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from ledger.admission import TrustAnchors
+from ledger.audit_signatures import SignatureChecks, helpers_for, pages
+from ledger.merkle import NodeID
+from ledger.storage.sql import SqlStore, StoredCheckpoint, StoredEntry
+
+PAGE = 2000
+
+
+@dataclass(frozen=True)
+class LogHead:
+    size: int
+    root: bytes
+    checkpoints: dict[int, StoredCheckpoint]
+
+
+@dataclass(frozen=True)
+class Page:
+    end: int
+    entries: list[StoredEntry]
+    nodes: dict[NodeID, bytes]  # the stored Merkle nodes these entries complete
+    checked: Future[list[bool]] | None  # the helpers' verdicts, when helpers run
+
+
+class _Done:
+    pass
+
+
+class LogReader:
+    """Reads the head, then the pages in order, ``depth`` pages ahead of the consumer. Iterate ``pages()``
+    after ``head()``; errors of the reading thread are raised there. ``close()`` stops it early."""
+
+    def __init__(self, store: SqlStore, trust: TrustAnchors, helpers: int | None, depth: int = 4) -> None:
+        self.store, self.trust, self.helpers = store, trust, helpers
+        self.checks: SignatureChecks | None = None
+        self._out: queue.Queue[LogHead | Page | _Done | BaseException] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-reader", daemon=True)
+        self._thread.start()
+
+    def head(self) -> LogHead:
+        item = self._next()
+        assert isinstance(item, LogHead)
+        return item
+
+    def pages(self) -> Iterator[Page]:
+        while not isinstance(item := self._next(), _Done):
+            assert isinstance(item, Page)
+            yield item
+
+    def results(self, page: Page) -> list[bool]:
+        if self.checks is None:
+            return [False] * len(page.entries)
+        return self.checks.results(page.checked, len(page.entries))
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a reader waiting to hand over a page
+            with contextlib.suppress(queue.Empty):
+                self._out.get(timeout=0.05)
+        if self.checks is not None:
+            self.checks.close()
+
+    def _next(self) -> LogHead | Page | _Done:
+        item = self._out.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def _put(self, item: LogHead | Page | _Done | BaseException) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._out.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _run(self) -> None:
+        try:
+            with self.store.read() as u:
+                # checkpoints before the head: both are written in one transaction, so every honest
+                # checkpoint read here is at most the head size even while appends go on
+                checkpoints = {c.tree_size: c for c in u.checkpoints()}
+                size, root = u.head()
+                helpers = helpers_for(size) if self.helpers is None else self.helpers
+                if helpers:
+                    self.checks = SignatureChecks({k.key_id: k.public_key for k in u.all_keys()}, self.trust,
+                                                  helpers)
+                if not self._put(LogHead(size, root, checkpoints)):
+                    return
+                for start, end in pages(size, PAGE):
+                    entries = u.entries(start, end)
+                    checked = self.checks.submit([e.leaf for e in entries]) if self.checks else None
+                    if not self._put(Page(end, entries, u.nodes_completed(start, end), checked)):
+                        return
+            self._put(_Done())
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            self._put(exc)
