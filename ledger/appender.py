@@ -87,6 +87,9 @@ class GroupAppend:
             carried = None  # someone else wrote since: read everything afresh
         self.tree = (carried.tree.copy() if carried is not None
                      else CompactRange.from_nodes(self.start, u.nodes(root_nodes(self.start))))
+        # the perfect subtrees left of the group: with the group's own nodes, all an inclusion proof of one of
+        # its entries needs (a left sibling is either in the group or one of these)
+        self.frontier = dict(self.tree.nodes())
         self.new_nodes: dict[NodeID, bytes] = {}
         self.entries: list[tuple[Entry, str, str | None, str | None]] = []
         self.heads: ChainMap[str, tuple[bytes, int, int] | None] = overlay(carried.heads if carried else None)
@@ -237,8 +240,9 @@ class GroupAppend:
             size, root = self.tree.size, self.tree.root()
         plans = {w.index: inclusion_plan(w.index, size) for o in outcomes if not isinstance(o, E.LedgerError)
                  for w in (o[0],)}
-        missing = {n for p in plans.values() for n in p.ids if n not in self.new_nodes}
-        nodes = {**self.u.nodes(missing), **self.new_nodes} if missing else self.new_nodes
+        known = {**self.frontier, **self.new_nodes}
+        missing = {n for p in plans.values() for n in p.ids if n not in known}
+        nodes = {**self.u.nodes(missing), **known} if missing else known
         out: list[Receipt | E.LedgerError] = []
         for o in outcomes:
             if isinstance(o, E.LedgerError):

@@ -141,6 +141,8 @@ class GroupState:
                 held.add((event.actor, gtin, lot))
                 if isinstance(to := getattr(event, "to", None), str):
                     held.add((to, gtin, lot))
+            elif isinstance(event, ev.Receive | ev.Refuse) and (sh := self._shipments.get(event.shipment)):
+                held.update(((sh.sender, sh.gtin, sh.lot), (sh.recipient, sh.gtin, sh.lot)))
         held -= self._holdings.keys()
         quantities = self.u.holdings_of(held)
         self._holdings.update((k, quantities.get(k, 0)) for k in held)

@@ -193,3 +193,47 @@ def test_a_group_writes_only_the_chain_heads_it_moved(tmp_path: Path, db_url: st
     finally:
         event.remove(w.db.writer, "before_cursor_execute", count)
         w.db.dispose()
+
+
+def test_receipts_of_groups_of_every_size_need_no_stored_node_and_no_lookup_one_by_one(tmp_path: Path,
+                                                                                        db_url: str) -> None:
+    """A group's receipts prove inclusion from the tree it carries (the perfect subtrees left of the group and
+    the group's own nodes), whatever the sizes; and the holdings a receipt of goods moves are read with the
+    group's other reads, not one query each."""
+    from sqlalchemy import event
+
+    from ledger.merkle import verify_consistency, verify_inclusion
+    from tests.support import make_world
+
+    w = make_world(tmp_path / "home", db_url)
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    try:
+        serials = w.commission("FRONT", 60)
+        w.deliver("maphar", "dist-north", "FRONT", serials)
+        left = iter(serials)
+        previous = None
+        for size in (1, 2, 3, 5, 7, 8, 1, 4):
+            ships = [w.as_("dist-north").ship(GTIN, "FRONT", "ph-rabat", serials=[next(left)]) for _ in range(size)]
+            for group in (ships, [w.as_("ph-rabat").receive(s.event_id) for s in ships]):
+                event.listen(w.db.writer, "before_cursor_execute", record)
+                receipts = w.ledger.append(group)
+                event.remove(w.db.writer, "before_cursor_execute", record)
+                for r in receipts:
+                    assert not isinstance(r, E.LedgerError), r
+                    verify_inclusion(r.entry_hash, r.index, r.tree_size, list(r.inclusion_proof), r.root)
+                last = receipts[-1]
+                assert not isinstance(last, E.LedgerError)
+                if previous is not None:
+                    verify_consistency(previous.tree_size, last.tree_size, previous.root, last.root,
+                                       w.ledger.consistency_proof(previous.tree_size, last.tree_size))
+                previous = last
+        assert not [s for s in statements if "FROM merkle_nodes" in s], "a receipt read stored Merkle nodes"
+        one_by_one = [s for s in statements if s.startswith("SELECT holdings.quantity FROM holdings")]
+        assert not one_by_one, one_by_one[:3]
+        assert verify_store(w.ledger.store, w.ledger.config.trust, w.ledger.config.origin).ok
+    finally:
+        w.db.dispose()
