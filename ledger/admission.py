@@ -14,7 +14,7 @@ from ledger import errors as E
 from ledger import events as ev
 from ledger.entry import EVENT_PURPOSE, SignedEvent
 from ledger.state import KeyRecord, StateReader
-from signing import PublicKey, SigningError
+from signing import PublicKey, SigningError, purpose_prefix
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def check_signer(signed: SignedEvent, event: ev.Event, index: int, state: StateR
 
 def verify_signature(signed: SignedEvent, public: PublicKey) -> None:
     try:
-        public.verify(EVENT_PURPOSE, dict(signed.body), signed.signature)
+        public.verify_raw(purpose_prefix(EVENT_PURPOSE) + signed.body_bytes, signed.signature)
     except SigningError as exc:
         raise E.SignatureInvalid(f"the signature does not verify with key {signed.key_id} over the "
                                  f"canonical event (RFC 8785, purpose athar/v1/event)",

@@ -24,6 +24,7 @@ from signing.errors import SigningError
 EVENT_PURPOSE = "event"
 ENTRY_VERSION = 1
 MAX_SIGNATURE_B64 = 100
+MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 integers beyond it are written as doubles
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,17 @@ class SignedEvent:
         if not isinstance(sig, str) or len(sig) > MAX_SIGNATURE_B64:
             raise InvalidEvent("'signature' must be a base64 Ed25519 signature")
         try:
-            raw = b64decode(sig, "signature")
-            canonical(dict(body))  # refuse at the boundary what no signature could cover (floats, huge ints)
+            signed = cls(dict(body), kid, b64decode(sig, "signature"))
+            signed.body_bytes  # noqa: B018 - refuse at the boundary what no signature could cover (floats...)
         except SigningError as exc:
             raise InvalidEvent(str(exc)) from exc
-        return cls(dict(body), kid, raw)
+        return signed
+
+    @functools.cached_property
+    def body_bytes(self) -> bytes:
+        """The body's RFC 8785 bytes: what the signature covers and what the log entry embeds. Encoded once
+        (it travels with the event to the sequencer), as encoding is a good part of an append's CPU."""
+        return canonical(dict(self.body))
 
     def to_json(self) -> dict[str, Any]:
         return {"event": dict(self.body), "key_id": self.key_id, "signature": b64encode(self.signature)}
@@ -68,7 +75,7 @@ class SignedEvent:
         if self.key_id != other.key_id or self.signature != other.signature:
             return False
         try:
-            return canonical(dict(self.body)) == canonical(dict(other.body))
+            return self.body_bytes == other.body_bytes
         except SigningError:
             return False  # a body that cannot even be encoded is not the recorded event
 
@@ -99,7 +106,17 @@ class Entry:
     @functools.cached_property
     def _leaf(self) -> bytes:
         # an entry is immutable, and its canonical form is needed for the hash, the row and the audit
-        return canonical(self.to_json())
+        if not 0 <= self.index <= MAX_SAFE_INTEGER:
+            return canonical(self.to_json())
+        # RFC 8785 encodes an object member by member, keys sorted: the body's canonical bytes, already made
+        # to check its signature, are the "event" member as they are (a property test checks the equality)
+        signed = self.signed
+        return b"".join((
+            b'{"chain":', canonical(self.chain), b',"event":', signed.body_bytes,
+            b',"index":', str(self.index).encode(), b',"key_id":', canonical(signed.key_id),
+            b',"prev":', b'"%s"' % self.prev.hex().encode() if self.prev is not None else b"null",
+            b',"received":"', ev.format_time(self.received).encode(), b'","signature":"',
+            b64encode(signed.signature).encode(), b'","v":', b"%d}" % ENTRY_VERSION))
 
     @functools.cached_property
     def hash(self) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ledger.entry import EVENT_PURPOSE, SignedEvent
+from ledger.entry import EVENT_PURPOSE, Entry, SignedEvent
 from signing import BadSignatureError, KeyPair, canonical, signing_input
 from signing.canonical import parse_canonical
 from signing.errors import CanonicalEncodingError
@@ -170,3 +171,19 @@ def test_fast_path_is_byte_for_byte_rfc8785(value: object) -> None:
             canonical(value)
         return
     assert canonical(value) == expected
+
+
+@given(body=bodies, chain=st.text(max_size=40), key_id=st.text(max_size=30),
+       index=st.integers(min_value=0, max_value=SAFE_INT),
+       prev=st.one_of(st.none(), st.binary(min_size=32, max_size=32)), signature=st.binary(min_size=64, max_size=64),
+       received=st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2200, 1, 1), timezones=st.just(dt.UTC)))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_an_entry_leaf_assembled_around_the_body_bytes_is_the_canonical_entry(
+        body: dict[str, Any], chain: str, key_id: str, index: int, prev: bytes | None, signature: bytes,
+        received: dt.datetime) -> None:
+    """The sequencer writes an entry's leaf around the body's canonical bytes (made once, for its signature)
+    instead of encoding the whole entry: the bytes must be RFC 8785 of the entry, always."""
+    signed = SignedEvent(body, key_id, signature)
+    entry = Entry(index, received, chain, prev, signed)
+    assert entry.leaf() == canonical(entry.to_json())
+    assert Entry.from_leaf(entry.leaf()) == entry
