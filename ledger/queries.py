@@ -22,7 +22,7 @@ from ledger.recall import RecallReport, recall_report
 from ledger.risk import RiskReport, RiskThresholds, assess
 from ledger.service import Ledger
 from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Shipment
-from ledger.storage.sql import SqlUnit, StoredCheckpoint, StoredEntry, prove_entries
+from ledger.storage.sql import SqlUnit, StoredCheckpoint, StoredEntry, TrailRow, prove_entries
 from ledger.verdict import Finding, Verdict, judge
 
 OVERSIGHT = frozenset({Role.REGULATOR, Role.INSPECTOR})
@@ -148,12 +148,12 @@ class Reader:
         """The verdict at a scan. A dispensing actor's scan also checks custody (NOT_IN_CUSTODY)."""
         scanner = who.actor.id if who and who.actor.role in (Role.PHARMACY, Role.HOSPITAL) else None
         with self.ledger.store.read_statements() as u:
-            view = u.pack_view(gtin, serial)
-            pack, batch, size = view if view is not None else (None, None, 0)
+            scan = u.pack_scan(gtin, serial, single=SINGLE_PACK, wide=BATCH_WIDE)
+            pack, batch, trail = (scan[0], scan[1], scan[3]) if scan is not None else (None, None, [])
             pooled = bool(scanner and pack and pack.holder is None and u.holding(scanner, gtin, pack.lot) > 0)
             finding = judge(pack, batch, gtin=gtin, serial=serial, lot=lot, expiry=expiry, now=self.ledger.clock(),
                             scanner=scanner, scanner_holds_pooled=pooled)
-            steps = self._steps(u, batch, serial, size) if batch else []
+            steps = self._steps(u, trail, serial)
         return PackReport(gtin, serial, finding, batch, steps)
 
     def scan(self, gtin: str, serial: str, *, lot: str | None = None, expiry: dt.date | None = None,
@@ -166,14 +166,13 @@ class Reader:
                                      report.finding.reason)
         return report
 
-    def _steps(self, u: SqlUnit, batch: Batch, serial: str, log_size: int) -> list[Step]:
-        """The pack's provenance up to ``log_size`` entries (the snapshot its verdict came from), from indexed
-        columns and the shipment_packs projection, reading a signed entry body only for the rare events that
-        need it (destructions, entries older than the serial column): a scan must stay fast however long the
-        batch's history grows."""
+    def _steps(self, u: SqlUnit, trail: list[TrailRow], serial: str) -> list[Step]:
+        """The pack's provenance from its trail (indexed columns and the shipment_packs projection, read in the
+        snapshot its verdict came from), reading a signed entry body only for the rare events that need it
+        (destructions, entries older than the serial column): a scan must stay fast however long the batch's
+        history grows."""
         steps = []
-        for index, kind, actor_id, received, _event_id, event_serial in u.pack_trail(
-                batch.gtin, batch.lot, serial, single=SINGLE_PACK, wide=BATCH_WIDE, below=log_size):
+        for index, kind, actor_id, received, _event_id, event_serial in trail:
             if kind in SHIPMENT_KINDS:
                 keep = True  # the database kept only the shipments that may hold the pack
             elif kind == "destroy" or (kind in SINGLE_PACK and event_serial is None):

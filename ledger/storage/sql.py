@@ -128,8 +128,10 @@ _PUT_PACKS_PG = sa.text(
 
 _le, _sp, _sh = t.log_entries.c, t.shipment_packs.c, t.shipments.c
 _TRAIL = (_le.idx, _le.event_type, _le.actor, _le.received_at, _le.event_id, _le.serial)
-_TRAILS: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+_SCANS: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
 _EVENT_TYPE = re.compile(r"[a-z_]{1,32}")
+_VIEW = (*t.packs.c, *[c.label(f"b_{c.name}") for c in t.batches.c], t.log_head.c.tree_size.label("log_size"))
+TrailRow = tuple[int, str, str, dt.datetime, str, str | None]
 
 
 def _types(kinds: tuple[str, ...]) -> list[Any]:
@@ -140,38 +142,46 @@ def _types(kinds: tuple[str, ...]) -> list[Any]:
     return [sa.literal_column(f"'{k}'") for k in kinds]
 
 
-def _pack_trail(single: tuple[str, ...], wide: tuple[str, ...]) -> Any:
-    stmt = _TRAILS.get((single, wide))
+def _nulls(columns: Sequence[Any], prefix: str = "") -> list[Any]:
+    return [sa.cast(sa.null(), c.type).label(prefix + c.name) for c in columns]
+
+
+def _pack_scan(single: tuple[str, ...], wide: tuple[str, ...]) -> Any:
+    """One statement for a scan: the pack, its batch and the log size (one row), then the batch chain's entries
+    that may concern the pack up to that size (one row each; see ``SqlUnit.pack_scan``). One statement is one
+    snapshot and one round trip; the pack's lot, which names its batch chain, is read inside it."""
+    stmt = _SCANS.get((single, wide))
     if stmt is not None:
         return stmt
-    parts = sa.union_all(
+    gtin, serial = sa.bindparam("gtin", type_=sa.String), sa.bindparam("serial", type_=sa.String)
+    lot = sa.select(t.packs.c.lot).where(t.packs.c.gtin == gtin, t.packs.c.serial == serial).scalar_subquery()
+    chain = sa.literal_column("'batch/'", sa.String) + gtin + sa.literal_column("'/'", sa.String) + lot
+    size = sa.select(t.log_head.c.tree_size).where(t.log_head.c.id == 1).scalar_subquery()
+    no_view = _nulls(_VIEW)
+
+    def trail(*where: Any) -> Any:
+        return sa.select(*no_view, *[c.label(f"t_{c.name}") for c in _TRAIL]).where(*where, _le.idx < size)
+
+    view = (sa.select(*_VIEW, *_nulls(_TRAIL, "t_"))
+            .join_from(t.packs, t.batches, sa.and_(t.batches.c.gtin == t.packs.c.gtin,
+                                                   t.batches.c.lot == t.packs.c.lot))
+            .join(t.log_head, t.log_head.c.id == 1)
+            .where(t.packs.c.gtin == gtin, t.packs.c.serial == serial))
+    stmt = sa.union_all(
+        view,
         # the pack's own single-pack events (dispense, undo)
-        sa.select(*_TRAIL).where(_le.chain == _param("chain"), _le.serial == _param("serial"),
-                                 _le.event_type.in_(_types(single))),
+        trail(_le.chain == chain, _le.serial == serial, _le.event_type.in_(_types(single))),
         # the shipments and returns that listed it
-        sa.select(*_TRAIL).where(_le.event_id.in_(sa.select(_sp.shipment).where(_sp.gtin == _param("gtin"),
-                                                                                 _sp.serial == _param("serial"))),
-                                 _le.chain == _param("chain")),
+        trail(_le.event_id.in_(sa.select(_sp.shipment).where(_sp.gtin == gtin, _sp.serial == serial)),
+              _le.chain == chain),
         # stock of its batch moved by quantity, which may have held it
-        sa.select(*_TRAIL).where(_le.event_id.in_(sa.select(_sh.id).where(_sh.gtin == _param("gtin"),
-                                                                           _sh.lot == _param("lot"),
-                                                                           _sh.serials.is_(None))),
-                                 _le.chain == _param("chain")),
+        trail(_le.event_id.in_(sa.select(_sh.id).where(_sh.gtin == gtin, _sh.lot == lot, _sh.serials.is_(None))),
+              _le.chain == chain),
         # batch-wide events, and single-pack events logged before the serial column existed
-        sa.select(*_TRAIL).where(_le.chain == _param("chain"), _le.event_type.in_(_types(wide)),
-                                 _le.serial.is_(None)),
-    ).subquery()
-    stmt = sa.select(parts).where(parts.c.idx < _param("below")).order_by(parts.c.idx)
-    _TRAILS[(single, wide)] = stmt
+        trail(_le.chain == chain, _le.event_type.in_(_types(wide)), _le.serial.is_(None)),
+    )
+    _SCANS[(single, wide)] = stmt
     return stmt
-
-
-_PACK_VIEW = (sa.select(t.packs, *[c.label(f"b_{c.name}") for c in t.batches.c],
-                        t.log_head.c.tree_size.label("log_size"))
-              .join_from(t.packs, t.batches,
-                         sa.and_(t.batches.c.gtin == t.packs.c.gtin, t.batches.c.lot == t.packs.c.lot))
-              .join(t.log_head, t.log_head.c.id == 1)
-              .where(t.packs.c.gtin == _param("gtin"), t.packs.c.serial == _param("serial")))
 
 
 class _Values:
@@ -260,14 +270,23 @@ class SqlUnit:
             found.update((r.serial, rows.pack_from(r)) for r in self.conn.execute(q))
         return found
 
-    def pack_view(self, gtin: str, serial: str) -> tuple[Pack, Batch, int] | None:
-        """A pack, its batch and the size of the log they reflect, from one snapshot (one statement)."""
-        row = self.conn.execute(_PACK_VIEW, {"gtin": gtin, "serial": serial}).first()
-        if row is None:
+    def pack_scan(self, gtin: str, serial: str, *, single: Iterable[str], wide: Iterable[str]
+                  ) -> tuple[Pack, Batch, int, list[TrailRow]] | None:
+        """A pack, its batch, the size of the log they reflect, and the (index, type, actor, received, event id,
+        serial) of the batch chain's entries before that size that may concern the pack, in log order; one
+        statement, so one snapshot. The entries are found by indexes: the pack's ``single``-pack events, the
+        shipments that listed it, stock moved by quantity, and entries of the batch-``wide`` types. No entry body
+        is read, so a scan stays fast however long the batch's history grows."""
+        found = self.conn.execute(_pack_scan(tuple(sorted(single)), tuple(sorted(wide))),
+                                  {"gtin": gtin, "serial": serial}).all()
+        view = next((r for r in found if r.t_idx is None), None)
+        if view is None:
             return None
-        values = row._mapping
+        values = view._mapping
         batch = rows.batch_from(_Values({c.name: values[f"b_{c.name}"] for c in t.batches.c}))
-        return rows.pack_from(row), batch, int(values["log_size"])
+        trail = sorted((int(r.t_idx), r.t_event_type, r.t_actor, r.t_received_at, r.t_event_id, r.t_serial)
+                       for r in found if r.t_idx is not None)
+        return rows.pack_from(view), batch, int(values["log_size"]), trail
 
     def pack_counts(self, gtin: str, lot: str) -> dict[str, int]:
         q = (sa.select(t.packs.c.status, sa.func.count()).where(t.packs.c.gtin == gtin, t.packs.c.lot == lot)
@@ -489,16 +508,6 @@ class SqlUnit:
              .order_by(t.log_entries.c.idx))
         return [_stored(r) for r in self.conn.execute(q)]
 
-    def pack_trail(self, gtin: str, lot: str, serial: str, *, single: Iterable[str], wide: Iterable[str],
-                   below: int = 2**62) -> list[tuple[int, str, str, dt.datetime, str, str | None]]:
-        """(index, type, actor, received, event id, serial) of the batch chain's entries that may concern one
-        pack, each part found by an index: its ``single``-pack events, the shipments that listed it, stock moved
-        by quantity, and entries of the batch-``wide`` types. Reads no entry body, so a scan stays fast however
-        long the batch's history grows. Only entries before index ``below`` are returned."""
-        params = {"chain": f"batch/{gtin}/{lot}", "gtin": gtin, "lot": lot, "serial": serial, "below": below}
-        stmt = _pack_trail(tuple(sorted(single)), tuple(sorted(wide)))
-        return [(int(i), k, a, r, ev_id, s) for i, k, a, r, ev_id, s in self.conn.execute(stmt, params)]
-
     def registry_entries(self) -> list[StoredEntry]:
         """Every entry of the actor registry's chains (registrations, key rotations and revocations)."""
         q = sa.select(t.log_entries).where(t.log_entries.c.chain.like("actor/%")).order_by(t.log_entries.c.idx)
@@ -704,8 +713,7 @@ class SqlStore:
     @contextmanager
     def read_statements(self) -> Iterator[SqlUnit]:
         """Reads where each statement may see its own snapshot: on PostgreSQL no BEGIN and no COMMIT, two
-        round trips fewer. For callers that make one statement's snapshot enough (``pack_view`` returns the
-        log size its snapshot holds, and later reads are bounded by it)."""
+        round trips fewer. For callers that make one statement's snapshot enough (``pack_scan``)."""
         with _translated(self.db), self.db.reader.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")

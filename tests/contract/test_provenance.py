@@ -55,3 +55,31 @@ def test_serials_with_like_wildcards_and_quotes(tmp_path: Path, db_url: str) -> 
     assert [s.type for s in reader.pack(GTIN, 'Q"1').steps] == ["commission", "ship"]
     assert [s.type for s in reader.pack(GTIN, 'A%_2').steps] == ["commission"]
     assert [s.type for s in reader.pack(GTIN, 'AB1').steps] == ["commission"]
+
+
+def test_a_scan_is_one_statement(tmp_path: Path, db_url: str) -> None:
+    """The verdict and the provenance of a pack come from one statement (one snapshot, one round trip), for a
+    known pack with a history and for an unknown one; the lot that names the batch chain is read inside it."""
+    from sqlalchemy import event
+
+    w = make_world(tmp_path / "home", db_url)
+    serials = w.commission("ONE'1", 4)
+    w.deliver("maphar", "dist-north", "ONE'1", serials[:2])
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):  # not SQLite's BEGIN
+            statements.append(statement)
+
+    reader = Reader(w.ledger)
+    reader.pack(GTIN, serials[1])  # the actor names shown in the steps are cached after the first scan
+    event.listen(w.db.reader, "before_cursor_execute", record)
+    try:
+        report = reader.pack(GTIN, serials[1])
+        assert [s.type for s in report.steps] == ["commission", "ship"] and report.finding.verdict.value == "AUTHENTIC"
+        assert len(statements) == 1, statements
+        assert reader.pack(GTIN, "NOSUCHPACK").finding.verdict.value == "UNKNOWN"
+        assert len(statements) == 2
+    finally:
+        event.remove(w.db.reader, "before_cursor_execute", record)
+        w.db.dispose()
