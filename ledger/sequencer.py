@@ -15,7 +15,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -28,11 +28,15 @@ _STOP = object()
 logger = logging.getLogger("athar.sequencer")
 
 
+Answer = Callable[[Receipt | LedgerError], None]
+
+
 @dataclass
 class _Item:
     checked: Prechecked
     future: Future[Receipt] | None = None  # a blocking caller (submit)
     waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[Receipt]] | None = None  # an asyncio caller
+    callback: tuple[asyncio.AbstractEventLoop, Answer] | None = None  # called in that loop with the result
 
 
 class GroupCommitter:
@@ -77,6 +81,15 @@ class GroupCommitter:
             future.cancel()  # nobody will read its answer now
             raise OutcomeUnknown(f"no answer from the ledger within {timeout:.0f} s; the event may still be "
                                  "recorded: send the same signed event again to get its receipt") from exc
+
+    def submit_checked_callback(self, checked: Prechecked, loop: asyncio.AbstractEventLoop, answer: Answer) -> None:
+        """Queue a checked submission; ``answer`` is called in ``loop`` with its receipt or refusal. For the
+        sequencer process, which relays thousands of submissions a second: no task, future or timer each (the
+        worker that sent it keeps its own timeout)."""
+        if self._closed:
+            answer(StorageUnavailable("the server is shutting down; nothing was written"))
+            return
+        self._queue.put(_Item(checked, callback=(loop, answer)))
 
     def close(self) -> None:
         self._closed = True
@@ -134,28 +147,31 @@ async def precheck_async(ledger: Ledger, signed: SignedEvent, *, inline: bool) -
     return await asyncio.get_running_loop().run_in_executor(None, ledger.precheck, signed)
 
 
-def _answer(items: Sequence[_Item], results: Sequence[Receipt | Exception]) -> None:
+def _answer(items: Sequence[_Item], results: Sequence[Receipt | LedgerError]) -> None:
     """Hand each caller its result; asyncio callers are woken with one call per event loop, not one each."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt], Receipt | Exception]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt] | Answer, Receipt | LedgerError]]] = {}
     for item, result in zip(items, results, strict=True):
         if item.future is not None:
             if isinstance(result, Exception):
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)
-        elif item.waiter is not None:
-            loop, future = item.waiter
-            by_loop.setdefault(loop, []).append((future, result))
+        else:
+            target = item.waiter if item.waiter is not None else item.callback
+            if target is not None:
+                by_loop.setdefault(target[0], []).append((target[1], result))
     for loop, answers in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: its callers are gone
             loop.call_soon_threadsafe(_settle, answers)
 
 
-def _settle(answers: list[tuple[asyncio.Future[Receipt], Receipt | Exception]]) -> None:
-    for future, result in answers:
-        if future.done():  # the caller timed out or went away
+def _settle(answers: list[tuple[asyncio.Future[Receipt] | Answer, Receipt | LedgerError]]) -> None:
+    for to, result in answers:
+        if not isinstance(to, asyncio.Future):
+            to(result)
+        elif to.done():  # the caller timed out or went away
             continue
-        if isinstance(result, Exception):
-            future.set_exception(result)
+        elif isinstance(result, Exception):
+            to.set_exception(result)
         else:
-            future.set_result(result)
+            to.set_result(result)

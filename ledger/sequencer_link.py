@@ -21,6 +21,7 @@ import os
 import pickle
 import signal
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,36 +54,35 @@ async def _read(reader: asyncio.StreamReader) -> Any:
 class SequencerServer:
     def __init__(self, committer: GroupCommitter) -> None:
         self.committer = committer
-        self.answers: set[asyncio.Task[None]] = set()
+        self.unanswered = 0
         self.writers: set[asyncio.StreamWriter] = set()
 
     async def client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.add(writer)
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 request_id, checked = await _read(reader)
-                task = asyncio.create_task(self._answer(writer, request_id, checked))
-                self.answers.add(task)
-                task.add_done_callback(self.answers.discard)
+                self.unanswered += 1
+                self.committer.submit_checked_callback(checked, loop, self._answer(writer, request_id))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass  # the worker went away (or we stop); its events already queued are still appended
         finally:
             self.writers.discard(writer)
             writer.close()
 
-    async def _answer(self, writer: asyncio.StreamWriter, request_id: int, checked: Prechecked) -> None:
-        result: Receipt | LedgerError
-        try:
-            result = await self.committer.submit_checked_async(checked)
-        except LedgerError as err:
-            result = err
-        if not writer.is_closing():
-            writer.write(_frame((request_id, result)))
+    def _answer(self, writer: asyncio.StreamWriter, request_id: int) -> Callable[[Receipt | LedgerError], None]:
+        def answer(result: Receipt | LedgerError) -> None:
+            self.unanswered -= 1
+            if not writer.is_closing():
+                writer.write(_frame((request_id, result)))
+        return answer
 
     async def drain(self, seconds: float) -> None:
         """Answer what is already queued (up to ``seconds``), then hang up on the workers."""
-        if self.answers:
-            await asyncio.wait(list(self.answers), timeout=seconds)
+        deadline = asyncio.get_running_loop().time() + seconds
+        while self.unanswered > 0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
         for writer in list(self.writers):
             writer.close()
 
