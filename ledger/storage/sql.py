@@ -116,6 +116,21 @@ _PACKS_PG = sa.select(t.packs).where(t.packs.c.gtin == _param("gtin"),
                                      t.packs.c.serial == sa.any_(sa.cast(_param("s"), ARRAY(sa.String))))
 _EVENT_IDS_PG = sa.select(t.log_entries.c.event_id).where(
     t.log_entries.c.event_id == sa.any_(sa.cast(_param("ids"), ARRAY(sa.String))))
+_BY_KEY_PG: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def _by_key_pg(table: sa.Table, key: tuple[str, ...]) -> Any:
+    """SELECT the rows of ``table`` whose ``key`` columns match a row of arrays k0, k1... (PostgreSQL)."""
+    stmt = _BY_KEY_PG.get((table.name, key))
+    if stmt is None:
+        arrays = ", ".join(f"CAST(:k{i} AS varchar[])" for i in range(len(key)))
+        wanted = (sa.text(f"SELECT * FROM unnest({arrays}) AS w({', '.join(key)})")
+                  .columns(*(sa.column(k, sa.String) for k in key)).subquery("k"))
+        stmt = sa.select(table).join(wanted, sa.and_(*(table.c[k] == wanted.c[k] for k in key)))
+        _BY_KEY_PG[(table.name, key)] = stmt
+    return stmt
+
+
 _ADD_SHIPMENT_PACKS_PG = sa.text(
     "INSERT INTO shipment_packs (gtin, serial, shipment) SELECT * FROM unnest(CAST(:g AS varchar[]), "
     "CAST(:s AS varchar[]), CAST(:i AS varchar[])) ON CONFLICT DO NOTHING")
@@ -551,26 +566,36 @@ class SqlUnit:
             found.update(self.conn.execute(q).scalars())
         return found
 
-    def _rows_by_key(self, table: sa.Table, key: sa.ColumnElement[Any], wanted: Iterable[Any]) -> Iterator[Any]:
-        """The rows of ``table`` whose ``key`` (a column, or a tuple of columns) is among ``wanted``, in bounded
+    def _rows_by_key(self, table: sa.Table, key: Sequence[str], wanted: Iterable[Any]) -> Iterator[Any]:
+        """The rows of ``table`` whose ``key`` columns (one, or several with tuples wanted) are among ``wanted``.
+        On PostgreSQL one statement joined to arrays: its text never changes, so it is prepared once (an IN-list
+        is a new statement for every length, and SQLAlchemy renders each element of it). Elsewhere bounded
         IN-lists."""
-        for chunk in _chunks(list(dict.fromkeys(wanted)), 500):
-            yield from self.conn.execute(sa.select(table).where(key.in_(chunk)))
+        keys = list(dict.fromkeys(wanted))
+        if not keys:
+            return
+        if self._postgres:
+            columns = [keys] if len(key) == 1 else [list(k) for k in zip(*keys, strict=True)]
+            yield from self.conn.execute(_by_key_pg(table, tuple(key)),
+                                         {f"k{i}": list(c) for i, c in enumerate(columns)})
+            return
+        column = table.c[key[0]] if len(key) == 1 else sa.tuple_(*(table.c[k] for k in key))
+        for chunk in _chunks(keys, 500):
+            yield from self.conn.execute(sa.select(table).where(column.in_(chunk)))
 
     def actors_by_id(self, actor_ids: Iterable[str]) -> dict[str, Actor]:
-        return {r.id: rows.actor_from(r) for r in self._rows_by_key(t.actors, t.actors.c.id, actor_ids)}
+        return {r.id: rows.actor_from(r) for r in self._rows_by_key(t.actors, ["id"], actor_ids)}
 
     def shipments_by_id(self, shipment_ids: Iterable[str]) -> dict[str, Shipment]:
-        return {r.id: rows.shipment_from(r) for r in self._rows_by_key(t.shipments, t.shipments.c.id, shipment_ids)}
+        return {r.id: rows.shipment_from(r) for r in self._rows_by_key(t.shipments, ["id"], shipment_ids)}
 
     def holdings_of(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
         """Quantities held, by (actor, gtin, lot); absent keys hold nothing."""
-        h = t.holdings.c
         return {(r.actor, r.gtin, r.lot): int(r.quantity)
-                for r in self._rows_by_key(t.holdings, sa.tuple_(h.actor, h.gtin, h.lot), keys)}
+                for r in self._rows_by_key(t.holdings, ["actor", "gtin", "lot"], keys)}
 
     def keys_by_id(self, key_ids: Iterable[str]) -> dict[str, KeyRecord]:
-        return {r.key_id: rows.key_from(r) for r in self._rows_by_key(t.actor_keys, t.actor_keys.c.key_id, key_ids)}
+        return {r.key_id: rows.key_from(r) for r in self._rows_by_key(t.actor_keys, ["key_id"], key_ids)}
 
     def chain_head(self, chain: str) -> tuple[bytes, int, int] | None:
         row = self.conn.execute(_CHAIN_HEAD, {"chain": chain}).first()
