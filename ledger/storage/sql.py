@@ -8,6 +8,7 @@ Only this package imports SQLAlchemy. Database errors are translated here, at on
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -131,14 +132,16 @@ def _by_key_pg(table: sa.Table, key: tuple[str, ...]) -> Any:
     return stmt
 
 
+# Bulk rows travel as one JSON parameter: psycopg dumps Python lists into arrays element by element in Python,
+# json.dumps in C (a group may move hundreds of packs; half the CPU of writing them)
 _ADD_SHIPMENT_PACKS_PG = sa.text(
-    "INSERT INTO shipment_packs (gtin, serial, shipment) SELECT * FROM unnest(CAST(:g AS varchar[]), "
-    "CAST(:s AS varchar[]), CAST(:i AS varchar[])) ON CONFLICT DO NOTHING")
+    "INSERT INTO shipment_packs (gtin, serial, shipment) SELECT gtin, serial, shipment "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS v(gtin varchar, serial varchar, shipment varchar) "
+    "ON CONFLICT DO NOTHING")
 _PUT_PACKS_PG = sa.text(
     "UPDATE packs SET status = v.status, holder = v.holder, dispensed_by = v.by, dispensed_at = v.at, "
-    "dispensed_index = v.ix FROM unnest(CAST(:gtin AS varchar[]), CAST(:serial AS varchar[]), "
-    "CAST(:status AS varchar[]), CAST(:holder AS varchar[]), CAST(:by AS varchar[]), CAST(:at AS timestamp[]), "
-    "CAST(:ix AS bigint[])) AS v(gtin, serial, status, holder, by, at, ix) "
+    "dispensed_index = v.ix FROM json_to_recordset(CAST(:rows AS json)) AS v(gtin varchar, serial varchar, "
+    "status varchar, holder varchar, by varchar, at timestamp, ix bigint) "
     "WHERE packs.gtin = v.gtin AND packs.serial = v.serial")
 
 _le, _sp, _sh = t.log_entries.c, t.shipment_packs.c, t.shipments.c
@@ -277,8 +280,9 @@ class SqlUnit:
         if self._postgres:
             # one prepared query with an array parameter, whatever the number of serials (IN-lists are parsed
             # anew for every length, and a 100,000-pack commission would need dozens of them)
-            found.update((r.serial, rows.pack_from(r)) for r in self.conn.execute(_PACKS_PG, {"gtin": gtin,
-                                                                                              "s": list(serials)}))
+            # Pack(*row): the table's columns are the dataclass's fields in order (a unit test keeps them so);
+            # a shipment may name hundreds of packs, and attribute access per column doubled the cost
+            found.update((r[1], Pack(*r)) for r in self.conn.execute(_PACKS_PG, {"gtin": gtin, "s": list(serials)}))
             return found
         for chunk in _chunks(serials):
             q = sa.select(t.packs).where(t.packs.c.gtin == gtin, t.packs.c.serial.in_(chunk))
@@ -440,8 +444,8 @@ class SqlUnit:
         if not listed:
             return
         if self._postgres:  # one statement whatever the number of packs (a whole batch may ship by serial)
-            self.conn.execute(_ADD_SHIPMENT_PACKS_PG, {"g": [g for g, _, _ in listed], "s": [s for _, s, _ in listed],
-                                                       "i": [i for _, _, i in listed]})
+            self.conn.execute(_ADD_SHIPMENT_PACKS_PG, {"rows": json.dumps(
+                [{"gtin": g, "serial": s, "shipment": i} for g, s, i in listed])})
             return
         stmt = sqlite.insert(t.shipment_packs).on_conflict_do_nothing()
         for chunk in _chunks([{"gtin": g, "serial": s, "shipment": i} for g, s, i in listed]):
@@ -464,11 +468,10 @@ class SqlUnit:
     def _put_packs(self, packs: tuple[Pack, ...]) -> None:
         if self._postgres and len(packs) > 1:
             # one UPDATE joined to the new values as arrays, instead of one UPDATE per pack
-            self.conn.execute(_PUT_PACKS_PG, {
-                "gtin": [p.gtin for p in packs], "serial": [p.serial for p in packs],
-                "status": [p.status for p in packs], "holder": [p.holder for p in packs],
-                "by": [p.dispensed_by for p in packs], "at": [_naive_utc(p.dispensed_at) for p in packs],
-                "ix": [p.dispensed_index for p in packs]})
+            self.conn.execute(_PUT_PACKS_PG, {"rows": json.dumps([
+                {"gtin": p.gtin, "serial": p.serial, "status": p.status, "holder": p.holder, "by": p.dispensed_by,
+                 "at": at.isoformat() if (at := _naive_utc(p.dispensed_at)) is not None else None,
+                 "ix": p.dispensed_index} for p in packs])})
             return
         params = [{"k_gtin": p.gtin, "k_serial": p.serial, "b_status": p.status, "b_holder": p.holder,
                    "b_dispensed_by": p.dispensed_by, "b_dispensed_at": p.dispensed_at,
