@@ -5,7 +5,7 @@ signature) is done before the lock by ``precheck``, in the submitting thread. Un
 in order: idempotency, the signer's registry status, the custody rules, the entry and its chain link. The
 projection changes are applied at once (the next event's rules read them); the log rows (entries, Merkle
 nodes, chain heads) are kept and written together at the end, with one checkpoint for the whole group.
-Receipts are built from what the group already holds, with one read of the Merkle nodes it lacks.
+Receipts are built from what the group already holds: its own Merkle nodes and the perfect subtrees left of it.
 """
 
 from __future__ import annotations

@@ -467,7 +467,7 @@ class SqlUnit:
 
     def _put_packs(self, packs: tuple[Pack, ...]) -> None:
         if self._postgres and len(packs) > 1:
-            # one UPDATE joined to the new values as arrays, instead of one UPDATE per pack
+            # one UPDATE joined to the new values (one JSON parameter), instead of one UPDATE per pack
             self.conn.execute(_PUT_PACKS_PG, {"rows": json.dumps([
                 {"gtin": p.gtin, "serial": p.serial, "status": p.status, "holder": p.holder, "by": p.dispensed_by,
                  "at": at.isoformat() if (at := _naive_utc(p.dispensed_at)) is not None else None,
