@@ -168,7 +168,10 @@ def _answer(items: Sequence[_Item], results: Sequence[Receipt | LedgerError]) ->
 def _settle(answers: list[tuple[asyncio.Future[Receipt] | Answer, Receipt | LedgerError]]) -> None:
     for to, result in answers:
         if not isinstance(to, asyncio.Future):
-            to(result)
+            try:
+                to(result)
+            except Exception:  # one caller's broken answer must not leave the others of the group waiting
+                logger.exception("answering a relayed submission failed")
         elif to.done():  # the caller timed out or went away
             continue
         elif isinstance(result, Exception):
