@@ -16,7 +16,7 @@ from ledger.builder import EventBuilder
 from ledger.entry import EVENT_PURPOSE
 from ledger.merkle import CompactRange, leaf_hash
 from signing import KeyPair, b64encode
-from tests.contract.test_tamper import TARGET, drop_triggers, leaf_doc, sql, write_leaf
+from tests.contract.test_tamper import TARGET, drop_triggers, leaf_doc, resign_as, sql, write_leaf
 from tests.contract.test_tamper import world as tamper_world  # noqa: F401 - a fixture, used below
 from tests.support import GTIN, World
 
@@ -60,13 +60,7 @@ def test_a_signature_by_an_unregistered_key(world: World) -> None:
 
 
 def test_a_valid_signature_by_another_actors_key(world: World) -> None:
-    def tamper(w: World) -> None:
-        drop_triggers(w)
-        doc = leaf_doc(w, TARGET)
-        other = w.keys["dist-south"]
-        doc["key_id"], doc["signature"] = other.key_id, b64encode(other.sign(EVENT_PURPOSE, doc["event"]))
-        write_leaf(w, TARGET, doc)
-    check(world, tamper, TARGET, "belongs to dist-south")
+    check(world, lambda w: resign_as(w, "dist-south"), TARGET, "belongs to dist-south")
 
 
 def test_a_key_added_to_the_key_table_only(world: World) -> None:

@@ -152,13 +152,18 @@ def test_replaced_signature_with_rehashed_entry(world: World) -> None:
     failed_at(world, TARGET, "signature does not verify")
 
 
+def resign_as(world: World, actor: str, index: int = TARGET) -> None:
+    """Re-sign an entry, key id and signature, with another registered actor's key."""
+    drop_triggers(world)
+    doc = leaf_doc(world, index)
+    other = world.keys[actor]
+    doc["key_id"], doc["signature"] = other.key_id, b64encode(other.sign(EVENT_PURPOSE, doc["event"]))
+    write_leaf(world, index, doc)
+
+
 def test_replaced_signature_and_key_id_of_another_actor(world: World) -> None:
     """Re-sign the entry with another registered actor's key: a signer mismatch."""
-    drop_triggers(world)
-    doc = leaf_doc(world, TARGET)
-    other = world.keys["dist-south"]
-    doc["key_id"], doc["signature"] = other.key_id, b64encode(other.sign(EVENT_PURPOSE, doc["event"]))
-    write_leaf(world, TARGET, doc)
+    resign_as(world, "dist-south")
     failed_at(world, TARGET, "belongs to dist-south")
 
 
