@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from ledger.checkpoint import (
 )
 from ledger.entry import Receipt, SignedEvent
 from ledger.group_state import Carried
-from ledger.merkle import MissingNodeError, TreeRangeError, consistency_plan, inclusion_plan
+from ledger.merkle import MissingNodeError, NodeID, TreeRangeError, consistency_plan, inclusion_plan
 from ledger.state import KeyRecord
 from ledger.storage.sql import (
     SqlStore,
@@ -175,29 +175,24 @@ class Ledger:
 
     # ---- proofs ------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _inclusion(u: SqlUnit, index: int, size: int) -> list[bytes]:
-        plan = inclusion_plan(index, size)
-        return plan.proof(u.nodes(plan.ids))
-
-    # Proofs read without a transaction (two statements, no BEGIN/COMMIT): the nodes of a tree no bigger than
-    # the head are written once, with the head, and never change.
+    # Proofs read without a transaction, in one statement on PostgreSQL (the log's size with the nodes): the
+    # nodes of a tree no bigger than the head are written once, with the head, and never change.
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         with self.store.read_statements() as u, _proof_errors():
-            self._check_size(u, tree_size)
-            return self._inclusion(u, index, tree_size)
+            plan = inclusion_plan(index, tree_size)
+            return plan.proof(self._nodes_within(u, tree_size, plan.ids))
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         with self.store.read_statements() as u, _proof_errors():
-            self._check_size(u, second)
             plan = consistency_plan(first, second)
-            return plan.proof(u.nodes(plan.ids))
+            return plan.proof(self._nodes_within(u, second, plan.ids))
 
     @staticmethod
-    def _check_size(u: SqlUnit, tree_size: int) -> None:
-        size, _ = u.head()
+    def _nodes_within(u: SqlUnit, tree_size: int, ids: Iterable[NodeID]) -> dict[NodeID, bytes]:
+        size, nodes = u.size_and_nodes(ids)
         if tree_size > size:
             raise E.InvalidQuery(f"tree size {tree_size} is larger than the log ({size} entries)")
+        return nodes
 
     # ---- reads -----------------------------------------------------------------------------------------------
 

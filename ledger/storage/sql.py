@@ -115,6 +115,11 @@ _PUT_PACK = (sa.update(t.packs)
 
 _PACKS_PG = sa.select(t.packs).where(t.packs.c.gtin == _param("gtin"),
                                      t.packs.c.serial == sa.any_(sa.cast(_param("s"), ARRAY(sa.String))))
+_NODES_PG_SQL = ("SELECT m.level, m.idx, m.hash FROM merkle_nodes m JOIN unnest(CAST(:levels AS smallint[]), "
+                 "CAST(:idxs AS bigint[])) AS w(level, idx) ON m.level = w.level AND m.idx = w.idx")
+_NODES_PG = sa.text(_NODES_PG_SQL)
+# the log size rides along as a row of level -1: one statement, so one snapshot, for a proof and its size check
+_SIZED_NODES_PG = sa.text("SELECT -1, tree_size, NULL FROM log_head WHERE id = 1 UNION ALL " + _NODES_PG_SQL)
 _EVENT_IDS_PG = sa.select(t.log_entries.c.event_id).where(
     t.log_entries.c.event_id == sa.any_(sa.cast(_param("ids"), ARRAY(sa.String))))
 _BY_KEY_PG: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -611,12 +616,33 @@ class SqlUnit:
 
     def nodes(self, ids: Iterable[NodeID]) -> dict[NodeID, bytes]:
         wanted = list(dict.fromkeys(ids))
+        if self._postgres:
+            # one prepared statement whatever the number of nodes: a proof is read in one index probe per node,
+            # with no tuple IN-list to render and parse for each proof
+            rows = self.conn.execute(_NODES_PG, {"levels": [n.level for n in wanted],
+                                                 "idxs": [n.index for n in wanted]})
+            return {NodeID(lv, i): bytes(h) for lv, i, h in rows}
         found: dict[NodeID, bytes] = {}
         for chunk in _chunks(wanted, 500):
             q = sa.select(t.merkle_nodes).where(
                 sa.tuple_(t.merkle_nodes.c.level, t.merkle_nodes.c.idx).in_([(n.level, n.index) for n in chunk]))
             found.update((NodeID(r.level, r.idx), bytes(r.hash)) for r in self.conn.execute(q))
         return found
+
+    def size_and_nodes(self, ids: Iterable[NodeID]) -> tuple[int, dict[NodeID, bytes]]:
+        """The log's size and the stored nodes among ``ids``, read together (on PostgreSQL in one statement)."""
+        if not self._postgres:
+            return self.head()[0], self.nodes(ids)
+        wanted = list(dict.fromkeys(ids))
+        size = 0
+        found: dict[NodeID, bytes] = {}
+        for lv, i, h in self.conn.execute(_SIZED_NODES_PG, {"levels": [n.level for n in wanted],
+                                                            "idxs": [n.index for n in wanted]}):
+            if lv < 0:
+                size = int(i)
+            else:
+                found[NodeID(lv, i)] = bytes(h)
+        return size, found
 
     def nodes_completed(self, start: int, end: int) -> dict[NodeID, bytes]:
         """The stored Merkle nodes that appending leaves ``start`` to ``end - 1`` completes, in one statement of

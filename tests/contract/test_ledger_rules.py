@@ -277,6 +277,8 @@ def test_consistency_between_every_pair_of_checkpoints(world: World) -> None:
         verify_consistency(a.tree_size, b.tree_size, a.root_hash, b.root_hash, proof)
     with pytest.raises(E.InvalidQuery):
         world.ledger.consistency_proof(1, world.ledger.size() + 1)
+    with pytest.raises(E.InvalidQuery, match="larger than the log"):  # the size is read with the nodes
+        world.ledger.inclusion_proof(0, world.ledger.size() + 1)
 
 
 def test_group_append_gives_one_checkpoint(world: World) -> None:
