@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for kind in kinds:
             print(f"\n[{', '.join(sorted(only & BIG))}] big logs on {kind}", flush=True)
-            biglog.run(report, kind, args.quick, only & BIG)
+            biglog.run(report, kind, args.quick, only & BIG, args.workers)
     if "scan" in only:
         from bench import scan
 

@@ -3,6 +3,7 @@ rate versus log size (7)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
@@ -12,8 +13,9 @@ import sqlalchemy as sa
 
 from bench import floor as floor_mod
 from bench.bulk import BigLedger, big_ledger
-from bench.common import ATHAR, ROOT, Report, fraction, ms, pct
+from bench.common import ATHAR, ROOT, Report, fraction, ms, pct, serve
 from bench.inproc import append_all, set_up
+from bench.rawhttp import Connection
 from bench.world import as_signed, build_world, mixed, pool_sizes, sign_all
 from ledger.audit_signatures import helpers_for
 from ledger.home import Home
@@ -23,7 +25,7 @@ LOG_TABLES = ("log_entries", "merkle_nodes", "checkpoints", "chain_heads", "log_
 PROJECTIONS = ("actors", "actor_keys", "batches", "packs", "holdings", "shipments", "alerts")
 
 
-def run(report: Report, kind: str, quick: bool, only: set[str]) -> None:
+def run(report: Report, kind: str, quick: bool, only: set[str], workers: int = 1) -> None:
     sizes = [1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
     biggest = sizes[-1]
     for size in sizes:
@@ -34,6 +36,8 @@ def run(report: Report, kind: str, quick: bool, only: set[str]) -> None:
         with big_ledger(kind, size) as b:
             if "proofs" in only and size in (1_000, 100_000, 1_000_000):
                 proofs(report, b, kind)
+                if size == biggest:
+                    served_proofs(report, b, kind, workers)
             if "storage" in only and size in (10_000, biggest):
                 storage(report, b, kind)
             if "audit" in only and size == biggest:
@@ -74,6 +78,58 @@ def proofs(report: Report, b: BigLedger, kind: str, n: int = 300) -> None:
     report.add("proofs", f"consistency proof to {size:,} entries [{kind}]",
                f"p50 {ms(pct(times, 50))}  p99 {ms(pct(times, 99))}; ≤ {max(lens)} hashes = {32 * max(lens)} B",
                target="≤ 2 ms at 10^6", note="from a random earlier checkpoint; verified")
+
+
+def served_proofs(report: Report, b: BigLedger, kind: str, workers: int, n: int = 500) -> None:
+    """Proofs as a client gets them: ``GET /v1/log/proof/...`` from a real ``athar serve`` on this ledger, one
+    keep-alive connection, each answer checked against the signed root it names."""
+    rng = random.Random(12)
+    size = b.size
+    checkpoints = [c.tree_size for c in _checkpoints(b)]
+    with b.db.reader.connect() as conn:
+        leaves = dict(conn.execute(sa.text("SELECT idx, entry_hash FROM log_entries WHERE idx IN :ids")
+                                   .bindparams(sa.bindparam("ids", expanding=True)),
+                                   {"ids": [rng.randrange(size) for _ in range(n)]}).all())
+    paths = [f"/v1/log/proof/inclusion?index={i}&tree_size={size}" for i in leaves]
+    firsts = [rng.choice(checkpoints[:-1]) if len(checkpoints) > 1 else size for _ in range(min(n, 200))]
+    paths += [f"/v1/log/proof/consistency?first={f}&second={size}" for f in firsts]
+    root = b.ledger.checkpoint(size)
+    assert root is not None
+
+    async def fetch() -> list[tuple[float, int, bytes]]:
+        conn = await Connection.open(srv.base)
+        try:
+            for p in paths[:50]:  # warm the connection, the worker and the statement cache
+                await conn.request("GET", p)
+            out = []
+            for p in paths:
+                t = time.perf_counter()
+                status, body = await conn.request("GET", p)
+                out.append((time.perf_counter() - t, status, body))
+            return out
+        finally:
+            conn.close()
+
+    with serve(b.home, b.url, workers) as srv:
+        got = asyncio.run(fetch())
+    inclusion, consistency = got[:len(leaves)], got[len(leaves):]
+    for (idx, leaf), (_, status, body) in zip(leaves.items(), inclusion, strict=True):
+        doc = json.loads(body)
+        assert status == 200, body[:300]
+        verify_inclusion(bytes(leaf), idx, size, [bytes.fromhex(h) for h in doc["hashes"]], root.root_hash)
+    for first, (_, status, body) in zip(firsts, consistency, strict=True):
+        doc = json.loads(body)
+        assert status == 200, body[:300]
+        verify_consistency(first, size, bytes.fromhex(doc["first_root_hash"]), root.root_hash,
+                           [bytes.fromhex(h) for h in doc["hashes"]])
+    for what, rows in (("inclusion", inclusion), ("consistency", consistency)):
+        times = [t for t, _, _ in rows]
+        largest = max(len(body) for _, _, body in rows)
+        report.add("proofs", f"{what} proof served over HTTP at {size:,} entries [{kind}]",
+                   f"p50 {ms(pct(times, 50))}  p95 {ms(pct(times, 95))}  p99 {ms(pct(times, 99))}",
+                   target="≤ 2 ms at 10^6",
+                   note=f"GET /v1/log/proof/{what} from a real `athar serve`, one keep-alive client, {len(rows)} "
+                        f"requests, each verified against the signed root; largest answer {largest:,} B (JSON, hex)")
 
 
 def _checkpoints(b: BigLedger) -> list:  # type: ignore[type-arg]

@@ -29,7 +29,7 @@ from ledger.checkpoint import (
 )
 from ledger.entry import Receipt, SignedEvent
 from ledger.group_state import Carried
-from ledger.merkle import MissingNodeError, NodeID, TreeRangeError, consistency_plan, inclusion_plan
+from ledger.merkle import MissingNodeError, NodeID, TreeRangeError, consistency_plan, inclusion_plan, leaf_hash
 from ledger.state import KeyRecord
 from ledger.storage.sql import (
     SqlStore,
@@ -46,6 +46,16 @@ MAX_ENTRIES_PAGE = 1000
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class CheckedProof:
+    """A proof with the signed tree head(s) it is checked against, as the API serves it."""
+
+    hashes: list[bytes]
+    root: bytes  # of the checkpoint at the proof's tree size
+    first_root: bytes | None = None  # consistency: of the checkpoint at the first size
+    leaf_hash: bytes | None = None  # inclusion: RFC 9162 hash of the stored leaf
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,22 @@ class Ledger:
             plan = consistency_plan(first, second)
             return plan.proof(self._nodes_within(u, second, plan.ids))
 
+    def inclusion_at_checkpoint(self, index: int, tree_size: int) -> CheckedProof:
+        """An inclusion proof against the checkpoint of ``tree_size`` (NotFound if there is none), read on one
+        connection: the API answers a proof with one hand-off to a thread, not three."""
+        with self.store.read_statements() as u, _proof_errors():
+            cp = _checkpoint_at(u, tree_size)
+            plan = inclusion_plan(index, tree_size)
+            hashes = plan.proof(u.nodes(plan.ids))  # a checkpoint is written with its tree's nodes
+            entry = u.entry(index)
+            return CheckedProof(hashes, cp.root_hash, leaf_hash=leaf_hash(entry.leaf) if entry else None)
+
+    def consistency_at_checkpoints(self, first: int, second: int) -> CheckedProof:
+        with self.store.read_statements() as u, _proof_errors():
+            old, new = _checkpoint_at(u, first), _checkpoint_at(u, second)
+            plan = consistency_plan(first, second)
+            return CheckedProof(plan.proof(u.nodes(plan.ids)), new.root_hash, first_root=old.root_hash)
+
     @staticmethod
     def _nodes_within(u: SqlUnit, tree_size: int, ids: Iterable[NodeID]) -> dict[NodeID, bytes]:
         size, nodes = u.size_and_nodes(ids)
@@ -238,6 +264,13 @@ class Ledger:
             raise E.InvalidQuery(f"invalid range [{start}, {end})")
         with self.store.read() as u:
             return u.entries(start, min(end, start + MAX_ENTRIES_PAGE))
+
+
+def _checkpoint_at(u: SqlUnit, tree_size: int) -> StoredCheckpoint:
+    cp = u.checkpoint(tree_size)
+    if cp is None:
+        raise E.NotFound(f"no checkpoint for tree size {tree_size}")
+    return cp
 
 
 @contextlib.contextmanager

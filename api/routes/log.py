@@ -13,7 +13,6 @@ from api.problems import responses
 from api.schemas import EntriesOut, EntryOut, ProofOut
 from ledger import errors as E
 from ledger.checkpoint import CheckpointError
-from ledger.entry import Entry
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
 Size = Annotated[int, Query(ge=0, le=2**62)]
@@ -71,13 +70,9 @@ async def entries(st: State, who: Who, start: Size, end: Size) -> EntriesOut:
 async def inclusion(st: State, index: Size, tree_size: Size) -> ProofOut:
     if not index < tree_size:
         raise E.InvalidQuery(f"index {index} must be smaller than tree_size {tree_size}")
-    cp = await st.run(st.ledger.checkpoint, tree_size)
-    if cp is None:
-        raise E.NotFound(f"no checkpoint for tree size {tree_size}")
-    hashes = await st.run(st.ledger.inclusion_proof, index, tree_size)
-    entry = await st.run(st.ledger.entries, index, index + 1)
-    return ProofOut(tree_size=tree_size, root_hash=cp.root_hash.hex(), hashes=[h.hex() for h in hashes],
-                    leaf_index=index, leaf_hash=Entry.from_leaf(entry[0].leaf).hash.hex() if entry else None)
+    p = await st.run(st.ledger.inclusion_at_checkpoint, index, tree_size)
+    return ProofOut(tree_size=tree_size, root_hash=p.root.hex(), hashes=[h.hex() for h in p.hashes],
+                    leaf_index=index, leaf_hash=p.leaf_hash.hex() if p.leaf_hash else None)
 
 
 @router.get("/proof/consistency", response_model=ProofOut, summary="RFC 9162 consistency proof",
@@ -85,10 +80,7 @@ async def inclusion(st: State, index: Size, tree_size: Size) -> ProofOut:
 async def consistency(st: State, first: Size, second: Size) -> ProofOut:
     if not 0 < first <= second:
         raise E.InvalidQuery(f"need 0 < first <= second, got first={first} second={second}")
-    cp1 = await st.run(st.ledger.checkpoint, first)
-    cp2 = await st.run(st.ledger.checkpoint, second)
-    if cp1 is None or cp2 is None:
-        raise E.NotFound(f"no checkpoint for tree size {first if cp1 is None else second}")
-    hashes = await st.run(st.ledger.consistency_proof, first, second)
-    return ProofOut(tree_size=second, root_hash=cp2.root_hash.hex(), hashes=[h.hex() for h in hashes],
-                    first=first, first_root_hash=cp1.root_hash.hex())
+    p = await st.run(st.ledger.consistency_at_checkpoints, first, second)
+    assert p.first_root is not None
+    return ProofOut(tree_size=second, root_hash=p.root.hex(), hashes=[h.hex() for h in p.hashes],
+                    first=first, first_root_hash=p.first_root.hex())

@@ -227,6 +227,8 @@ def test_bad_input_is_a_4xx_problem_and_changes_nothing(live: Live) -> None:
     _problem(live.http.get("/v1/packs/123/ABC"), 422, "invalid_identifier")
     _problem(live.http.get("/v1/log/proof/inclusion", params={"index": 5, "tree_size": 2}), 422, "invalid_query")
     _problem(live.http.get("/v1/log/proof/inclusion", params={"index": "x", "tree_size": 2}), 422, "invalid_request")
+    _problem(live.http.get("/v1/log/proof/inclusion", params={"index": 0, "tree_size": 10**9}), 404, "not_found")
+    _problem(live.http.get("/v1/log/proof/consistency", params={"first": 1, "second": 10**9}), 404, "not_found")
     _problem(live.http.get("/v1/actors/nobody"), 404, "not_found")
     _problem(live.http.delete("/v1/events"), 405, "method_not_allowed")
     assert w.ledger.size() == size
