@@ -16,7 +16,7 @@ from fastapi.openapi.utils import get_openapi
 
 from api import problems
 from api.deps import AppState, RateLimiter
-from api.fast_paths import EventSubmissions, PublicPackScans
+from api.fast_paths import EventSubmissions, PublicPackScans, PublicProofs
 from api.middleware import AccessLog, BodyLimit
 from api.observability import configure_logging
 from api.routes import actors, batches, digital_link, events, health, log, oversight, packs, reports
@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="athar", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
     problems.install(app)
-    app.add_middleware(PublicPackScans)  # innermost of ours: access-logged and size-limited like any request
+    app.add_middleware(PublicProofs)  # innermost of ours: access-logged and size-limited like any request
+    app.add_middleware(PublicPackScans)
     app.add_middleware(EventSubmissions)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(AccessLog)  # added last, so outermost: it sees every response, 413s included

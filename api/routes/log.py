@@ -15,7 +15,8 @@ from ledger import errors as E
 from ledger.checkpoint import CheckpointError
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
-Size = Annotated[int, Query(ge=0, le=2**62)]
+MAX_SIZE = 2**62
+Size = Annotated[int, Query(ge=0, le=MAX_SIZE)]
 
 
 @router.get("/checkpoint", response_class=PlainTextResponse, summary="The latest signed checkpoint",

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from ledger.entry import Entry, indexed_columns
 from ledger.errors import StorageUnavailable
-from ledger.merkle import NodeID, inclusion_plan
+from ledger.merkle import NodeID, inclusion_plan, leaf_hash
 from ledger.state import (
     Actor,
     AddPacks,
@@ -120,6 +120,12 @@ _NODES_PG_SQL = ("SELECT m.level, m.idx, m.hash FROM merkle_nodes m JOIN unnest(
 _NODES_PG = sa.text(_NODES_PG_SQL)
 # the log size rides along as a row of level -1: one statement, so one snapshot, for a proof and its size check
 _SIZED_NODES_PG = sa.text("SELECT -1, tree_size, NULL FROM log_head WHERE id = 1 UNION ALL " + _NODES_PG_SQL)
+# what the API serves with an inclusion proof, in one statement: the checkpoint's root (level -2) and the RFC 9162
+# hash of the stored leaf (level -3, hashed where it lies rather than shipped: a commission's leaf can be MBs)
+_PROOF_AT_PG = sa.text(
+    "SELECT -2, tree_size, root_hash FROM checkpoints WHERE tree_size = :size UNION ALL "
+    "SELECT -3, idx, sha256(decode('00', 'hex') || leaf) FROM log_entries WHERE idx = :index AND :index >= 0 "
+    "UNION ALL " + _NODES_PG_SQL)
 _EVENT_IDS_PG = sa.select(t.log_entries.c.event_id).where(
     t.log_entries.c.event_id == sa.any_(sa.cast(_param("ids"), ARRAY(sa.String))))
 _BY_KEY_PG: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -643,6 +649,29 @@ class SqlUnit:
             else:
                 found[NodeID(lv, i)] = bytes(h)
         return size, found
+
+    def proof_material(self, index: int, tree_size: int,
+                       ids: Iterable[NodeID]) -> tuple[bytes | None, bytes | None, dict[NodeID, bytes]]:
+        """For serving a proof: the root of the checkpoint of ``tree_size`` (None if there is none), the RFC 9162
+        hash of entry ``index``'s stored leaf (None for no entry, or index -1), and the stored nodes among
+        ``ids``; one statement on PostgreSQL."""
+        wanted = list(dict.fromkeys(ids))
+        if not self._postgres:
+            cp = self.checkpoint(tree_size)
+            entry = self.entry(index) if index >= 0 else None
+            return (cp.root_hash if cp else None, leaf_hash(entry.leaf) if entry else None, self.nodes(wanted))
+        root = leaf = None
+        found: dict[NodeID, bytes] = {}
+        for lv, i, h in self.conn.execute(_PROOF_AT_PG, {"size": tree_size, "index": index,
+                                                         "levels": [n.level for n in wanted],
+                                                         "idxs": [n.index for n in wanted]}):
+            if lv == -2:
+                root = bytes(h)
+            elif lv == -3:
+                leaf = bytes(h)
+            else:
+                found[NodeID(lv, i)] = bytes(h)
+        return root, leaf, found
 
     def nodes_completed(self, start: int, end: int) -> dict[NodeID, bytes]:
         """The stored Merkle nodes that appending leaves ``start`` to ``end - 1`` completes, in one statement of

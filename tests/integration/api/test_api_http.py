@@ -377,6 +377,36 @@ def test_public_scans_answer_like_the_routed_endpoint(live: Live) -> None:
     assert live.http.get(cases[2]).json()["verdict"] == "MISMATCH"
 
 
+def test_proofs_answer_like_the_routed_endpoint(live: Live) -> None:
+    """Inclusion and consistency proofs in their plain form are served ahead of FastAPI's router; an extra query
+    parameter sends the same request through the router. Both must answer alike, proofs and problems."""
+    w = live.world
+    assert live.post_event(w.as_("maphar").commission(GTIN, "LOT-PF", dt.date(2028, 5, 31), "Amoxicilline 1 g",
+                                                      ["PF1", "PF2"])).status_code == 201
+    size = w.ledger.size()
+    cases = [f"/v1/log/proof/inclusion?index=1&tree_size={size}", f"/v1/log/proof/inclusion?tree_size={size}&index=0",
+             f"/v1/log/proof/inclusion?index=00{size - 1}&tree_size={size}",
+             f"/v1/log/proof/consistency?first=1&second={size}",
+             f"/v1/log/proof/consistency?first={size}&second={size}",
+             f"/v1/log/proof/inclusion?index={size}&tree_size={size}",  # 422: index out of range
+             f"/v1/log/proof/inclusion?index=0&tree_size={size + 5}",  # 404: no such checkpoint
+             "/v1/log/proof/consistency?first=0&second=1", f"/v1/log/proof/consistency?first={size}&second=1",
+             f"/v1/log/proof/inclusion?index=0&tree_size={2**62 + 1}", "/v1/log/proof/inclusion?index=-1&tree_size=2",
+             "/v1/log/proof/inclusion?index=1", "/v1/log/proof/inclusion?index=%EF%BC%91&tree_size=2"]
+    for path in cases:
+        fast = live.http.get(path)
+        routed = live.http.get(path + "&via=router")
+        assert (fast.status_code, fast.headers["content-type"]) == (routed.status_code,
+                                                                     routed.headers["content-type"]), path
+        body, other = fast.json(), routed.json()
+        if fast.status_code != 200:
+            body.pop("instance", None), other.pop("instance", None)
+        assert body == other, path
+    proof = live.http.get(cases[0]).json()
+    assert proof["leaf_index"] == 1 and proof["tree_size"] == size
+    assert [live.http.get(p).status_code for p in cases[5:9]] == [422, 404, 422, 422]
+
+
 def test_event_submissions_answer_like_the_routed_endpoint(live: Live) -> None:
     """POST /v1/events is served ahead of FastAPI's router (``api.fast_paths``); a query string sends it through
     the router. Both must answer alike: receipts, replays and problems."""
