@@ -202,19 +202,19 @@ class Ledger:
         of the stored leaf, read together (one statement on PostgreSQL): what the API serves."""
         with self.store.read_statements() as u, _proof_errors():
             plan = inclusion_plan(index, tree_size)
-            root, leaf, nodes = u.proof_material(index, tree_size, plan.ids)
-            if root is None:
+            got = u.proof_material(tree_size, plan.ids, index=index)
+            if got.root is None:
                 raise E.NotFound(f"no checkpoint for tree size {tree_size}")
-            return CheckedProof(plan.proof(nodes), root, leaf_hash=leaf)  # a checkpoint comes with its nodes
+            # a checkpoint is written with its tree's nodes
+            return CheckedProof(plan.proof(got.nodes), got.root, leaf_hash=got.leaf_hash)
 
     def consistency_at_checkpoints(self, first: int, second: int) -> CheckedProof:
         with self.store.read_statements() as u, _proof_errors():
             plan = consistency_plan(first, second)
-            old = u.checkpoint(first)
-            root, _, nodes = u.proof_material(-1, second, plan.ids)
-            if old is None or root is None:
-                raise E.NotFound(f"no checkpoint for tree size {first if old is None else second}")
-            return CheckedProof(plan.proof(nodes), root, first_root=old.root_hash)
+            got = u.proof_material(second, plan.ids, first=first)
+            if got.first_root is None or got.root is None:
+                raise E.NotFound(f"no checkpoint for tree size {first if got.first_root is None else second}")
+            return CheckedProof(plan.proof(got.nodes), got.root, first_root=got.first_root)
 
     @staticmethod
     def _nodes_within(u: SqlUnit, tree_size: int, ids: Iterable[NodeID]) -> dict[NodeID, bytes]:

@@ -88,6 +88,14 @@ class StoredCheckpoint:
     created_at: dt.datetime
 
 
+@dataclass
+class ProofMaterial:
+    nodes: dict[NodeID, bytes]
+    root: bytes | None = None
+    first_root: bytes | None = None
+    leaf_hash: bytes | None = None
+
+
 def _param(name: str) -> sa.BindParameter[Any]:
     return sa.bindparam(name)
 
@@ -120,10 +128,12 @@ _NODES_PG_SQL = ("SELECT m.level, m.idx, m.hash FROM merkle_nodes m JOIN unnest(
 _NODES_PG = sa.text(_NODES_PG_SQL)
 # the log size rides along as a row of level -1: one statement, so one snapshot, for a proof and its size check
 _SIZED_NODES_PG = sa.text("SELECT -1, tree_size, NULL FROM log_head WHERE id = 1 UNION ALL " + _NODES_PG_SQL)
-# what the API serves with an inclusion proof, in one statement: the checkpoint's root (level -2) and the RFC 9162
-# hash of the stored leaf (level -3, hashed where it lies rather than shipped: a commission's leaf can be MBs)
+# what the API serves with a proof, in one statement: the checkpoint's root (level -2), the earlier checkpoint's
+# root (level -4, consistency) and the RFC 9162 hash of the stored leaf (level -3, inclusion; hashed where it
+# lies rather than shipped: a commission's leaf can be megabytes)
 _PROOF_AT_PG = sa.text(
     "SELECT -2, tree_size, root_hash FROM checkpoints WHERE tree_size = :size UNION ALL "
+    "SELECT -4, tree_size, root_hash FROM checkpoints WHERE tree_size = :first UNION ALL "
     "SELECT -3, idx, sha256(decode('00', 'hex') || leaf) FROM log_entries WHERE idx = :index AND :index >= 0 "
     "UNION ALL " + _NODES_PG_SQL)
 _EVENT_IDS_PG = sa.select(t.log_entries.c.event_id).where(
@@ -650,28 +660,30 @@ class SqlUnit:
                 found[NodeID(lv, i)] = bytes(h)
         return size, found
 
-    def proof_material(self, index: int, tree_size: int,
-                       ids: Iterable[NodeID]) -> tuple[bytes | None, bytes | None, dict[NodeID, bytes]]:
-        """For serving a proof: the root of the checkpoint of ``tree_size`` (None if there is none), the RFC 9162
-        hash of entry ``index``'s stored leaf (None for no entry, or index -1), and the stored nodes among
-        ``ids``; one statement on PostgreSQL."""
+    def proof_material(self, tree_size: int, ids: Iterable[NodeID], *, index: int = -1,
+                       first: int = -1) -> ProofMaterial:
+        """For serving a proof: the stored nodes among ``ids``, the roots of the checkpoints of ``tree_size`` and
+        ``first`` and the RFC 9162 hash of entry ``index``'s stored leaf (each None if there is none, or if
+        asked for -1); one statement on PostgreSQL."""
         wanted = list(dict.fromkeys(ids))
         if not self._postgres:
-            cp = self.checkpoint(tree_size)
+            cp, old = self.checkpoint(tree_size), self.checkpoint(first) if first >= 0 else None
             entry = self.entry(index) if index >= 0 else None
-            return (cp.root_hash if cp else None, leaf_hash(entry.leaf) if entry else None, self.nodes(wanted))
-        root = leaf = None
-        found: dict[NodeID, bytes] = {}
-        for lv, i, h in self.conn.execute(_PROOF_AT_PG, {"size": tree_size, "index": index,
+            return ProofMaterial(self.nodes(wanted), cp.root_hash if cp else None, old.root_hash if old else None,
+                                 leaf_hash(entry.leaf) if entry else None)
+        out = ProofMaterial({})
+        for lv, i, h in self.conn.execute(_PROOF_AT_PG, {"size": tree_size, "first": first, "index": index,
                                                          "levels": [n.level for n in wanted],
                                                          "idxs": [n.index for n in wanted]}):
-            if lv == -2:
-                root = bytes(h)
-            elif lv == -3:
-                leaf = bytes(h)
+            if lv >= 0:
+                out.nodes[NodeID(lv, i)] = bytes(h)
+            elif lv == -2:
+                out.root = bytes(h)
+            elif lv == -4:
+                out.first_root = bytes(h)
             else:
-                found[NodeID(lv, i)] = bytes(h)
-        return root, leaf, found
+                out.leaf_hash = bytes(h)
+        return out
 
     def nodes_completed(self, start: int, end: int) -> dict[NodeID, bytes]:
         """The stored Merkle nodes that appending leaves ``start`` to ``end - 1`` completes, in one statement of
