@@ -64,7 +64,7 @@ def proofs(report: Report, b: BigLedger, kind: str, n: int = 300) -> None:
                f"p50 {ms(pct(times, 50))}  p99 {ms(pct(times, 99))}; {max(lens)} hashes = {32 * max(lens)} B",
                target="≤ 2 ms at 10^6",
                note="Ledger.inclusion_proof in-process (one statement on PostgreSQL, no transaction); "
-                                             "verified against the signed root")
+                    "verified against the signed root")
     times, lens = [], []
     checkpoints = [c.tree_size for c in _checkpoints(b)]
     for _ in range(min(n, 100)):
