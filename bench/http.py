@@ -14,7 +14,7 @@ import httpx
 
 from bench import floor as floor_mod
 from bench import wrk_check
-from bench.common import Report, athar_init, database, fraction, ms, pct, serve
+from bench.common import Report, analyze, athar_init, database, fraction, ms, pct, serve
 from bench.loadgen import Load, LoadResult, run, submit_all
 from bench.world import EXPIRY, GTIN, World, build_world, mixed, pool_sizes, sign_all
 from ledger import events as ev
@@ -54,6 +54,7 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
         print(f"    signed {len(pool)} workload events in {time.perf_counter() - t:.1f} s (before any timing)")
         with serve(home, url, workers) as srv:
             _set_up(world, srv.base, print)
+            analyze(url)  # the plans of a database in service, not of the empty tables the set-up started from
             # appends at 1/16/64 clients, appends beside lookups, the wrk cross-check, the national-peak runs
             slices = _split(pool, [0.04, 0.12, 0.2, 0.2, 0.22, 0.22])
             tag = f"{kind}, {workers} worker(s)"
