@@ -209,20 +209,21 @@ class GroupAppend:
 
     def finish(self) -> str | None:
         """Write the group's log rows and its checkpoint; return the checkpoint note (None if nothing new)."""
-        self.state.flush()
-        if self.tree.size == self.start:
-            return None
-        self.u.insert_entries(self.entries)
-        self.u.insert_nodes(sorted(self.new_nodes.items()))
-        self.u.set_chain_heads([(chain, *head) for chain in sorted(self.changed_chains)
-                                if (head := self.heads[chain]) is not None])
         from ledger.checkpoint import Checkpoint, sign_checkpoint
 
-        root = self.tree.root()
-        note = sign_checkpoint(Checkpoint(self.origin, self.tree.size, root), self.origin, self.ledger_key)
-        self.u.insert_checkpoint(self.tree.size, root, note, self.now)
-        self.u.set_head(self.tree.size, root)
-        return note
+        with self.u.pipelined():  # nothing below reads: the writes go out together, one round trip
+            self.state.flush()
+            if self.tree.size == self.start:
+                return None
+            self.u.insert_entries(self.entries)
+            self.u.insert_nodes(sorted(self.new_nodes.items()))
+            self.u.set_chain_heads([(chain, *head) for chain in sorted(self.changed_chains)
+                                    if (head := self.heads[chain]) is not None])
+            root = self.tree.root()
+            note = sign_checkpoint(Checkpoint(self.origin, self.tree.size, root), self.origin, self.ledger_key)
+            self.u.insert_checkpoint(self.tree.size, root, note, self.now)
+            self.u.set_head(self.tree.size, root)
+            return note
 
     def carry(self) -> Carried:
         """What the next group may reuse, once this one has committed."""

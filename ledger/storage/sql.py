@@ -159,6 +159,16 @@ _ADD_SHIPMENT_PACKS_PG = sa.text(
     "INSERT INTO shipment_packs (gtin, serial, shipment) SELECT gtin, serial, shipment "
     "FROM json_to_recordset(CAST(:rows AS json)) AS v(gtin varchar, serial varchar, shipment varchar) "
     "ON CONFLICT DO NOTHING")
+# the log rows of a group the same way (bytes as hex): unlike COPY, a statement can go in a pipeline
+_INSERT_ENTRIES_PG = sa.text(
+    "INSERT INTO log_entries (idx, entry_hash, event_id, event_type, actor, chain, prev, gtin, lot, received_at, "
+    "leaf, serial) SELECT idx, decode(entry_hash, 'hex'), event_id, event_type, actor, chain, decode(prev, 'hex'), "
+    "gtin, lot, received_at, decode(leaf, 'hex'), serial FROM json_to_recordset(CAST(:rows AS json)) AS v(idx bigint, "
+    "entry_hash text, event_id varchar, event_type varchar, actor varchar, chain varchar, prev text, gtin varchar, "
+    "lot varchar, received_at timestamp, leaf text, serial varchar)")
+_INSERT_NODES_PG = sa.text(
+    "INSERT INTO merkle_nodes (level, idx, hash) SELECT level, idx, decode(hash, 'hex') "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS v(level smallint, idx bigint, hash text)")
 _PUT_PACKS_PG = sa.text(
     "UPDATE packs SET status = v.status, holder = v.holder, dispensed_by = v.by, dispensed_at = v.at, "
     "dispensed_index = v.ix FROM json_to_recordset(CAST(:rows AS json)) AS v(gtin varchar, serial varchar, "
@@ -558,27 +568,42 @@ class SqlUnit:
 
     def insert_entries(self, entries: Sequence[tuple[Entry, str, str | None, str | None]]) -> None:
         """Insert log entries, each with its event type, GTIN and lot (indexed columns), in few statements."""
+        if self._postgres:
+            self.conn.execute(_INSERT_ENTRIES_PG, {"rows": json.dumps([
+                {"idx": e.index, "entry_hash": e.hash.hex(), "event_id": e.signed.event_id, "event_type": kind,
+                 "actor": str(e.signed.body.get("actor")), "chain": e.chain,
+                 "prev": e.prev.hex() if e.prev is not None else None, "gtin": gtin, "lot": lot,
+                 "received_at": e.received.astimezone(dt.UTC).replace(tzinfo=None).isoformat(),
+                 "leaf": e.leaf().hex(), "serial": indexed_columns(kind, None, e)[2]}
+                for e, kind, gtin, lot in entries])})
+            return
         rows_ = [{"idx": e.index, "entry_hash": e.hash, "event_id": e.signed.event_id, "event_type": kind,
                   "actor": str(e.signed.body.get("actor")), "chain": e.chain, "prev": e.prev, "gtin": gtin,
                   "lot": lot, "received_at": e.received, "leaf": e.leaf(),
                   "serial": indexed_columns(kind, None, e)[2]} for e, kind, gtin, lot in entries]
-        if self._postgres:
-            for (e, *_), r in zip(entries, rows_, strict=True):
-                r["received_at"] = _naive_utc(e.received)
-            self._copy(t.log_entries, rows_)
-            return
         for chunk in _chunks(rows_, 500):
             self.conn.execute(sa.insert(t.log_entries), list(chunk))
 
-    def _copy(self, table: sa.Table, rows_: Sequence[dict[str, Any]]) -> None:
-        """PostgreSQL COPY: a group's log rows in one round trip, several times faster than multi-row
-        INSERTs. Values must already be in their database form."""
-        names = [c.name for c in table.columns]
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Send the statements made inside without waiting for each one's answer (PostgreSQL pipeline mode): a
+        group's writes cost one round trip instead of one each. For writes only: a read inside would wait.
+        Their errors surface when the block ends, where the connection, if broken, is dropped from the pool."""
+        if not self._postgres:
+            yield
+            return
+        import psycopg
+
         raw = self.conn.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
-            for r in rows_:
-                copy.write_row([r[n] for n in names])
+        assert isinstance(raw, psycopg.Connection)
+        try:
+            with raw.pipeline():
+                yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.conn.invalidate(exc)  # SQLAlchemy did not see this error, so it would pool the connection again
+            raise StorageUnavailable(f"the ledger database is unavailable: {exc}") from exc
+        except psycopg.Error as exc:  # the exception SQLAlchemy raises for it outside a pipeline
+            raise sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error) from exc
 
     def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(event_ids))
@@ -702,7 +727,8 @@ class SqlUnit:
 
     def insert_nodes(self, nodes: Sequence[tuple[NodeID, bytes]]) -> None:
         if self._postgres:
-            self._copy(t.merkle_nodes, [{"level": n.level, "idx": n.index, "hash": h} for n, h in nodes])
+            self.conn.execute(_INSERT_NODES_PG, {"rows": json.dumps(
+                [{"level": n.level, "idx": n.index, "hash": h.hex()} for n, h in nodes])})
             return
         for chunk in _chunks(nodes):
             self.conn.execute(sa.insert(t.merkle_nodes),

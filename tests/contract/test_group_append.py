@@ -237,3 +237,40 @@ def test_receipts_of_groups_of_every_size_need_no_stored_node_and_no_lookup_one_
         assert verify_store(w.ledger.store, w.ledger.config.trust, w.ledger.config.origin).ok
     finally:
         w.db.dispose()
+
+
+def test_a_group_whose_writes_fail_at_the_end_leaves_nothing_behind(tmp_path: Path, db_url: str) -> None:
+    """A group's writes are sent together and their errors come back at the end (PostgreSQL pipeline mode): a
+    failure there, here a trigger refusing the last write (the new log head), must undo the whole group (projections included), be
+    raised as SQLAlchemy raises database errors, and leave the process able to append the same events again."""
+    from tests.support import make_world
+
+    w = make_world(tmp_path / "home", db_url)
+    postgres = w.db.writer.dialect.name == "postgresql"
+    fail = ("CREATE FUNCTION athar_test_refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected failure'; "
+            "END $$ LANGUAGE plpgsql; CREATE TRIGGER athar_test_refuse BEFORE UPDATE ON log_head FOR EACH ROW "
+            "EXECUTE FUNCTION athar_test_refuse()" if postgres else
+            "CREATE TRIGGER athar_test_refuse BEFORE UPDATE ON log_head BEGIN SELECT RAISE(ABORT, 'injected "
+            "failure'); END")
+    try:
+        serials = w.commission("FAILS", 4)
+        w.deliver("maphar", "ph-rabat", "FAILS", serials)
+        size = w.ledger.size()
+        with w.ledger.store.read() as u:
+            before = u.snapshot()
+        group = [w.as_("ph-rabat").dispense(GTIN, s) for s in serials[:3]]
+        with w.db.writer.begin() as conn:
+            conn.exec_driver_sql(fail)
+        with pytest.raises(sa.exc.DBAPIError, match="injected failure"):
+            w.ledger.append(group)
+        with w.db.writer.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER athar_test_refuse" + (" ON log_head" if postgres else ""))
+        assert w.ledger.size() == size
+        with w.ledger.store.read() as u:
+            assert u.snapshot() == before  # no pack dispensed, no holding moved
+            assert u.entries(size, size + 10) == []
+        receipts = w.ledger.append(group)
+        assert [r.index for r in receipts if not isinstance(r, E.LedgerError)] == [size, size + 1, size + 2]
+        assert verify_store(w.ledger.store, w.ledger.config.trust, w.ledger.config.origin).ok
+    finally:
+        w.db.dispose()
