@@ -10,6 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
+from api.observability import request_fields
 from ledger.request_signing import HEADER_ACTOR
 
 logger = logging.getLogger("athar.access")
@@ -86,6 +87,7 @@ class AccessLog:
         headers = dict(scope["headers"])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
         status = 500
+        extra = request_fields()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -98,7 +100,7 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            fields: dict[str, Any] = {"request_id": request_id, "method": scope.get("method"),
+            fields: dict[str, Any] = {**extra, "request_id": request_id, "method": scope.get("method"),
                                       "path": scope.get("path"), "status": status,
                                       "ms": round((time.perf_counter() - started) * 1000, 2)}
             actor = headers.get(HEADER_ACTOR.lower().encode())

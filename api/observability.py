@@ -6,8 +6,30 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
+from typing import Any
 
 logger = logging.getLogger("athar.access")
+# what a request's handler wants on the request's access-log line (one line per request, not two: writing a log
+# line costs an append as much CPU as checking its signature)
+_REQUEST_FIELDS: ContextVar[dict[str, Any] | None] = ContextVar("athar_request_fields", default=None)
+
+
+def request_fields() -> dict[str, Any]:
+    """A fresh dict of fields for the access-log line of the request now starting (``AccessLog``)."""
+    fields: dict[str, Any] = {}
+    _REQUEST_FIELDS.set(fields)
+    return fields
+
+
+def log_with_request(log: logging.Logger, message: str, fields: dict[str, Any]) -> None:
+    """Put ``fields`` on the current request's access-log line, or log them as a line of their own when there is
+    no request (or no access log)."""
+    current = _REQUEST_FIELDS.get()
+    if current is not None:
+        current.update(fields)
+    else:
+        log.info(message, extra={"fields": fields})
 
 
 class JsonFormatter(logging.Formatter):

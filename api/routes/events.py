@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import AppState, State
+from api.observability import log_with_request
 from api.problems import responses
 from api.schemas import ReceiptOut
 from ledger import errors as E
@@ -111,8 +112,8 @@ async def record_event(st: AppState, raw: bytes) -> JSONResponse:
     try:
         receipt = await st.committer.submit_async(signed, inline=inline)
     except E.LedgerError as err:
-        logger.info("event refused", extra={"fields": {**fields, "code": err.code}})
+        log_with_request(logger, "event refused", {**fields, "code": err.code})
         raise
-    logger.info("event recorded", extra={"fields": {**fields, "index": receipt.index, "replayed": receipt.replayed}})
+    log_with_request(logger, "event recorded", {**fields, "index": receipt.index, "replayed": receipt.replayed})
     # the receipt's JSON is the documented ReceiptOut already (tests check it against the schema)
     return JSONResponse(receipt.to_json(), status_code=200 if receipt.replayed else 201)

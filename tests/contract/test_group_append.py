@@ -241,8 +241,9 @@ def test_receipts_of_groups_of_every_size_need_no_stored_node_and_no_lookup_one_
 
 def test_a_group_whose_writes_fail_at_the_end_leaves_nothing_behind(tmp_path: Path, db_url: str) -> None:
     """A group's writes are sent together and their errors come back at the end (PostgreSQL pipeline mode): a
-    failure there, here a trigger refusing the last write (the new log head), must undo the whole group (projections included), be
-    raised as SQLAlchemy raises database errors, and leave the process able to append the same events again."""
+    failure there, here a trigger refusing the last write (the new log head), must undo the whole group
+    (projections included), be raised as SQLAlchemy raises database errors, and leave the process able to
+    append the same events again."""
     from tests.support import make_world
 
     w = make_world(tmp_path / "home", db_url)

@@ -28,6 +28,8 @@ def test_logs_are_json_lines_without_secrets(live: Live, caplog: pytest.LogCaptu
     text = "\n".join(lines)
     docs = [json.loads(line) for line in lines]
     assert any(d.get("event_type") == "commission" and d.get("actor") == "maphar" and "index" in d for d in docs)
+    # one line per request: the event's fields ride on the request's access-log line
+    assert [(d["path"], d["status"]) for d in docs if d.get("event_type") == "commission"] == [("/v1/events", 201)]
     assert any(d.get("path") == "/dashboard" and d.get("status") == 200 for d in docs)
     for secret in (token, details, "Khadija", signed.to_json()["signature"], "SECRETSERIAL1"):
         assert secret not in text
