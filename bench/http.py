@@ -42,7 +42,7 @@ def _set_up(world: World, base: str, say: callable) -> None:  # type: ignore[val
 
 def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str] | None) -> None:
     duration = 5.0 if quick else 15.0
-    pool_total = 30_000 if quick else 60_000
+    pool_total = 80_000 if quick else 200_000  # enough signed events for 2,000+ appends/s over the whole run
     fl = floor_mod.get(0.5)
     cores = os.cpu_count() or 1
     with database(kind) as (home, url):
