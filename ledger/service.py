@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +29,11 @@ from ledger.checkpoint import (
 )
 from ledger.entry import Receipt, SignedEvent
 from ledger.group_state import Carried
-from ledger.merkle import MissingNodeError, NodeID, TreeRangeError, consistency_plan, inclusion_plan
+from ledger.merkle import MissingNodeError, TreeRangeError, consistency_plan, inclusion_plan
 from ledger.state import KeyRecord
 from ledger.storage.sql import (
+    ProofMaterial,
     SqlStore,
-    SqlUnit,
     StoredCheckpoint,
     StoredEntry,
     erase_personal_data,
@@ -190,19 +190,19 @@ class Ledger:
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         with self.store.read_statements() as u, _proof_errors():
             plan = inclusion_plan(index, tree_size)
-            return plan.proof(self._nodes_within(u, tree_size, plan.ids))
+            return plan.proof(_within(u.proof_material(plan.ids), tree_size).nodes)
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         with self.store.read_statements() as u, _proof_errors():
             plan = consistency_plan(first, second)
-            return plan.proof(self._nodes_within(u, second, plan.ids))
+            return plan.proof(_within(u.proof_material(plan.ids), second).nodes)
 
     def inclusion_at_checkpoint(self, index: int, tree_size: int) -> CheckedProof:
         """An inclusion proof against the checkpoint of ``tree_size`` (NotFound if there is none), with the hash
         of the stored leaf, read together (one statement on PostgreSQL): what the API serves."""
         with self.store.read_statements() as u, _proof_errors():
             plan = inclusion_plan(index, tree_size)
-            got = u.proof_material(tree_size, plan.ids, index=index)
+            got = u.proof_material(plan.ids, checkpoint=tree_size, index=index)
             if got.root is None:
                 raise E.NotFound(f"no checkpoint for tree size {tree_size}")
             # a checkpoint is written with its tree's nodes
@@ -211,17 +211,10 @@ class Ledger:
     def consistency_at_checkpoints(self, first: int, second: int) -> CheckedProof:
         with self.store.read_statements() as u, _proof_errors():
             plan = consistency_plan(first, second)
-            got = u.proof_material(second, plan.ids, first=first)
+            got = u.proof_material(plan.ids, checkpoint=second, first=first)
             if got.first_root is None or got.root is None:
                 raise E.NotFound(f"no checkpoint for tree size {first if got.first_root is None else second}")
             return CheckedProof(plan.proof(got.nodes), got.root, first_root=got.first_root)
-
-    @staticmethod
-    def _nodes_within(u: SqlUnit, tree_size: int, ids: Iterable[NodeID]) -> dict[NodeID, bytes]:
-        size, nodes = u.size_and_nodes(ids)
-        if tree_size > size:
-            raise E.InvalidQuery(f"tree size {tree_size} is larger than the log ({size} entries)")
-        return nodes
 
     # ---- reads -----------------------------------------------------------------------------------------------
 
@@ -267,6 +260,12 @@ class Ledger:
             raise E.InvalidQuery(f"invalid range [{start}, {end})")
         with self.store.read() as u:
             return u.entries(start, min(end, start + MAX_ENTRIES_PAGE))
+
+
+def _within(got: ProofMaterial, tree_size: int) -> ProofMaterial:
+    if tree_size > got.log_size:
+        raise E.InvalidQuery(f"tree size {tree_size} is larger than the log ({got.log_size} entries)")
+    return got
 
 
 @contextlib.contextmanager

@@ -90,10 +90,13 @@ class StoredCheckpoint:
 
 @dataclass
 class ProofMaterial:
+    """What a proof is made from and checked against (``SqlUnit.proof_material``)."""
+
     nodes: dict[NodeID, bytes]
-    root: bytes | None = None
-    first_root: bytes | None = None
-    leaf_hash: bytes | None = None
+    log_size: int = 0
+    root: bytes | None = None  # of the checkpoint asked for
+    first_root: bytes | None = None  # of the earlier checkpoint asked for
+    leaf_hash: bytes | None = None  # RFC 9162 hash of the stored leaf asked for
 
 
 def _param(name: str) -> sa.BindParameter[Any]:
@@ -126,12 +129,11 @@ _PACKS_PG = sa.select(t.packs).where(t.packs.c.gtin == _param("gtin"),
 _NODES_PG_SQL = ("SELECT m.level, m.idx, m.hash FROM merkle_nodes m JOIN unnest(CAST(:levels AS smallint[]), "
                  "CAST(:idxs AS bigint[])) AS w(level, idx) ON m.level = w.level AND m.idx = w.idx")
 _NODES_PG = sa.text(_NODES_PG_SQL)
-# the log size rides along as a row of level -1: one statement, so one snapshot, for a proof and its size check
-_SIZED_NODES_PG = sa.text("SELECT -1, tree_size, NULL FROM log_head WHERE id = 1 UNION ALL " + _NODES_PG_SQL)
-# what the API serves with a proof, in one statement: the checkpoint's root (level -2), the earlier checkpoint's
-# root (level -4, consistency) and the RFC 9162 hash of the stored leaf (level -3, inclusion; hashed where it
-# lies rather than shipped: a commission's leaf can be megabytes)
-_PROOF_AT_PG = sa.text(
+# a proof's material in one statement, so one snapshot and one round trip: the log size (level -1), a
+# checkpoint's root (level -2), an earlier checkpoint's root (level -4) and the RFC 9162 hash of a stored leaf
+# (level -3; hashed where it lies rather than shipped: a commission's leaf can be megabytes), then the nodes
+_PROOF_PG = sa.text(
+    "SELECT -1, tree_size, NULL FROM log_head WHERE id = 1 UNION ALL "
     "SELECT -2, tree_size, root_hash FROM checkpoints WHERE tree_size = :size UNION ALL "
     "SELECT -4, tree_size, root_hash FROM checkpoints WHERE tree_size = :first UNION ALL "
     "SELECT -3, idx, sha256(decode('00', 'hex') || leaf) FROM log_entries WHERE idx = :index AND :index >= 0 "
@@ -670,38 +672,25 @@ class SqlUnit:
             found.update((NodeID(r.level, r.idx), bytes(r.hash)) for r in self.conn.execute(q))
         return found
 
-    def size_and_nodes(self, ids: Iterable[NodeID]) -> tuple[int, dict[NodeID, bytes]]:
-        """The log's size and the stored nodes among ``ids``, read together (on PostgreSQL in one statement)."""
-        if not self._postgres:
-            return self.head()[0], self.nodes(ids)
-        wanted = list(dict.fromkeys(ids))
-        size = 0
-        found: dict[NodeID, bytes] = {}
-        for lv, i, h in self.conn.execute(_SIZED_NODES_PG, {"levels": [n.level for n in wanted],
-                                                            "idxs": [n.index for n in wanted]}):
-            if lv < 0:
-                size = int(i)
-            else:
-                found[NodeID(lv, i)] = bytes(h)
-        return size, found
-
-    def proof_material(self, tree_size: int, ids: Iterable[NodeID], *, index: int = -1,
-                       first: int = -1) -> ProofMaterial:
-        """For serving a proof: the stored nodes among ``ids``, the roots of the checkpoints of ``tree_size`` and
-        ``first`` and the RFC 9162 hash of entry ``index``'s stored leaf (each None if there is none, or if
-        asked for -1); one statement on PostgreSQL."""
+    def proof_material(self, ids: Iterable[NodeID], *, checkpoint: int = -1, first: int = -1,
+                       index: int = -1) -> ProofMaterial:
+        """The stored nodes among ``ids`` and the log's size, with the roots of the checkpoints of sizes
+        ``checkpoint`` and ``first`` and the hash of entry ``index``'s stored leaf (each None if there is none, or
+        if not asked for); one statement on PostgreSQL."""
         wanted = list(dict.fromkeys(ids))
         if not self._postgres:
-            cp, old = self.checkpoint(tree_size), self.checkpoint(first) if first >= 0 else None
+            cp, old = (self.checkpoint(n) if n >= 0 else None for n in (checkpoint, first))
             entry = self.entry(index) if index >= 0 else None
-            return ProofMaterial(self.nodes(wanted), cp.root_hash if cp else None, old.root_hash if old else None,
-                                 leaf_hash(entry.leaf) if entry else None)
+            return ProofMaterial(self.nodes(wanted), self.head()[0], cp.root_hash if cp else None,
+                                 old.root_hash if old else None, leaf_hash(entry.leaf) if entry else None)
         out = ProofMaterial({})
-        for lv, i, h in self.conn.execute(_PROOF_AT_PG, {"size": tree_size, "first": first, "index": index,
-                                                         "levels": [n.level for n in wanted],
-                                                         "idxs": [n.index for n in wanted]}):
+        for lv, i, h in self.conn.execute(_PROOF_PG, {"size": checkpoint, "first": first, "index": index,
+                                                      "levels": [n.level for n in wanted],
+                                                      "idxs": [n.index for n in wanted]}):
             if lv >= 0:
                 out.nodes[NodeID(lv, i)] = bytes(h)
+            elif lv == -1:
+                out.log_size = int(i)
             elif lv == -2:
                 out.root = bytes(h)
             elif lv == -4:
