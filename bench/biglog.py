@@ -49,10 +49,7 @@ def proofs(report: Report, b: BigLedger, kind: str, n: int = 300) -> None:
     ledger, size = b.ledger, b.size
     root = ledger.checkpoint(size)
     assert root is not None
-    with b.db.reader.connect() as conn:
-        leaves = dict(conn.execute(sa.text("SELECT idx, entry_hash FROM log_entries WHERE idx IN :ids")
-                                   .bindparams(sa.bindparam("ids", expanding=True)),
-                                   {"ids": [rng.randrange(size) for _ in range(n)]}).all())
+    leaves = _random_leaves(b, rng, n)
     times, lens = [], []
     for idx, leaf in leaves.items():
         t = time.perf_counter()
@@ -87,10 +84,7 @@ def served_proofs(report: Report, b: BigLedger, kind: str, workers: int, n: int 
     rng = random.Random(12)
     size = b.size
     checkpoints = [c.tree_size for c in _checkpoints(b)]
-    with b.db.reader.connect() as conn:
-        leaves = dict(conn.execute(sa.text("SELECT idx, entry_hash FROM log_entries WHERE idx IN :ids")
-                                   .bindparams(sa.bindparam("ids", expanding=True)),
-                                   {"ids": [rng.randrange(size) for _ in range(n)]}).all())
+    leaves = _random_leaves(b, rng, n)
     paths = [f"/v1/log/proof/inclusion?index={i}&tree_size={size}" for i in leaves]
     firsts = [rng.choice(checkpoints[:-1]) if len(checkpoints) > 1 else size for _ in range(min(n, 200))]
     paths += [f"/v1/log/proof/consistency?first={f}&second={size}" for f in firsts]
@@ -102,7 +96,7 @@ def served_proofs(report: Report, b: BigLedger, kind: str, workers: int, n: int 
         try:
             for p in paths[:50]:  # warm the connection, the worker and the statement cache
                 await conn.request("GET", p)
-            out = []
+            out: list[tuple[float, int, bytes]] = []
             for p in paths:
                 t = time.perf_counter()
                 status, body = await conn.request("GET", p)
@@ -131,6 +125,14 @@ def served_proofs(report: Report, b: BigLedger, kind: str, workers: int, n: int 
                    target="≤ 2 ms at 10^6",
                    note=f"GET /v1/log/proof/{what} from a real `athar serve`, one keep-alive client, {len(rows)} "
                         f"requests, each verified against the signed root; largest answer {largest:,} B (JSON, hex)")
+
+
+def _random_leaves(b: BigLedger, rng: random.Random, n: int) -> dict[int, bytes]:
+    """Up to ``n`` random entries of the ledger: index -> leaf hash."""
+    query = sa.text("SELECT idx, entry_hash FROM log_entries WHERE idx IN :ids").bindparams(
+        sa.bindparam("ids", expanding=True))
+    with b.db.reader.connect() as conn:
+        return {int(i): bytes(h) for i, h in conn.execute(query, {"ids": [rng.randrange(b.size) for _ in range(n)]})}
 
 
 def _checkpoints(b: BigLedger) -> list:  # type: ignore[type-arg]

@@ -43,11 +43,23 @@ def _frame(obj: Any) -> bytes:
 
 def _frames(batch: list[tuple[int, Any]]) -> bytes:
     """A batch of (request id, payload) pairs in one frame: pickling and sending one list costs a third of doing
-    it item by item. A batch too big for one frame (large commissions) goes one frame per item."""
-    data = _frame(batch)
-    if len(data) - _LENGTH.size <= MAX_FRAME:
-        return data
-    return b"".join(_frame([item]) for item in batch)
+    it item by item. A batch too big for one frame (large commissions), or with an item that does not pickle, goes
+    one frame per item, so one bad item costs only its own caller an answer."""
+    with contextlib.suppress(Exception):
+        data = _frame(batch)
+        if len(data) - _LENGTH.size <= MAX_FRAME:
+            return data
+    return b"".join(_one_frame(request_id, payload) for request_id, payload in batch)
+
+
+def _one_frame(request_id: int, payload: Any) -> bytes:
+    try:
+        return _frame([(request_id, payload)])
+    except Exception as exc:
+        logger.exception("a relayed item could not be sent")
+        return _frame([(request_id, OutcomeUnknown(
+            f"the answer could not be relayed ({type(exc).__name__}); the event may be recorded: send the same "
+            "signed event again to get its receipt"))])
 
 
 class _Outbox:
@@ -59,10 +71,10 @@ class _Outbox:
 
     def put(self, request_id: int, payload: Any) -> None:
         if not self.batch:
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
         self.batch.append((request_id, payload))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         batch, self.batch = self.batch, []
         if batch and not self.writer.is_closing():
             self.writer.write(_frames(batch))
@@ -83,11 +95,13 @@ class SequencerServer:
         self.committer = committer
         self.unanswered = 0
         self.writers: set[asyncio.StreamWriter] = set()
+        self.outboxes: set[_Outbox] = set()
 
     async def client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.add(writer)
         loop = asyncio.get_running_loop()
         outbox = _Outbox(writer)
+        self.outboxes.add(outbox)
         try:
             while True:
                 for request_id, checked in await _read(reader):
@@ -97,6 +111,7 @@ class SequencerServer:
             pass  # the worker went away (or we stop); its events already queued are still appended
         finally:
             self.writers.discard(writer)
+            self.outboxes.discard(outbox)
             writer.close()
 
     def _answer(self, outbox: _Outbox, request_id: int) -> Callable[[Receipt | LedgerError], None]:
@@ -110,6 +125,8 @@ class SequencerServer:
         deadline = asyncio.get_running_loop().time() + seconds
         while self.unanswered > 0 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
+        for outbox in list(self.outboxes):
+            outbox.flush()  # answers given but still waiting for their turn of the loop go out before we hang up
         for writer in list(self.writers):
             writer.close()
 

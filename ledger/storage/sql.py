@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -161,7 +161,9 @@ _ADD_SHIPMENT_PACKS_PG = sa.text(
     "INSERT INTO shipment_packs (gtin, serial, shipment) SELECT gtin, serial, shipment "
     "FROM json_to_recordset(CAST(:rows AS json)) AS v(gtin varchar, serial varchar, shipment varchar) "
     "ON CONFLICT DO NOTHING")
-# the log rows of a group the same way (bytes as hex): unlike COPY, a statement can go in a pipeline
+# the log rows of a group the same way (bytes as hex): unlike COPY, a statement can go in a pipeline; a group of
+# large commissions is split, as PostgreSQL takes at most 1 GB in one value
+ENTRY_BYTES_PER_STATEMENT = 64 * 1024 * 1024
 _INSERT_ENTRIES_PG = sa.text(
     "INSERT INTO log_entries (idx, entry_hash, event_id, event_type, actor, chain, prev, gtin, lot, received_at, "
     "leaf, serial) SELECT idx, decode(entry_hash, 'hex'), event_id, event_type, actor, chain, decode(prev, 'hex'), "
@@ -571,13 +573,21 @@ class SqlUnit:
     def insert_entries(self, entries: Sequence[tuple[Entry, str, str | None, str | None]]) -> None:
         """Insert log entries, each with its event type, GTIN and lot (indexed columns), in few statements."""
         if self._postgres:
-            self.conn.execute(_INSERT_ENTRIES_PG, {"rows": json.dumps([
-                {"idx": e.index, "entry_hash": e.hash.hex(), "event_id": e.signed.event_id, "event_type": kind,
-                 "actor": str(e.signed.body.get("actor")), "chain": e.chain,
-                 "prev": e.prev.hex() if e.prev is not None else None, "gtin": gtin, "lot": lot,
-                 "received_at": e.received.astimezone(dt.UTC).replace(tzinfo=None).isoformat(),
-                 "leaf": e.leaf().hex(), "serial": indexed_columns(kind, None, e)[2]}
-                for e, kind, gtin, lot in entries])})
+            batch: list[dict[str, Any]] = []
+            size = 0
+            for e, kind, gtin, lot in entries:
+                leaf = e.leaf().hex()
+                if batch and size + len(leaf) > ENTRY_BYTES_PER_STATEMENT:
+                    self.conn.execute(_INSERT_ENTRIES_PG, {"rows": json.dumps(batch)})
+                    batch, size = [], 0
+                batch.append({"idx": e.index, "entry_hash": e.hash.hex(), "event_id": e.signed.event_id,
+                              "event_type": kind, "actor": str(e.signed.body.get("actor")), "chain": e.chain,
+                              "prev": e.prev.hex() if e.prev is not None else None, "gtin": gtin, "lot": lot,
+                              "received_at": e.received.astimezone(dt.UTC).replace(tzinfo=None).isoformat(),
+                              "leaf": leaf, "serial": indexed_columns(kind, None, e)[2]})
+                size += len(leaf)
+            if batch:
+                self.conn.execute(_INSERT_ENTRIES_PG, {"rows": json.dumps(batch)})
             return
         rows_ = [{"idx": e.index, "entry_hash": e.hash, "event_id": e.signed.event_id, "event_type": kind,
                   "actor": str(e.signed.body.get("actor")), "chain": e.chain, "prev": e.prev, "gtin": gtin,
@@ -590,7 +600,7 @@ class SqlUnit:
     def pipelined(self) -> Iterator[None]:
         """Send the statements made inside without waiting for each one's answer (PostgreSQL pipeline mode): a
         group's writes cost one round trip instead of one each. For writes only: a read inside would wait.
-        Their errors surface when the block ends, where the connection, if broken, is dropped from the pool."""
+        An error surfaces at a later statement of the block or when it ends."""
         if not self._postgres:
             yield
             return
@@ -601,11 +611,13 @@ class SqlUnit:
         try:
             with raw.pipeline():
                 yield
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self.conn.invalidate(exc)  # SQLAlchemy did not see this error, so it would pool the connection again
-            raise StorageUnavailable(f"the ledger database is unavailable: {exc}") from exc
-        except psycopg.Error as exc:  # the exception SQLAlchemy raises for it outside a pipeline
-            raise sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+        except psycopg.Error as exc:
+            # raised here, at the sync, not through SQLAlchemy's execute: raise what it would have raised, and drop
+            # a broken connection from the pool as it would have
+            lost = self.conn.dialect.is_disconnect(cast(Any, exc), self.conn.connection, None)
+            if lost:
+                self.conn.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=lost) from exc
 
     def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(event_ids))

@@ -275,3 +275,35 @@ def test_a_group_whose_writes_fail_at_the_end_leaves_nothing_behind(tmp_path: Pa
         assert verify_store(w.ledger.store, w.ledger.config.trust, w.ledger.config.origin).ok
     finally:
         w.db.dispose()
+
+
+def test_a_connection_lost_when_the_group_is_written_is_reported_and_replaced(tmp_path: Path,
+                                                                            postgres_url: str) -> None:
+    """The backend dies while the group's pipelined writes run (a trigger on the last one terminates it): the
+    append fails as the database being unavailable, nothing of the group remains, and the next append gets a
+    fresh connection from the pool."""
+    from ledger.errors import StorageUnavailable
+    from tests.support import make_world
+
+    w = make_world(tmp_path / "home", postgres_url)
+    try:
+        serials = w.commission("LOST", 3)
+        w.deliver("maphar", "ph-rabat", "LOST", serials)
+        size = w.ledger.size()
+        with w.db.writer.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION athar_test_die() RETURNS trigger AS $$ BEGIN "
+                "PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$ LANGUAGE plpgsql; "
+                "CREATE TRIGGER athar_test_die BEFORE UPDATE ON log_head FOR EACH ROW "
+                "EXECUTE FUNCTION athar_test_die()")
+        group = [w.as_("ph-rabat").dispense(GTIN, s) for s in serials]
+        with pytest.raises(StorageUnavailable):
+            w.ledger.append(group)
+        with w.db.writer.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER athar_test_die ON log_head")
+        assert w.ledger.size() == size
+        receipts = w.ledger.append(group)
+        assert [r.index for r in receipts if not isinstance(r, E.LedgerError)] == [size, size + 1, size + 2]
+        assert verify_store(w.ledger.store, w.ledger.config.trust, w.ledger.config.origin).ok
+    finally:
+        w.db.dispose()

@@ -402,6 +402,14 @@ def test_proofs_answer_like_the_routed_endpoint(live: Live) -> None:
         if fast.status_code != 200:
             body.pop("instance", None), other.pop("instance", None)
         assert body == other, path
+    from api.fast_paths import PublicProofs
+
+    def served_ahead(path: str) -> bool:
+        route, _, query = path.partition("?")
+        scope = {"type": "http", "method": "GET", "path": route, "query_string": query.encode(), "headers": []}
+        return PublicProofs._plain_proof(scope) is not None
+
+    assert [served_ahead(p) for p in cases] == [True] * 9 + [False] * 4  # the router answers the odd forms
     proof = live.http.get(cases[0]).json()
     assert proof["leaf_index"] == 1 and proof["tree_size"] == size
     assert [live.http.get(p).status_code for p in cases[5:9]] == [422, 404, 422, 422]

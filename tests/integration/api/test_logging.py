@@ -18,7 +18,9 @@ def test_logs_are_json_lines_without_secrets(live: Live, caplog: pytest.LogCaptu
     caplog.set_level(logging.INFO, logger="athar")
     w = live.world
     signed = w.as_("maphar").commission(GTIN, "LOG-1", dt.date(2029, 1, 31), "X", ["SECRETSERIAL1"])
-    assert live.post_event(signed).status_code == 201
+    # an unchecked Athar-Actor header must not pass for the signed event's actor in the log
+    assert live.http.post("/v1/events", content=json.dumps(signed.to_json()).encode(),
+                          headers={"content-type": "application/json", "Athar-Actor": "ph-rabat"}).status_code == 201
     details = "Khadija B., +212 6 11 22 33 44"
     live.http.post("/v1/reports", json={"gtin": GTIN, "category": "other", "details": details})
     token = make_session_token(w.keys["regulator"], "regulator", dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
@@ -29,7 +31,8 @@ def test_logs_are_json_lines_without_secrets(live: Live, caplog: pytest.LogCaptu
     docs = [json.loads(line) for line in lines]
     assert any(d.get("event_type") == "commission" and d.get("actor") == "maphar" and "index" in d for d in docs)
     # one line per request: the event's fields ride on the request's access-log line
-    assert [(d["path"], d["status"]) for d in docs if d.get("event_type") == "commission"] == [("/v1/events", 201)]
+    assert [(d["path"], d["status"], d["actor"]) for d in docs
+            if d.get("event_type") == "commission"] == [("/v1/events", 201, "maphar")]
     assert any(d.get("path") == "/dashboard" and d.get("status") == 200 for d in docs)
     for secret in (token, details, "Khadija", signed.to_json()["signature"], "SECRETSERIAL1"):
         assert secret not in text
