@@ -87,7 +87,6 @@ class AccessLog:
         headers = dict(scope["headers"])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
         status = 500
-        extra = request_fields()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -97,13 +96,19 @@ class AccessLog:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            fields: dict[str, Any] = {**extra, "request_id": request_id, "method": scope.get("method"),
-                                      "path": scope.get("path"), "status": status,
-                                      "ms": round((time.perf_counter() - started) * 1000, 2)}
-            actor = headers.get(HEADER_ACTOR.lower().encode())
-            if actor and len(actor) <= 64:  # never over the signed event's actor: the header is not checked there
-                fields.setdefault("actor", actor.decode("latin-1"))
-            logger.info("request", extra={"fields": fields})
+        with request_fields() as extra:
+            try:
+                await self.app(scope, receive, send_wrapper)
+            finally:
+                self._log(extra, request_id, scope, status, started, headers)
+
+    @staticmethod
+    def _log(extra: dict[str, Any], request_id: str, scope: Scope, status: int, started: float,
+             headers: dict[bytes, bytes]) -> None:
+        fields: dict[str, Any] = {**extra, "request_id": request_id, "method": scope.get("method"),
+                                  "path": scope.get("path"), "status": status,
+                                  "ms": round((time.perf_counter() - started) * 1000, 2)}
+        actor = headers.get(HEADER_ACTOR.lower().encode())
+        if actor and len(actor) <= 64:  # never over the signed event's actor: the header is not checked there
+            fields.setdefault("actor", actor.decode("latin-1"))
+        logger.info("request", extra={"fields": fields})

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -15,11 +17,15 @@ logger = logging.getLogger("athar.access")
 _REQUEST_FIELDS: ContextVar[dict[str, Any] | None] = ContextVar("athar_request_fields", default=None)
 
 
-def request_fields() -> dict[str, Any]:
-    """A fresh dict of fields for the access-log line of the request now starting (``AccessLog``)."""
+@contextmanager
+def request_fields() -> Iterator[dict[str, Any]]:
+    """Fields for the access-log line of the request being served inside (``AccessLog``)."""
     fields: dict[str, Any] = {}
-    _REQUEST_FIELDS.set(fields)
-    return fields
+    token = _REQUEST_FIELDS.set(fields)
+    try:
+        yield fields
+    finally:
+        _REQUEST_FIELDS.reset(token)
 
 
 def log_with_request(log: logging.Logger, message: str, fields: dict[str, Any]) -> None:
