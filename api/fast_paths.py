@@ -10,17 +10,20 @@ values) goes on to the router unchanged. Tests compare both answers.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
 from urllib.parse import parse_qsl
 
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import problems
+from api.deps import AppState
 from api.routes.events import record_event
 from api.routes.log import MAX_SIZE, consistency, inclusion
 from api.routes.packs import LOT_MAX, scan_pack
 from ledger.errors import LedgerError
 
+T = TypeVar("T")
 PREFIX = "/v1/packs/"
 EVENTS = "/v1/events"
 PROOFS = {"/v1/log/proof/inclusion": ("index", "tree_size"), "/v1/log/proof/consistency": ("first", "second")}
@@ -51,27 +54,42 @@ class EventSubmissions:
         await response(scope, receive, send)
 
 
-class PublicPackScans:
+class _PlainGet(Generic[T]):
+    """A GET answered ahead of the router when ``plain`` recognises its plain form (and returns its arguments);
+    any other request goes on unchanged."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self._public_scan(scope) if scope["type"] == "http" else None
-        if route is None:
+        args = self.plain(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if args is None:
             await self.app(scope, receive, send)
             return
-        gtin, serial, lot, expiry = route
         response: Response
         try:
-            response = JSONResponse(await scan_pack(scope["app"].state.athar, gtin, serial, lot, expiry, None))
+            response = await self.answer(scope["app"].state.athar, scope["path"], args)
         except LedgerError as err:
             response = problems.ledger_problem(err, scope["path"])
         await response(scope, receive, send)
 
     @staticmethod
-    def _public_scan(scope: Scope) -> tuple[str, str, str | None, str | None] | None:
+    def plain(scope: Scope) -> T | None:
+        raise NotImplementedError
+
+    async def answer(self, st: AppState, path: str, args: T) -> Response:
+        raise NotImplementedError
+
+
+class PublicPackScans(_PlainGet[tuple[str, str, str | None, str | None]]):
+    async def answer(self, st: AppState, path: str, args: tuple[str, str, str | None, str | None]) -> Response:
+        gtin, serial, lot, expiry = args
+        return JSONResponse(await scan_pack(st, gtin, serial, lot, expiry, None))
+
+    @staticmethod
+    def plain(scope: Scope) -> tuple[str, str, str | None, str | None] | None:
         path: str = scope["path"]
-        if scope["method"] != "GET" or not path.startswith(PREFIX):
+        if not path.startswith(PREFIX):
             return None
         parts = path[len(PREFIX):].split("/")
         if len(parts) != 2 or not all(parts):
@@ -89,28 +107,15 @@ class PublicPackScans:
         return parts[0], parts[1], lot or None, expiry or None
 
 
-class PublicProofs:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        numbers = self._plain_proof(scope) if scope["type"] == "http" else None
-        if numbers is None:
-            await self.app(scope, receive, send)
-            return
-        st = scope["app"].state.athar
-        response: Response
-        try:
-            proof = await (inclusion if scope["path"].endswith("/inclusion") else consistency)(st, *numbers)
-            response = JSONResponse(proof.model_dump(mode="json"))
-        except LedgerError as err:
-            response = problems.ledger_problem(err, scope["path"])
-        await response(scope, receive, send)
+class PublicProofs(_PlainGet[tuple[int, int]]):
+    async def answer(self, st: AppState, path: str, args: tuple[int, int]) -> Response:
+        proof = await (inclusion if path.endswith("/inclusion") else consistency)(st, *args)
+        return JSONResponse(proof.model_dump(mode="json"))
 
     @staticmethod
-    def _plain_proof(scope: Scope) -> tuple[int, int] | None:
+    def plain(scope: Scope) -> tuple[int, int] | None:
         names = PROOFS.get(scope["path"])
-        if names is None or scope["method"] != "GET":
+        if names is None:
             return None
         query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         if sorted(k for k, _ in query) != sorted(names):
