@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -583,7 +583,7 @@ class SqlUnit:
                 batch.append({"idx": e.index, "entry_hash": e.hash.hex(), "event_id": e.signed.event_id,
                               "event_type": kind, "actor": str(e.signed.body.get("actor")), "chain": e.chain,
                               "prev": e.prev.hex() if e.prev is not None else None, "gtin": gtin, "lot": lot,
-                              "received_at": e.received.astimezone(dt.UTC).replace(tzinfo=None).isoformat(),
+                              "received_at": _naive_utc(e.received).isoformat(),
                               "leaf": leaf, "serial": indexed_columns(kind, None, e)[2]})
                 size += len(leaf)
             if batch:
@@ -674,8 +674,7 @@ class SqlUnit:
         if self._postgres:
             # one prepared statement whatever the number of nodes: a proof is read in one index probe per node,
             # with no tuple IN-list to render and parse for each proof
-            rows = self.conn.execute(_NODES_PG, {"levels": [n.level for n in wanted],
-                                                 "idxs": [n.index for n in wanted]})
+            rows = self.conn.execute(_NODES_PG, _node_arrays(wanted))
             return {NodeID(lv, i): bytes(h) for lv, i, h in rows}
         found: dict[NodeID, bytes] = {}
         for chunk in _chunks(wanted, 500):
@@ -697,8 +696,7 @@ class SqlUnit:
                                  old.root_hash if old else None, leaf_hash(entry.leaf) if entry else None)
         out = ProofMaterial({})
         for lv, i, h in self.conn.execute(_PROOF_PG, {"size": checkpoint, "first": first, "index": index,
-                                                      "levels": [n.level for n in wanted],
-                                                      "idxs": [n.index for n in wanted]}):
+                                                      **_node_arrays(wanted)}):
             if lv >= 0:
                 out.nodes[NodeID(lv, i)] = bytes(h)
             elif lv == -1:
@@ -807,6 +805,17 @@ def listed_packs(shipments: Iterable[Shipment]) -> list[tuple[str, str, str]]:
     return [(s.gtin, serial, s.id) for s in shipments for serial in s.serials or ()]
 
 
+def _node_arrays(ids: Sequence[NodeID]) -> dict[str, list[int]]:
+    """Node ids as the two array parameters the node statements join to."""
+    return {"levels": [n.level for n in ids], "idxs": [n.index for n in ids]}
+
+
+@overload
+def _naive_utc(when: dt.datetime) -> dt.datetime: ...
+@overload
+def _naive_utc(when: None) -> None: ...
+@overload
+def _naive_utc(when: dt.datetime | None) -> dt.datetime | None: ...
 def _naive_utc(when: dt.datetime | None) -> dt.datetime | None:
     """How ``UTCDateTime`` stores a timestamp, for statements that bypass SQLAlchemy's type processing."""
     return when.astimezone(dt.UTC).replace(tzinfo=None) if when is not None else None
