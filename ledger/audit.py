@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from ledger import errors as E
 from ledger import events as ev
 from ledger.admission import TrustAnchors, authenticate, check_signer
-from ledger.audit_reader import LogReader
+from ledger.audit_reader import Columns, LogReader
 from ledger.checkpoint import Checkpoint, CheckpointError, open_checkpoint, verifier_key
 from ledger.custody import Context, decide
 from ledger.entry import Entry, indexed_columns
 from ledger.merkle import CompactRange, NodeID, leaf_hash
 from ledger.replay import MemoryState
-from ledger.storage.sql import SqlStore, StoredEntry
+from ledger.storage.sql import SqlStore
 
 
 @dataclass(frozen=True)
@@ -69,21 +69,21 @@ class LogVerifier:
         self.report = AuditReport()
         self.tree = CompactRange()
 
-    def add(self, index: int, leaf: bytes, entry_hash: bytes, stored: StoredEntry | None = None, *,
-            signature_ok: bool = False) -> list[tuple[NodeID, bytes]]:
+    def add(self, index: int, leaf: bytes, entry_hash: bytes, columns: Columns | None = None, *,
+            checked: bool = False) -> list[tuple[NodeID, bytes]]:
         """Verify one entry; return the Merkle nodes it completes (for comparison with stored ones).
-        ``signature_ok``: its leaf was already found well-formed and its signature valid for the key its key id
-        names (by a helper process); whether that key may sign it is still checked here."""
+        ``columns``: the indexed columns stored beside the leaf, which must say what the signed entry says.
+        ``checked``: its leaf was already found well-formed, matching ``entry_hash``, and its signature valid for
+        the key its key id names (by a helper process); whether that key may sign it is still checked here."""
         if index != self.tree.size:
             raise AuditFailure(self.tree.size, f"entry {self.tree.size} is missing (found {index} next)")
-        entry = self._entry(index, leaf, entry_hash, checked=signature_ok)
-        event = self._replay(entry, signature_ok)
-        if stored is not None:
+        entry = self._entry(index, leaf, entry_hash, checked=checked)
+        event = self._replay(entry, checked)
+        if columns is not None:
             body = entry.signed.body
             gtin, lot, serial = indexed_columns(event.type, event, entry)
             # a NULL serial is what entries from before that column hold; readers then use the signed body
-            if (stored.chain, stored.prev, stored.event_id, stored.actor, stored.event_type, stored.gtin,
-                    stored.lot, stored.serial or serial) != (
+            if (*columns[:7], columns[7] or serial) != (
                     entry.chain, entry.prev, body.get("id"), body.get("actor"), body.get("type"), gtin, lot, serial):
                 raise AuditFailure(index, f"entry {index}: the indexed columns do not match the signed entry")
         self.report.entries += 1
@@ -117,7 +117,7 @@ class LogVerifier:
             entry = Entry.from_checked_leaf(leaf) if checked else Entry.from_leaf(leaf)
         except E.IntegrityError as err:
             raise AuditFailure(i, f"entry {i}: {err.message}") from err
-        if leaf_hash(leaf) != entry_hash:
+        if not checked and leaf_hash(leaf) != entry_hash:
             raise AuditFailure(i, f"entry {i}: its content does not match its hash (stored {entry_hash.hex()}, "
                                   f"computed {leaf_hash(leaf).hex()})")
         if entry.index != i:
@@ -162,9 +162,8 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
         for page in reader.pages():
             checked = reader.results(page)
             new_nodes: list[tuple[NodeID, bytes]] = []
-            for stored, ok in zip(page.entries, checked, strict=True):
-                new_nodes.extend(verifier.add(stored.index, stored.leaf, stored.entry_hash, stored,
-                                              signature_ok=ok))
+            for (index, entry_hash, leaf, columns), ok in zip(page.rows, checked, strict=True):
+                new_nodes.extend(verifier.add(index, leaf, entry_hash, columns, checked=ok))
                 cp = checkpoints.get(verifier.tree.size)
                 if cp is not None:
                     verifier.checkpoint(cp.note, cp.root_hash)
@@ -172,7 +171,7 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
                 raise AuditFailure(verifier.tree.size, f"entry {verifier.tree.size} is missing: the log head "
                                                        f"says {head.size} entries")
             for node, h in new_nodes:
-                if page.nodes.get(node) != h:
+                if page.nodes.get((node.level, node.index)) != h:
                     raise AuditFailure(node.index << node.level,
                                        f"stored Merkle node (level {node.level}, index {node.index}) does not "
                                        "match the entries")

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from ledger.admission import TrustAnchors
 from ledger.audit_signatures import SignatureChecks, helpers_for, pages
-from ledger.merkle import NodeID
-from ledger.storage.sql import SqlStore, StoredCheckpoint, StoredEntry
+from ledger.storage.sql import SqlStore, StoredCheckpoint
 
 PAGE = 2000
 
@@ -30,11 +29,16 @@ class LogHead:
     checkpoints: dict[int, StoredCheckpoint]
 
 
+#: the indexed columns stored beside a leaf (chain, prev, event id, actor, event type, GTIN, lot, serial), which
+#: must say what the signed entry says
+Columns = tuple[str, bytes | None, str, str, str, str | None, str | None, str | None]
+
+
 @dataclass(frozen=True)
 class Page:
     end: int
-    entries: list[StoredEntry]
-    nodes: dict[NodeID, bytes]  # the stored Merkle nodes these entries complete
+    rows: list[tuple[int, bytes, bytes, Columns]]  # index, entry hash, leaf, indexed columns
+    nodes: dict[tuple[int, int], bytes]  # the stored Merkle nodes these entries complete, by (level, index)
     checked: Future[list[bool]] | None  # the helpers' verdicts, when helpers run
 
 
@@ -66,8 +70,8 @@ class LogReader:
 
     def results(self, page: Page) -> list[bool]:
         if self.checks is None:
-            return [False] * len(page.entries)
-        return self.checks.results(page.checked, len(page.entries))
+            return [False] * len(page.rows)
+        return self.checks.results(page.checked, len(page.rows))
 
     def close(self) -> None:
         self._stop.set()
@@ -106,9 +110,13 @@ class LogReader:
                 if not self._put(LogHead(size, root, checkpoints)):
                     return
                 for start, end in pages(size, PAGE):
-                    entries = u.entries(start, end)
-                    checked = self.checks.submit([e.leaf for e in entries]) if self.checks else None
-                    if not self._put(Page(end, entries, u.nodes_completed(start, end), checked)):
+                    # plain tuples: this thread shares the audit's interpreter, and a dataclass per entry
+                    # and per node costs it more than reading them
+                    rows = [(e.index, e.entry_hash, e.leaf, (e.chain, e.prev, e.event_id, e.actor, e.event_type,
+                                                             e.gtin, e.lot, e.serial)) for e in u.entries(start, end)]
+                    nodes = {(n.level, n.index): h for n, h in u.nodes_completed(start, end).items()}
+                    checked = self.checks.submit([(r[2], r[1]) for r in rows]) if self.checks else None
+                    if not self._put(Page(end, rows, nodes, checked)):
                         return
             self._put(_Done())
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread

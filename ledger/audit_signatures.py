@@ -1,9 +1,10 @@
 """Signature and form checks of an audit, done ahead in helper processes.
 
 The audit replays the log in order on one core; checking each entry's form (canonical bytes, exact field
-types) and its Ed25519 signature needs no order and is most of the work. Helper processes check the next
-pages while the audit replays the current one, and tell it which entries are well-formed and carry a valid
-signature by the key their ``key_id`` names; the audit then parses those without checking their form again.
+types), its hash and its Ed25519 signature needs no order and is most of the work. Helper processes check the
+next pages while the audit replays the current one, and tell it which entries are well-formed, match their
+stored hash and carry a valid signature by the key their ``key_id`` names; the audit then parses those
+without checking their form or hash again.
 The audit still decides, from the registry it rebuilds from the log, whether that key could sign that
 entry; an entry reported invalid (or not reported) is checked again by the audit itself, which then names
 the precise failure. The helpers run the same checks (``Entry.from_leaf``, ``verify_signature``) as the
@@ -23,6 +24,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from ledger.admission import TrustAnchors, verify_signature
 from ledger.entry import Entry
+from ledger.merkle import leaf_hash
 from signing import PublicKey
 
 logger = logging.getLogger("athar.audit")
@@ -41,13 +43,13 @@ def _init(keys: dict[str, str]) -> None:
             _KEYS[key_id] = public
 
 
-def _check(leaves: Sequence[bytes]) -> list[bool]:
+def _check(leaves: Sequence[tuple[bytes, bytes]]) -> list[bool]:
     out = []
-    for leaf in leaves:
+    for leaf, entry_hash in leaves:
         try:
             signed = Entry.from_leaf(leaf).signed
             public = _KEYS.get(signed.key_id)
-            if public is None:
+            if public is None or leaf_hash(leaf) != entry_hash:
                 out.append(False)
                 continue
             verify_signature(signed, public)
@@ -71,8 +73,8 @@ class SignatureChecks:
         except Exception as exc:  # the audit goes on alone
             logger.warning("audit helpers unavailable (%s); checking signatures in the audit itself", exc)
 
-    def submit(self, leaves: Sequence[bytes]) -> Future[list[bool]] | None:
-        """Start checking one page; None if the helpers are gone."""
+    def submit(self, leaves: Sequence[tuple[bytes, bytes]]) -> Future[list[bool]] | None:
+        """Start checking one page of (leaf, entry hash); None if the helpers are gone."""
         pool = self.pool
         if pool is not None:
             try:
@@ -82,7 +84,8 @@ class SignatureChecks:
         return None
 
     def results(self, future: Future[list[bool]] | None, size: int) -> list[bool]:
-        """Which entries of a page carry a valid signature (all False: unknown, the audit checks them)."""
+        """Which entries of a page are well-formed, match their hash and carry a valid signature (all False:
+        unknown, the audit checks them)."""
         if future is None:
             return [False] * size
         try:

@@ -18,7 +18,7 @@ from ledger import events as ev
 from ledger.errors import IntegrityError, InvalidEvent
 from ledger.merkle import leaf_hash
 from signing import KeyPair, b64decode, b64encode, canonical
-from signing.canonical import parse_canonical, parse_json
+from signing.canonical import parse_json
 from signing.errors import SigningError
 
 EVENT_PURPOSE = "event"
@@ -126,16 +126,18 @@ class Entry:
     def from_leaf(cls, leaf: bytes) -> Entry:
         """Parse stored leaf bytes; raise IntegrityError if they are not a well-formed canonical entry."""
         try:
-            doc = parse_canonical(leaf)
+            entry = cls._from_doc(parse_json(leaf))
+            # Only the one serialisation the sequencer writes is accepted: an entry that parses to the same
+            # meaning but has other bytes (whitespace, escapes, fields added, reordered or respelled) would
+            # have another leaf hash. Writing the parsed entry again the sequencer's way (around the body's
+            # canonical bytes, which the signature check needs anyway) and comparing the bytes checks the
+            # canonical form and the exact fields at once, for half the cost of encoding the leaf afresh.
+            canonical_form = entry._leaf
         except SigningError as exc:
             raise IntegrityError(f"stored entry is malformed: {exc}") from exc
-        entry = cls._from_doc(doc)
-        # Only the one serialisation the sequencer writes is accepted: an entry that parses to the same
-        # meaning but has other bytes (extra fields, other spellings) would have another leaf hash. The
-        # bytes are canonical and the field types exact, so equal JSON values mean equal bytes.
-        if entry.to_json() != doc:
-            raise IntegrityError("stored entry is not in the form the sequencer writes (fields added or respelled)")
-        entry.__dict__["_leaf"] = leaf  # the cached canonical form: these very bytes
+        if canonical_form != leaf:
+            raise IntegrityError("stored entry is not in the canonical form the sequencer writes (RFC 8785; "
+                                 "fields added, reordered or respelled)")
         return entry
 
     @classmethod

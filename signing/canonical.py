@@ -19,6 +19,10 @@ PREFIX_NAMESPACE = "athar/v1/"
 
 def canonical(value: Any) -> bytes:
     """Return the RFC 8785 canonical UTF-8 bytes of a JSON value."""
+    if type(value) is str and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        # a printable ASCII string without quote or backslash is written as it is (chain names, key ids: parts
+        # of every log entry the sequencer writes and every audit checks)
+        return b'"%s"' % value.encode("ascii")
     if _plain(value):
         # For strings of the Basic Multilingual Plane, integers within ±(2^53-1), booleans and null, the
         # standard library's sorted, compact output is byte for byte RFC 8785 (a property test checks it)

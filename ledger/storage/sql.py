@@ -557,9 +557,9 @@ class SqlUnit:
         return _stored(row) if row else None
 
     def entries(self, start: int, end: int) -> list[StoredEntry]:
-        q = (sa.select(t.log_entries).where(t.log_entries.c.idx >= start, t.log_entries.c.idx < end)
-             .order_by(t.log_entries.c.idx))
-        return [_stored(r) for r in self.conn.execute(q)]
+        # a page of an audit: untyped columns, taken by position, cost half as much as typed rows by name
+        return [StoredEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], t.as_utc(r[10]), r[11])
+                for r in self.conn.execute(_ENTRIES_PAGE, {"start": start, "end": end})]
 
     def registry_entries(self) -> list[StoredEntry]:
         """Every entry of the actor registry's chains (registrations, key rotations and revocations)."""
@@ -819,6 +819,11 @@ def _naive_utc(when: dt.datetime | None) -> dt.datetime | None: ...
 def _naive_utc(when: dt.datetime | None) -> dt.datetime | None:
     """How ``UTCDateTime`` stores a timestamp, for statements that bypass SQLAlchemy's type processing."""
     return when.astimezone(dt.UTC).replace(tzinfo=None) if when is not None else None
+
+
+_ENTRIES_PAGE = sa.text(
+    "SELECT idx, entry_hash, leaf, chain, prev, event_id, event_type, actor, gtin, lot, received_at, serial "
+    "FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
 
 
 def _stored(row: Any) -> StoredEntry:

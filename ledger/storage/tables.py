@@ -30,10 +30,13 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        when: dt.datetime = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-        return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+        return None if value is None else as_utc(value)
+
+
+def as_utc(value: str | dt.datetime) -> dt.datetime:
+    """A stored timestamp (naive UTC; SQLite gives it as text) as a timezone-aware datetime."""
+    when = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
 Hash = sa.LargeBinary(32)

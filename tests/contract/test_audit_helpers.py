@@ -63,6 +63,15 @@ def test_a_valid_signature_by_another_actors_key(world: World) -> None:
     check(world, lambda w: resign_as(w, "dist-south"), TARGET, "belongs to dist-south")
 
 
+def test_a_stored_entry_hash_that_is_not_the_leafs(world: World) -> None:
+    """The helpers check each leaf against its stored hash, and the audit then skips that check for the
+    entries they accept: an edited hash must still be named at its entry, not found later as a wrong root."""
+    def tamper(w: World) -> None:
+        drop_triggers(w)
+        sql(w, "UPDATE log_entries SET entry_hash = :h WHERE idx = :i", h=b"\x11" * 32, i=TARGET)
+    check(world, tamper, TARGET, "does not match its hash")
+
+
 def test_a_key_added_to_the_key_table_only(world: World) -> None:
     """The helper trusts the key table, so it finds the forged signature valid; the audit must not."""
     attacker = KeyPair.generate()

@@ -188,3 +188,61 @@ def test_an_entry_leaf_assembled_around_the_body_bytes_is_the_canonical_entry(
     assert entry.leaf() == canonical(entry.to_json())
     # the audit's two parses (form checked here, or already by its helper process) give the same entry
     assert Entry.from_leaf(entry.leaf()) == entry == Entry.from_checked_leaf(entry.leaf())
+
+
+@given(st.one_of(st.text(), st.text(alphabet=st.characters(max_codepoint=0x7F))))
+@settings(max_examples=500, deadline=None)
+@example("")
+@example('a"b')
+@example("a\\b")
+@example("\x7f")
+@example("\x1f")
+def test_strings_take_the_shortest_path_and_still_equal_rfc8785(value: str) -> None:
+    """Printable ASCII strings are written as they are; every other string must come out as the reference
+    encoder writes it too (escapes, DEL, control characters, surrogates refused)."""
+    import rfc8785
+
+    try:
+        expected = rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError, ValueError):
+        with pytest.raises(CanonicalEncodingError):
+            canonical(value)
+        return
+    assert canonical(value) == expected
+
+
+_RESPELLINGS = {
+    "spaces": lambda doc: json.dumps(doc, sort_keys=True, ensure_ascii=False).encode(),
+    "keys unsorted": lambda doc: json.dumps(dict(reversed(list(doc.items()))), separators=(",", ":"),
+                                            ensure_ascii=False).encode(),
+    "escaped non-ASCII": lambda doc: json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(),
+    "field added": lambda doc: canonical({**doc, "note": "x"}),
+    "prev in capitals": lambda doc: canonical({**doc, "prev": doc["prev"].upper() if doc["prev"] else None}),
+    "time without microseconds": lambda doc: canonical({**doc, "received": doc["received"][:19] + "Z"}),
+    "version as text": lambda doc: canonical({**doc, "v": "1"}),
+}
+
+
+@given(body=bodies, chain=st.text(min_size=1, max_size=20), index=st.integers(min_value=0, max_value=SAFE_INT),
+       prev=st.one_of(st.none(), st.binary(min_size=32, max_size=32)),
+       received=st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2200, 1, 1), timezones=st.just(dt.UTC)),
+       how=st.sampled_from(sorted(_RESPELLINGS)))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_stored_entry_in_any_other_spelling_is_refused(body: dict[str, Any], chain: str, index: int,
+                                                         prev: bytes | None, received: dt.datetime,
+                                                         how: str) -> None:
+    """``Entry.from_leaf`` accepts only the bytes the sequencer writes: any other spelling of the same entry
+    (which would have another leaf hash) is refused, or parses to an entry whose own leaf is those bytes."""
+    from ledger.errors import IntegrityError
+
+    entry = Entry(index, received, chain, prev, SignedEvent(body, KEY.key_id, bytes(64)))
+    try:
+        leaf = entry.leaf()
+    except CanonicalEncodingError:
+        return  # a body no signature could cover never becomes an entry
+    respelled = _RESPELLINGS[how](json.loads(leaf))
+    if respelled == leaf:
+        assert Entry.from_leaf(respelled) == entry  # nothing to respell (e.g. ASCII only, no prev)
+        return
+    with pytest.raises(IntegrityError):
+        Entry.from_leaf(respelled)
