@@ -171,7 +171,7 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
                 raise AuditFailure(verifier.tree.size, f"entry {verifier.tree.size} is missing: the log head "
                                                        f"says {head.size} entries")
             for node, h in new_nodes:
-                if page.nodes.get((node.level, node.index)) != h:
+                if page.nodes.get(node) != h:
                     raise AuditFailure(node.index << node.level,
                                        f"stored Merkle node (level {node.level}, index {node.index}) does not "
                                        "match the entries")

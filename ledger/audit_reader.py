@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ledger.admission import TrustAnchors
 from ledger.audit_signatures import SignatureChecks, helpers_for, pages
+from ledger.merkle import NodeID
 from ledger.storage.sql import SqlStore, StoredCheckpoint
 
 PAGE = 2000
@@ -38,7 +39,7 @@ Columns = tuple[str, bytes | None, str, str, str, str | None, str | None, str | 
 class Page:
     end: int
     rows: list[tuple[int, bytes, bytes, Columns]]  # index, entry hash, leaf, indexed columns
-    nodes: dict[tuple[int, int], bytes]  # the stored Merkle nodes these entries complete, by (level, index)
+    nodes: dict[NodeID, bytes]  # the stored Merkle nodes these entries complete
     checked: Future[list[bool]] | None  # the helpers' verdicts, when helpers run
 
 
@@ -111,12 +112,11 @@ class LogReader:
                     return
                 for start, end in pages(size, PAGE):
                     # plain tuples: this thread shares the audit's interpreter, and a dataclass per entry
-                    # and per node costs it more than reading them
+                    # costs it more than reading the entry
                     rows = [(e.index, e.entry_hash, e.leaf, (e.chain, e.prev, e.event_id, e.actor, e.event_type,
                                                              e.gtin, e.lot, e.serial)) for e in u.entries(start, end)]
-                    nodes = {(n.level, n.index): h for n, h in u.nodes_completed(start, end).items()}
                     checked = self.checks.submit([(r[2], r[1]) for r in rows]) if self.checks else None
-                    if not self._put(Page(end, rows, nodes, checked)):
+                    if not self._put(Page(end, rows, u.nodes_completed(start, end), checked)):
                         return
             self._put(_Done())
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
