@@ -75,16 +75,25 @@ class _Written:
 
 class GroupAppend:
     def __init__(self, u: SqlUnit, *, now: dt.datetime, origin: str, ledger_key: KeyPair,
-                 trust: TrustAnchors, carried: Carried | None = None) -> None:
+                 trust: TrustAnchors, carried: Carried | None = None, items: Sequence[Prechecked] = ()) -> None:
+        """Lock the log head; with ``items``, also read what they will ask for (in the lock's round trip where
+        the database allows, see ``SqlUnit.lock_and_read``)."""
         self.u = u
         self.now = now
         self.origin = origin
         self.ledger_key = ledger_key
         self.trust = trust
-        self.start, root, metas = u.lock_head_versioned()
+        events = [i.event for i in items if i.event is not None]
+        key_ids = {i.signed.key_id for i in items}
+        self.state = GroupState(u, carried)
+        wants = self.state.wants(events, key_ids)
+        wants.event_ids = sorted({i.signed.event_id for i in items if i.signed.event_id})
+        reads = u.lock_and_read(wants) if items else None
+        self.start, root, metas = reads.head if reads is not None else u.lock_head_versioned()
         self.version = (self.start, root, metas)
         if carried is not None and carried.version != self.version:
             carried = None  # someone else wrote since: read everything afresh
+            self.state = GroupState(u, None)
         self.tree = (carried.tree.copy() if carried is not None
                      else CompactRange.from_nodes(self.start, u.nodes(root_nodes(self.start))))
         # the perfect subtrees left of the group: with the group's own nodes, all an inclusion proof of one of
@@ -95,13 +104,13 @@ class GroupAppend:
         self.heads: ChainMap[str, tuple[bytes, int, int] | None] = overlay(carried.heads if carried else None)
         self.changed_chains: set[str] = set()
         self.written: dict[str, _Written] = {}  # by event id, this group's entries
-        self.state = GroupState(u, carried)
         self.known_ids: set[str] = set()  # event ids of this group's submissions already in the log
-
-    def prefetch(self, items: Sequence[Prechecked]) -> None:
-        """Find, in one query, which of the group's event ids the log already holds (replays)."""
-        self.known_ids = self.u.existing_event_ids(i.signed.event_id for i in items if i.signed.event_id)
-        self.state.prefetch([i.event for i in items if i.event is not None], {i.signed.key_id for i in items})
+        if reads is not None:
+            self.known_ids = reads.existing_ids
+            self.state.absorb(reads, wants, events)
+        elif items:
+            self.known_ids = u.existing_event_ids(wants.event_ids)
+            self.state.prefetch(events, key_ids)
 
     # ---- admitting -------------------------------------------------------------------------------------------
 

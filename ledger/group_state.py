@@ -41,6 +41,7 @@ from ledger.state import (
     PutShipment,
     Shipment,
 )
+from ledger.storage.group_reads import GroupReads, GroupWants
 from ledger.storage.sql import CHUNK, SqlUnit, listed_packs
 
 HoldingKey = tuple[str, str, str]
@@ -102,23 +103,69 @@ class GroupState:
     def prefetch(self, events: Sequence[ev.Event], key_ids: Iterable[str]) -> None:
         """Read in a few queries what the group's events will ask for one by one: their actors and keys, the
         existing packs they name by serial, and their actors' holdings of the batches concerned."""
+        wants = self.wants(events, key_ids)
+        actors = self.u.actors_by_id(wants.actor_ids)
+        self._actors.update((a, actors.get(a)) for a in wants.actor_ids)
+        keys = self.u.keys_by_id(wants.key_ids)
+        self._keys.update((k, keys.get(k)) for k in wants.key_ids)
+        shipments = self.u.shipments_by_id(wants.shipment_ids)
+        self._shipments.update((i, shipments.get(i)) for i in wants.shipment_ids)
+        for gtin, names in self._serials_named(events).items():
+            self.packs(gtin, tuple(sorted(names)))
+        held = self._held(events)
+        quantities = self.u.holdings_of(held)
+        self._holdings.update((k, quantities.get(k, 0)) for k in held)
+
+    def wants(self, events: Sequence[ev.Event], key_ids: Iterable[str]) -> GroupWants:
+        """What the group's events will ask for, less what this state already holds: as ``prefetch`` reads it,
+        for ``SqlUnit.lock_and_read`` to read at once (event ids are the caller's)."""
         actor_ids = {e.actor for e in events} | {to for e in events if isinstance(to := getattr(e, "to", None), str)}
-        actors = self.u.actors_by_id(a for a in actor_ids if a not in self._actors)
-        self._actors.update((a, actors.get(a)) for a in actor_ids if a not in self._actors)
-        wanted_keys = {k for k in key_ids if k not in self._keys}
-        keys = self.u.keys_by_id(wanted_keys)
-        self._keys.update((k, keys.get(k)) for k in wanted_keys)
-
-        wanted_shipments = ({e.shipment for e in events if isinstance(e, ev.Receive | ev.Refuse)}
-                            - self._shipments.keys())
-        shipments = self.u.shipments_by_id(wanted_shipments)
-        self._shipments.update((i, shipments.get(i)) for i in wanted_shipments)
-
-        serials_of: dict[str, set[str]] = {}
-        for shipment in shipments.values():
-            if shipment.serials:
-                serials_of.setdefault(shipment.gtin, set()).update(shipment.serials)
+        wants = GroupWants(actor_ids=sorted(a for a in actor_ids if a not in self._actors),
+                           key_ids=sorted({k for k in key_ids if k not in self._keys}),
+                           shipment_ids=sorted({e.shipment for e in events if isinstance(e, ev.Receive | ev.Refuse)}
+                                               - self._shipments.keys()))
         for event in events:
+            if isinstance(event, ev.Commission):
+                continue  # names new packs; the rule asks for them itself, in one query
+            gtin, lot, serial, serials = (getattr(event, n, None) for n in ("gtin", "lot", "serial", "serials"))
+            if not isinstance(gtin, str):
+                continue
+            named = [serial] if isinstance(serial, str) else []
+            named += list(serials) if isinstance(serials, tuple) else []
+            wants.packs.extend((gtin, s) for s in named if (gtin, s) not in self._packs)
+            to = getattr(event, "to", None)
+            for who in (event.actor, *([to] if isinstance(to, str) else [])):
+                if isinstance(lot, str):
+                    wants.holdings.append((who, gtin, lot))
+                elif isinstance(serial, str):
+                    wants.holdings_by_pack.append((who, gtin, serial))
+        return wants
+
+    def absorb(self, reads: GroupReads, wants: GroupWants, events: Sequence[ev.Event]) -> None:
+        """Take what ``SqlUnit.lock_and_read`` read for ``wants`` (under the lock), misses included; holdings it
+        did not evaluate (none, unless the rules above and its statement disagree) are read here."""
+        self._actors.update((a, reads.actors.get(a)) for a in wants.actor_ids if a not in self._actors)
+        self._keys.update((k, reads.keys.get(k)) for k in wants.key_ids if k not in self._keys)
+        self._shipments.update((i, reads.shipments.get(i)) for i in wants.shipment_ids)
+        for key, pack in reads.packs.items():
+            self._packs.setdefault(key, pack)
+        for gtin, names in self._serials_named(events).items():
+            if len(names) <= CHUNK:  # remember misses too, as ``packs`` does
+                self._packs.update(((gtin, s), None) for s in names if (gtin, s) not in self._packs)
+        held = self._held(events)
+        self._holdings.update((k, q) for k, q in reads.holdings.items() if k in held)
+        missing = held - reads.holdings.keys()
+        if missing:
+            quantities = self.u.holdings_of(missing)
+            self._holdings.update((k, quantities.get(k, 0)) for k in missing)
+
+    def _serials_named(self, events: Sequence[ev.Event]) -> dict[str, set[str]]:
+        """The serials, by GTIN, of the packs the events name, directly or through the shipments they receive."""
+        serials_of: dict[str, set[str]] = {}
+        for event in events:
+            shipment = self._shipments.get(event.shipment) if isinstance(event, ev.Receive | ev.Refuse) else None
+            if shipment is not None and shipment.serials:
+                serials_of.setdefault(shipment.gtin, set()).update(shipment.serials)
             if isinstance(event, ev.Commission):
                 continue  # names new packs; the rule asks for them itself, in one query
             gtin, serial, serials = (getattr(event, n, None) for n in ("gtin", "serial", "serials"))
@@ -128,9 +175,10 @@ class GroupState:
                     names.add(serial)
                 if isinstance(serials, tuple):
                     names.update(serials)
-        for gtin, names in serials_of.items():
-            self.packs(gtin, tuple(sorted(names)))
+        return serials_of
 
+    def _held(self, events: Sequence[ev.Event]) -> set[HoldingKey]:
+        """The holdings the events concern and this state does not hold yet (packs and shipments read)."""
         held: set[HoldingKey] = set()
         for event in events:
             gtin, lot, serial = (getattr(event, n, None) for n in ("gtin", "lot", "serial"))
@@ -143,9 +191,7 @@ class GroupState:
                     held.add((to, gtin, lot))
             elif isinstance(event, ev.Receive | ev.Refuse) and (sh := self._shipments.get(event.shipment)):
                 held.update(((sh.sender, sh.gtin, sh.lot), (sh.recipient, sh.gtin, sh.lot)))
-        held -= self._holdings.keys()
-        quantities = self.u.holdings_of(held)
-        self._holdings.update((k, quantities.get(k, 0)) for k in held)
+        return held - self._holdings.keys()
 
     def carry(self, version: tuple[int, bytes, int], tree: CompactRange,
               heads: ChainMap[str, ChainHead | None]) -> Carried:

@@ -129,8 +129,7 @@ class Ledger:
         items = [s if isinstance(s, Prechecked) else precheck(s, self._keys, self.config.trust) for s in submissions]
         with self.store.write() as u:
             group = GroupAppend(u, now=self.clock(), origin=self.config.origin, ledger_key=self.config.ledger_key,
-                                trust=self.config.trust, carried=self._carried)
-            group.prefetch(items)
+                                trust=self.config.trust, carried=self._carried, items=items)
             outcomes: list[Any] = []
             for item in items:
                 try:

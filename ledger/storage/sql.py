@@ -40,9 +40,10 @@ from ledger.state import (
     PutShipment,
     Shipment,
 )
-from ledger.storage import rows
+from ledger.storage import group_reads, rows
 from ledger.storage import tables as t
 from ledger.storage.database import Database, redact
+from ledger.storage.group_reads import GroupReads, GroupWants
 
 CHUNK = 2000  # bound IN-lists and multi-row inserts (SQLite allows at most 32766 parameters)
 
@@ -604,16 +605,30 @@ class SqlUnit:
         if not self._postgres:
             yield
             return
+        with self._raw_pipeline() as raw, raw.pipeline():
+            yield
+
+    def lock_and_read(self, wants: GroupWants) -> GroupReads | None:
+        """Lock the log head and read what a group wants, in one round trip (``ledger.storage.group_reads``);
+        None where reads cannot be pipelined (SQLite: the caller reads one by one, in process anyway)."""
+        if not self._postgres:
+            return None
+        with self._raw_pipeline() as raw:
+            return group_reads.lock_and_read(raw, wants)
+
+    @contextmanager
+    def _raw_pipeline(self) -> Iterator[Any]:
+        """The psycopg connection under this unit, for statements sent in pipeline mode; their errors are raised
+        as SQLAlchemy raises errors of its own statements."""
         import psycopg
 
         raw = self.conn.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
         try:
-            with raw.pipeline():
-                yield
+            yield raw
         except psycopg.Error as exc:
-            # raised here, at the sync, not through SQLAlchemy's execute: raise what it would have raised, and drop
-            # a broken connection from the pool as it would have
+            # raised at the sync, not through SQLAlchemy's execute: raise what it would have raised, and drop a
+            # broken connection from the pool as it would have
             lost = self.conn.dialect.is_disconnect(cast(Any, exc), self.conn.connection, None)
             if lost:
                 self.conn.invalidate(exc)

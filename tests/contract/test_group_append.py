@@ -307,3 +307,87 @@ def test_a_connection_lost_when_the_group_is_written_is_reported_and_replaced(tm
         assert verify_store(w.ledger.store, w.ledger.config.trust, w.ledger.config.origin).ok
     finally:
         w.db.dispose()
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_the_first_reads_sent_with_the_lock_are_those_read_one_by_one(tmp_path: Path, postgres_url: str,
+                                                                        seed: int) -> None:
+    """On PostgreSQL a group's first reads go out with its lock in one pipeline (``SqlUnit.lock_and_read``):
+    for random groups over a ledger with shipments in transit, packs held and dispensed, they must leave the
+    group's state holding exactly what the reads one by one (``GroupState.prefetch``, as on SQLite) hold:
+    the same actors, keys, shipments, packs and holdings, misses included."""
+    from ledger.appender import precheck
+    from ledger.group_state import GroupState
+
+    keys = {actor: KeyPair.generate() for actor in ACTORS}
+    side = Side(tmp_path / "p", postgres_url, keys)
+    try:
+        clock = Clock()
+        maker = EventBuilder("maphar", keys["maphar"], clock)
+        for lot in LOTS:
+            side.ledger.submit(maker.commission(GTIN, lot, dt.date(2028, 6, 30), "Amoxicilline 500 mg", SERIALS[lot]))
+        rng = random.Random(seed)
+        side.ledger.append(random_events(rng, keys, clock, 120))  # shipments, receipts, dispenses...
+        with side.ledger.store.read() as u:
+            in_transit = u.shipments_in_transit(before=dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
+        assert any(s.serials for s in in_transit)
+        # receipts of every shipment in transit alone (their packs and holdings are named only through them),
+        # then with a random mix
+        receipts = [EventBuilder(s.recipient, keys[s.recipient], clock).receive(s.id) for s in in_transit]
+        for events in (receipts, receipts + random_events(rng, keys, clock, 60)):
+            # the registry as precheck sees it: unknown, so events are parsed and their signatures left unchecked
+            items = [precheck(e, {}, side.ledger.config.trust) for e in events]
+            parsed = [i.event for i in items if i.event is not None]
+            key_ids = {i.signed.key_id for i in items}
+            with side.ledger.store.write() as u:
+                pipelined = GroupState(u)
+                wants = pipelined.wants(parsed, key_ids)
+                wants.event_ids = sorted({e.event_id for e in events} | {"no-such-event"})
+                reads = u.lock_and_read(wants)
+                assert reads is not None
+                pipelined.absorb(reads, wants, parsed)
+                one_by_one = GroupState(u)
+                one_by_one.prefetch(parsed, key_ids)
+                assert reads.existing_ids == u.existing_event_ids(wants.event_ids)
+                assert reads.head == u.lock_head_versioned()
+            # the statements themselves answered it all: no holding was left to read one by one
+            assert set(pipelined._holdings) <= set(reads.holdings)
+            assert {(s.gtin, x) for s in in_transit for x in s.serials or ()} <= set(reads.packs)
+            # what each state holds in memory, compared map by map
+            for name in ("_actors", "_keys", "_shipments", "_packs", "_holdings"):
+                held, reference = dict(getattr(pipelined, name)), dict(getattr(one_by_one, name))
+                assert held == reference, name
+        sizes = [len(getattr(pipelined, n)) for n in ("_packs", "_holdings", "_shipments", "_actors")]
+        assert all(n >= least for n, least in zip(sizes, (10, 8, 3, 4), strict=True)), sizes  # every kind of read
+    finally:
+        side.db.dispose()
+
+
+def test_a_connection_lost_before_the_group_reads_is_reported_and_replaced(tmp_path: Path,
+                                                                          postgres_url: str) -> None:
+    """The pooled connection's backend is gone when the next group sends its lock and first reads (a server
+    restart, an idle timeout): the append fails as the database being unavailable, and the next one gets a
+    fresh connection."""
+    import psycopg
+
+    from ledger.errors import StorageUnavailable
+    from tests.support import make_world
+
+    w = make_world(tmp_path / "home", postgres_url)
+    try:
+        serials = w.commission("GONE", 2)
+        w.deliver("maphar", "ph-rabat", "GONE", serials)
+        size = w.ledger.size()
+        with w.db.writer.connect() as conn:  # the connection the next group will take from the pool
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with psycopg.connect(postgres_url.replace("postgresql+psycopg", "postgresql").split("?")[0],
+                             autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        group = [w.as_("ph-rabat").dispense(GTIN, s) for s in serials]
+        with pytest.raises(StorageUnavailable):
+            w.ledger.append(group)
+        assert w.ledger.size() == size
+        receipts = w.ledger.append(group)
+        assert [r.index for r in receipts if not isinstance(r, E.LedgerError)] == [size, size + 1]
+    finally:
+        w.db.dispose()

@@ -1,0 +1,121 @@
+"""A group append's first reads on PostgreSQL, sent with its lock in one round trip.
+
+Before its custody rules run, a group locks the log head and reads what its events name: which of their ids
+the log already holds, their signers' registry rows, the shipments they receive, the packs they name (and
+those the shipments list) and the holdings concerned. Sent one after the other, these were six to eight
+round trips of a group's ~15 ms, and as many wake-ups of the sequencer; here they go out in one pipeline
+after the lock (``BEGIN`` included), so every read runs under the lock, and come back at one sync.
+
+The holdings a dispense concerns depend on its pack's lot, and those of a receipt on its shipment: the
+holdings statement joins packs and shipments itself, and answers every key it evaluated (0 for none held),
+so the caller can tell a key nobody holds from a key it did not ask about.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.identifiers import Channel, Role
+from ledger.state import Actor, KeyRecord, Pack, Shipment
+from ledger.storage.tables import as_utc
+
+HoldingKey = tuple[str, str, str]
+
+
+@dataclass
+class GroupWants:
+    """What a group will ask for first."""
+
+    event_ids: list[str] = field(default_factory=list)
+    actor_ids: list[str] = field(default_factory=list)
+    key_ids: list[str] = field(default_factory=list)
+    shipment_ids: list[str] = field(default_factory=list)
+    packs: list[tuple[str, str]] = field(default_factory=list)  # (gtin, serial)
+    holdings: list[HoldingKey] = field(default_factory=list)  # (actor, gtin, lot)
+    holdings_by_pack: list[tuple[str, str, str]] = field(default_factory=list)  # (actor, gtin, serial): its lot's
+
+
+@dataclass
+class GroupReads:
+    head: tuple[int, bytes, int]  # tree size, root, meta rows: as ``SqlUnit.lock_head_versioned``
+    existing_ids: set[str]
+    actors: dict[str, Actor]  # those found of the ids asked
+    keys: dict[str, KeyRecord]
+    shipments: dict[str, Shipment]
+    packs: dict[tuple[str, str], Pack]  # found, of those asked and those the shipments asked list
+    holdings: dict[HoldingKey, int]  # every key evaluated, 0 when nobody holds it
+
+
+_LOCK = ("SELECT tree_size, root_hash, (SELECT count(*) FROM meta) FROM log_head WHERE id = 1 "
+         "FOR UPDATE OF log_head")
+_IDS = "SELECT event_id FROM log_entries WHERE event_id = ANY(%(ids)s::varchar[])"
+_ACTORS = ("SELECT id, name, role, region, city, gln, status, registered_index FROM actors "
+           "WHERE id = ANY(%(ids)s::varchar[])")
+_KEYS = ("SELECT key_id, actor, public_key, status, added_index, retired_index FROM actor_keys "
+         "WHERE key_id = ANY(%(ids)s::varchar[])")
+_SHIPMENTS = ("SELECT id, kind, gtin, lot, sender, recipient, quantity, serials, channel, status, shipped_index, "
+              "shipped_at, closed_index FROM shipments WHERE id = ANY(%(ids)s::varchar[])")
+_PACKS = (
+    "SELECT p.gtin, p.serial, p.lot, p.status, p.holder, p.dispensed_by, p.dispensed_at, p.dispensed_index "
+    "FROM packs p JOIN ("
+    "  SELECT * FROM unnest(%(g)s::varchar[], %(s)s::varchar[]) AS w(gtin, serial)"
+    "  UNION SELECT s.gtin, x.serial FROM shipments s, json_array_elements_text(CAST(s.serials AS json)) AS x(serial)"
+    "  WHERE s.id = ANY(%(ships)s::varchar[]) AND s.serials IS NOT NULL"
+    ") w ON p.gtin = w.gtin AND p.serial = w.serial")
+_HOLDINGS = (
+    "SELECT k.actor, k.gtin, k.lot, coalesce(h.quantity, 0) FROM ("
+    "  SELECT * FROM unnest(%(a)s::varchar[], %(g)s::varchar[], %(l)s::varchar[]) AS w(actor, gtin, lot)"
+    "  UNION SELECT w.actor, p.gtin, p.lot"
+    "  FROM unnest(%(pa)s::varchar[], %(pg)s::varchar[], %(ps)s::varchar[]) AS w(actor, gtin, serial)"
+    "  JOIN packs p ON p.gtin = w.gtin AND p.serial = w.serial"
+    "  UNION SELECT s.sender, s.gtin, s.lot FROM shipments s WHERE s.id = ANY(%(ships)s::varchar[])"
+    "  UNION SELECT s.recipient, s.gtin, s.lot FROM shipments s WHERE s.id = ANY(%(ships)s::varchar[])"
+    ") k LEFT JOIN holdings h ON h.actor = k.actor AND h.gtin = k.gtin AND h.lot = k.lot")
+
+
+def lock_and_read(raw: Any, wants: GroupWants) -> GroupReads:
+    """Run the lock and the reads on ``raw`` (a psycopg connection, inside the caller's transaction) in one
+    pipeline. The caller translates psycopg errors, as for any pipeline."""
+    def columns(rows: list[tuple[str, ...]], n: int) -> list[list[str]]:
+        return [[r[i] for r in rows] for i in range(n)]
+
+    g, s = columns(wants.packs, 2)  # type: ignore[arg-type]
+    a, hg, hl = columns(wants.holdings, 3)  # type: ignore[arg-type]
+    pa, pg, ps = columns(wants.holdings_by_pack, 3)  # type: ignore[arg-type]
+    statements = [
+        (_LOCK, None),
+        (_IDS, {"ids": wants.event_ids}),
+        (_ACTORS, {"ids": wants.actor_ids}),
+        (_KEYS, {"ids": wants.key_ids}),
+        (_SHIPMENTS, {"ids": wants.shipment_ids}),
+        (_PACKS, {"g": g, "s": s, "ships": wants.shipment_ids}),
+        (_HOLDINGS, {"a": a, "g": hg, "l": hl, "pa": pa, "pg": pg, "ps": ps, "ships": wants.shipment_ids}),
+    ]
+    cursors = []
+    with raw.pipeline():
+        for sql, params in statements:
+            cur = raw.cursor()
+            cur.execute(sql, params, prepare=True)
+            cursors.append(cur)
+    lock, ids, actors, keys, shipments, packs, holdings = (cur.fetchall() for cur in cursors)
+    for cur in cursors:
+        cur.close()
+    size, root, metas = lock[0]
+    return GroupReads(
+        head=(int(size), bytes(root), int(metas)),
+        existing_ids={r[0] for r in ids},
+        actors={r[0]: Actor(r[0], r[1], Role(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in actors},
+        keys={r[0]: KeyRecord(*r) for r in keys},
+        shipments={r[0]: _shipment(r) for r in shipments},
+        packs={(r[0], r[1]): Pack(r[0], r[1], r[2], r[3], r[4], r[5], as_utc(r[6]) if r[6] is not None else None,
+                                  r[7]) for r in packs},
+        holdings={(r[0], r[1], r[2]): int(r[3]) for r in holdings},
+    )
+
+
+def _shipment(r: tuple[Any, ...]) -> Shipment:
+    serials = tuple(json.loads(r[7])) if r[7] is not None else None
+    return Shipment(r[0], r[1], r[2], r[3], r[4], r[5], r[6], serials, Channel(r[8]) if r[8] else None, r[9], r[10],
+                    as_utc(r[11]), r[12])
