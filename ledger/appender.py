@@ -217,10 +217,11 @@ class GroupAppend:
     # ---- committing ------------------------------------------------------------------------------------------
 
     def finish(self) -> str | None:
-        """Write the group's log rows and its checkpoint; return the checkpoint note (None if nothing new)."""
+        """Write the group's log rows and its checkpoint, and commit; return the checkpoint note (None if nothing
+        new). Nothing below reads: the writes and the commit go out together, one round trip on PostgreSQL."""
         from ledger.checkpoint import Checkpoint, sign_checkpoint
 
-        with self.u.pipelined():  # nothing below reads: the writes go out together, one round trip
+        with self.u.pipelined(commit=True):
             self.state.flush()
             if self.tree.size == self.start:
                 return None

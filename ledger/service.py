@@ -138,7 +138,7 @@ class Ledger:
                     outcomes.append(err)
                 except SigningError as err:  # one malformed submission must not sink the others in its group
                     outcomes.append(E.InvalidEvent(f"the event cannot be encoded canonically: {err}"))
-            note = group.finish()
+            note = group.finish()  # on PostgreSQL this commits, with the writes
             receipts = group.receipts(outcomes, note)
         self._carried = group.carry()  # only once committed
         return receipts

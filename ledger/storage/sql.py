@@ -598,15 +598,19 @@ class SqlUnit:
             self.conn.execute(sa.insert(t.log_entries), list(chunk))
 
     @contextmanager
-    def pipelined(self) -> Iterator[None]:
+    def pipelined(self, *, commit: bool = False) -> Iterator[None]:
         """Send the statements made inside without waiting for each one's answer (PostgreSQL pipeline mode): a
         group's writes cost one round trip instead of one each. For writes only: a read inside would wait.
-        An error surfaces at a later statement of the block or when it ends."""
+        An error surfaces at a later statement of the block or when it ends. ``commit``: end the transaction
+        with them, in the same round trip (the unit then commits nothing more, unless it reads again); where
+        there is no pipeline, the unit commits when it ends, as always."""
         if not self._postgres:
             yield
             return
         with self._raw_pipeline() as raw, raw.pipeline():
             yield
+            if commit:
+                raw.commit()
 
     def lock_and_read(self, wants: GroupWants) -> GroupReads | None:
         """Lock the log head and read what a group wants, in one round trip (``ledger.storage.group_reads``);
