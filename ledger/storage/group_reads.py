@@ -57,22 +57,26 @@ _KEYS = ("SELECT key_id, actor, public_key, status, added_index, retired_index F
          "WHERE key_id = ANY(%(ids)s::varchar[])")
 _SHIPMENTS = ("SELECT id, kind, gtin, lot, sender, recipient, quantity, serials, channel, status, shipped_index, "
               "shipped_at, closed_index FROM shipments WHERE id = ANY(%(ids)s::varchar[])")
+# Each wanted key is looked up by primary key, one index probe each (LATERAL ... LIMIT 1 keeps the planner from
+# turning the lookups into a join that scans the whole table: it cannot know how few keys a union yields, and
+# a national ledger holds hundreds of millions of packs).
 _PACKS = (
     "SELECT p.gtin, p.serial, p.lot, p.status, p.holder, p.dispensed_by, p.dispensed_at, p.dispensed_index "
-    "FROM packs p JOIN ("
+    "FROM ("
     "  SELECT * FROM unnest(%(g)s::varchar[], %(s)s::varchar[]) AS w(gtin, serial)"
     "  UNION SELECT s.gtin, x.serial FROM shipments s, json_array_elements_text(CAST(s.serials AS json)) AS x(serial)"
     "  WHERE s.id = ANY(%(ships)s::varchar[]) AND s.serials IS NOT NULL"
-    ") w ON p.gtin = w.gtin AND p.serial = w.serial")
+    ") w CROSS JOIN LATERAL (SELECT * FROM packs p WHERE p.gtin = w.gtin AND p.serial = w.serial LIMIT 1) p")
 _HOLDINGS = (
     "SELECT k.actor, k.gtin, k.lot, coalesce(h.quantity, 0) FROM ("
     "  SELECT * FROM unnest(%(a)s::varchar[], %(g)s::varchar[], %(l)s::varchar[]) AS w(actor, gtin, lot)"
     "  UNION SELECT w.actor, p.gtin, p.lot"
     "  FROM unnest(%(pa)s::varchar[], %(pg)s::varchar[], %(ps)s::varchar[]) AS w(actor, gtin, serial)"
-    "  JOIN packs p ON p.gtin = w.gtin AND p.serial = w.serial"
+    "  CROSS JOIN LATERAL (SELECT gtin, lot FROM packs p WHERE p.gtin = w.gtin AND p.serial = w.serial LIMIT 1) p"
     "  UNION SELECT s.sender, s.gtin, s.lot FROM shipments s WHERE s.id = ANY(%(ships)s::varchar[])"
     "  UNION SELECT s.recipient, s.gtin, s.lot FROM shipments s WHERE s.id = ANY(%(ships)s::varchar[])"
-    ") k LEFT JOIN holdings h ON h.actor = k.actor AND h.gtin = k.gtin AND h.lot = k.lot")
+    ") k LEFT JOIN LATERAL (SELECT quantity FROM holdings h WHERE h.actor = k.actor AND h.gtin = k.gtin "
+    "  AND h.lot = k.lot LIMIT 1) h ON true")
 
 
 def lock_and_read(raw: Any, wants: GroupWants) -> GroupReads:
