@@ -57,26 +57,25 @@ _KEYS = ("SELECT key_id, actor, public_key, status, added_index, retired_index F
          "WHERE key_id = ANY(%(ids)s::varchar[])")
 _SHIPMENTS = ("SELECT id, kind, gtin, lot, sender, recipient, quantity, serials, channel, status, shipped_index, "
               "shipped_at, closed_index FROM shipments WHERE id = ANY(%(ids)s::varchar[])")
-# Each wanted key is looked up by primary key, one index probe each (LATERAL ... LIMIT 1 keeps the planner from
-# turning the lookups into a join that scans the whole table: it cannot know how few keys a union yields, and
-# a national ledger holds hundreds of millions of packs).
-_PACKS = (
-    "SELECT p.gtin, p.serial, p.lot, p.status, p.holder, p.dispensed_by, p.dispensed_at, p.dispensed_index "
-    "FROM ("
-    "  SELECT * FROM unnest(%(g)s::varchar[], %(s)s::varchar[]) AS w(gtin, serial)"
-    "  UNION SELECT s.gtin, x.serial FROM shipments s, json_array_elements_text(CAST(s.serials AS json)) AS x(serial)"
-    "  WHERE s.id = ANY(%(ships)s::varchar[]) AND s.serials IS NOT NULL"
-    ") w CROSS JOIN LATERAL (SELECT * FROM packs p WHERE p.gtin = w.gtin AND p.serial = w.serial LIMIT 1) p")
+# Packs are read in the one shape the planner always answers with primary-key probes, one statement per GTIN
+# and per shipment received (a join of a union of wanted keys to packs was planned as a scan of the whole table,
+# and a LATERAL lookup per key as a scan per key when the statistics were stale); the shipment's serials are
+# read inside the statement (an InitPlan, evaluated once).
+_PACKS = ("SELECT gtin, serial, lot, status, holder, dispensed_by, dispensed_at, dispensed_index FROM packs "
+          "WHERE gtin = %(g)s AND serial = ANY(%(s)s::varchar[])")
+_SHIPPED_PACKS = (
+    "SELECT gtin, serial, lot, status, holder, dispensed_by, dispensed_at, dispensed_index FROM packs "
+    "WHERE gtin = (SELECT gtin FROM shipments WHERE id = %(id)s) AND serial = ANY(ARRAY("
+    "  SELECT json_array_elements_text(CAST(serials AS json)) FROM shipments WHERE id = %(id)s))")
 _HOLDINGS = (
     "SELECT k.actor, k.gtin, k.lot, coalesce(h.quantity, 0) FROM ("
     "  SELECT * FROM unnest(%(a)s::varchar[], %(g)s::varchar[], %(l)s::varchar[]) AS w(actor, gtin, lot)"
     "  UNION SELECT w.actor, p.gtin, p.lot"
     "  FROM unnest(%(pa)s::varchar[], %(pg)s::varchar[], %(ps)s::varchar[]) AS w(actor, gtin, serial)"
-    "  CROSS JOIN LATERAL (SELECT gtin, lot FROM packs p WHERE p.gtin = w.gtin AND p.serial = w.serial LIMIT 1) p"
+    "  JOIN packs p ON p.gtin = w.gtin AND p.serial = w.serial"
     "  UNION SELECT s.sender, s.gtin, s.lot FROM shipments s WHERE s.id = ANY(%(ships)s::varchar[])"
     "  UNION SELECT s.recipient, s.gtin, s.lot FROM shipments s WHERE s.id = ANY(%(ships)s::varchar[])"
-    ") k LEFT JOIN LATERAL (SELECT quantity FROM holdings h WHERE h.actor = k.actor AND h.gtin = k.gtin "
-    "  AND h.lot = k.lot LIMIT 1) h ON true")
+    ") k LEFT JOIN holdings h ON h.actor = k.actor AND h.gtin = k.gtin AND h.lot = k.lot")
 
 
 def lock_and_read(raw: Any, wants: GroupWants) -> GroupReads:
@@ -85,7 +84,9 @@ def lock_and_read(raw: Any, wants: GroupWants) -> GroupReads:
     def columns(rows: list[tuple[str, ...]], n: int) -> list[list[str]]:
         return [[r[i] for r in rows] for i in range(n)]
 
-    g, s = columns(wants.packs, 2)  # type: ignore[arg-type]
+    serials_of: dict[str, list[str]] = {}
+    for gtin, serial in wants.packs:
+        serials_of.setdefault(gtin, []).append(serial)
     a, hg, hl = columns(wants.holdings, 3)  # type: ignore[arg-type]
     pa, pg, ps = columns(wants.holdings_by_pack, 3)  # type: ignore[arg-type]
     statements = [
@@ -94,8 +95,9 @@ def lock_and_read(raw: Any, wants: GroupWants) -> GroupReads:
         (_ACTORS, {"ids": wants.actor_ids}),
         (_KEYS, {"ids": wants.key_ids}),
         (_SHIPMENTS, {"ids": wants.shipment_ids}),
-        (_PACKS, {"g": g, "s": s, "ships": wants.shipment_ids}),
         (_HOLDINGS, {"a": a, "g": hg, "l": hl, "pa": pa, "pg": pg, "ps": ps, "ships": wants.shipment_ids}),
+        *((_PACKS, {"g": gtin, "s": serials}) for gtin, serials in serials_of.items()),
+        *((_SHIPPED_PACKS, {"id": shipment}) for shipment in wants.shipment_ids),
     ]
     cursors = []
     with raw.pipeline():
@@ -103,9 +105,11 @@ def lock_and_read(raw: Any, wants: GroupWants) -> GroupReads:
             cur = raw.cursor()
             cur.execute(sql, params, prepare=True)
             cursors.append(cur)
-    lock, ids, actors, keys, shipments, packs, holdings = (cur.fetchall() for cur in cursors)
+    results = [cur.fetchall() for cur in cursors]
     for cur in cursors:
         cur.close()
+    lock, ids, actors, keys, shipments, holdings = results[:6]
+    packs = [row for rows in results[6:] for row in rows]
     size, root, metas = lock[0]
     return GroupReads(
         head=(int(size), bytes(root), int(metas)),
