@@ -391,3 +391,36 @@ def test_a_connection_lost_before_the_group_reads_is_reported_and_replaced(tmp_p
         assert [r.index for r in receipts if not isinstance(r, E.LedgerError)] == [size, size + 1]
     finally:
         w.db.dispose()
+
+
+def test_the_first_reads_probe_packs_by_key_even_on_stale_statistics(tmp_path: Path, postgres_url: str) -> None:
+    """A whole batch shipped by serial and received, before any ANALYZE has seen the packs (a fresh ledger, a
+    restore): the group's pack reads must visit the packs table once at most per statement, never once per
+    wanted pack (a per-key plan turned a 50,000-pack receipt into minutes)."""
+    from ledger.storage import group_reads as gr
+    from tests.support import make_world
+
+    w = make_world(tmp_path / "home", postgres_url)
+    try:
+        serials = w.commission("BULK", 6000)
+        shipment = w.as_("maphar").ship(GTIN, "BULK", "dist-north", serials=serials)
+        w.ledger.submit(shipment)
+        with w.db.writer.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            plans = []
+            for sql, params in ((gr._PACKS, {"g": GTIN, "s": serials[:3000]}),
+                                (gr._SHIPPED_PACKS, {"id": shipment.event_id})):
+                for mode in ("force_custom_plan", "force_generic_plan"):
+                    raw.execute(f"SET plan_cache_mode = {mode}")
+                    rows = raw.execute("EXPLAIN (ANALYZE, TIMING OFF) " + sql, params).fetchall()
+                    plans.append("\n".join(r[0] for r in rows))
+        for plan in plans:
+            scans = [line for line in plan.splitlines() if " on packs" in line]
+            assert scans and all("loops=1)" in line for line in scans), plan
+        receipt = w.ledger.submit(w.as_("dist-north").receive(shipment.event_id))
+        assert receipt.index == w.ledger.size() - 1
+        with w.ledger.store.read() as u:
+            assert all(p.holder == "dist-north" for p in u.packs(GTIN, (serials[0], serials[-1])).values())
+    finally:
+        w.db.dispose()
