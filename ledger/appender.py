@@ -85,10 +85,13 @@ class GroupAppend:
         self.trust = trust
         events = [i.event for i in items if i.event is not None]
         key_ids = {i.signed.key_id for i in items}
+        event_ids = sorted({i.signed.event_id for i in items if i.signed.event_id})
         self.state = GroupState(u, carried)
-        wants = self.state.wants(events, key_ids)
-        wants.event_ids = sorted({i.signed.event_id for i in items if i.signed.event_id})
-        reads = u.lock_and_read(wants) if items else None
+        reads = None
+        if items and u.pipelines_reads:
+            wants = self.state.wants(events, key_ids)
+            wants.event_ids = event_ids
+            reads = u.lock_and_read(wants)
         self.start, root, metas = reads.head if reads is not None else u.lock_head_versioned()
         self.version = (self.start, root, metas)
         if carried is not None and carried.version != self.version:
@@ -109,7 +112,7 @@ class GroupAppend:
             self.known_ids = reads.existing_ids
             self.state.absorb(reads, wants, events)
         elif items:
-            self.known_ids = u.existing_event_ids(wants.event_ids)
+            self.known_ids = u.existing_event_ids(event_ids)
             self.state.prefetch(events, key_ids)
 
     # ---- admitting -------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import cast
 
 from ledger.admission import TrustAnchors
 from ledger.audit_signatures import SignatureChecks, helpers_for, pages
@@ -111,10 +112,7 @@ class LogReader:
                 if not self._put(LogHead(size, root, checkpoints)):
                     return
                 for start, end in pages(size, PAGE):
-                    # plain tuples: this thread shares the audit's interpreter, and a dataclass per entry
-                    # costs it more than reading the entry
-                    rows = [(e.index, e.entry_hash, e.leaf, (e.chain, e.prev, e.event_id, e.actor, e.event_type,
-                                                             e.gtin, e.lot, e.serial)) for e in u.entries(start, end)]
+                    rows = cast(list[tuple[int, bytes, bytes, Columns]], u.audit_rows(start, end))
                     checked = self.checks.submit([(r[2], r[1]) for r in rows]) if self.checks else None
                     if not self._put(Page(end, rows, u.nodes_completed(start, end), checked)):
                         return

@@ -562,6 +562,11 @@ class SqlUnit:
         return [StoredEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], t.as_utc(r[10]), r[11])
                 for r in self.conn.execute(_ENTRIES_PAGE, {"start": start, "end": end})]
 
+    def audit_rows(self, start: int, end: int) -> list[tuple[int, bytes, bytes, tuple[Any, ...]]]:
+        """Entries ``start`` to ``end - 1`` as an audit compares them: index, entry hash, leaf, and the indexed
+        columns (chain, prev, event id, actor, event type, GTIN, lot, serial); plain tuples, no row objects."""
+        return [(r[0], r[1], r[2], tuple(r[3:])) for r in self.conn.execute(_AUDIT_ROWS, {"start": start, "end": end})]
+
     def registry_entries(self) -> list[StoredEntry]:
         """Every entry of the actor registry's chains (registrations, key rotations and revocations)."""
         q = sa.select(t.log_entries).where(t.log_entries.c.chain.like("actor/%")).order_by(t.log_entries.c.idx)
@@ -612,11 +617,14 @@ class SqlUnit:
             if commit:
                 raw.commit()
 
-    def lock_and_read(self, wants: GroupWants) -> GroupReads | None:
-        """Lock the log head and read what a group wants, in one round trip (``ledger.storage.group_reads``);
-        None where reads cannot be pipelined (SQLite: the caller reads one by one, in process anyway)."""
-        if not self._postgres:
-            return None
+    @property
+    def pipelines_reads(self) -> bool:
+        """Whether ``lock_and_read`` is available (PostgreSQL; SQLite is read one by one, in process anyway)."""
+        return self._postgres
+
+    def lock_and_read(self, wants: GroupWants) -> GroupReads:
+        """Lock the log head and read what a group wants, in one round trip (``ledger.storage.group_reads``)."""
+        assert self._postgres, "only PostgreSQL pipelines reads (see pipelines_reads)"
         with self._raw_pipeline() as raw:
             return group_reads.lock_and_read(raw, wants)
 
@@ -840,6 +848,9 @@ def _naive_utc(when: dt.datetime | None) -> dt.datetime | None:
     return when.astimezone(dt.UTC).replace(tzinfo=None) if when is not None else None
 
 
+_AUDIT_ROWS = sa.text(
+    "SELECT idx, entry_hash, leaf, chain, prev, event_id, actor, event_type, gtin, lot, serial "
+    "FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
 _ENTRIES_PAGE = sa.text(
     "SELECT idx, entry_hash, leaf, chain, prev, event_id, event_type, actor, gtin, lot, received_at, serial "
     "FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")

@@ -343,8 +343,8 @@ def test_the_first_reads_sent_with_the_lock_are_those_read_one_by_one(tmp_path: 
                 pipelined = GroupState(u)
                 wants = pipelined.wants(parsed, key_ids)
                 wants.event_ids = sorted({e.event_id for e in events} | {"no-such-event"})
+                assert u.pipelines_reads
                 reads = u.lock_and_read(wants)
-                assert reads is not None
                 pipelined.absorb(reads, wants, parsed)
                 one_by_one = GroupState(u)
                 one_by_one.prefetch(parsed, key_ids)
