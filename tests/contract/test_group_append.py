@@ -395,8 +395,9 @@ def test_a_connection_lost_before_the_group_reads_is_reported_and_replaced(tmp_p
 
 def test_the_first_reads_probe_packs_by_key_even_on_stale_statistics(tmp_path: Path, postgres_url: str) -> None:
     """A whole batch shipped by serial and received, before any ANALYZE has seen the packs (a fresh ledger, a
-    restore): the group's pack reads must visit the packs table once at most per statement, never once per
-    wanted pack (a per-key plan turned a 50,000-pack receipt into minutes)."""
+    restore): the group's reads that look packs up (packs named, packs a shipment lists, holdings by a pack's
+    lot) must visit the packs table once at most per statement, never once per wanted pack (a per-key plan
+    turned a 50,000-pack receipt into minutes)."""
     from ledger.storage import group_reads as gr
     from tests.support import make_world
 
@@ -409,8 +410,10 @@ def test_the_first_reads_probe_packs_by_key_even_on_stale_statistics(tmp_path: P
             raw = conn.connection.driver_connection
             assert raw is not None
             plans = []
+            by_pack = {"a": [], "g": [], "l": [], "pa": ["dist-north"] * 3000, "pg": [GTIN] * 3000,
+                       "ps": serials[:3000], "ships": [shipment.event_id]}
             for sql, params in ((gr._PACKS, {"g": GTIN, "s": serials[:3000]}),
-                                (gr._SHIPPED_PACKS, {"id": shipment.event_id})):
+                                (gr._SHIPPED_PACKS, {"id": shipment.event_id}), (gr._HOLDINGS, by_pack)):
                 for mode in ("force_custom_plan", "force_generic_plan"):
                     raw.execute(f"SET plan_cache_mode = {mode}")
                     rows = raw.execute("EXPLAIN (ANALYZE, TIMING OFF) " + sql, params).fetchall()
