@@ -417,10 +417,14 @@ def test_the_first_reads_probe_packs_by_key_even_on_stale_statistics(tmp_path: P
                 for mode in ("force_custom_plan", "force_generic_plan"):
                     raw.execute(f"SET plan_cache_mode = {mode}")
                     rows = raw.execute("EXPLAIN (ANALYZE, TIMING OFF) " + sql, params).fetchall()
-                    plans.append("\n".join(r[0] for r in rows))
-        for plan in plans:
+                    plans.append((sql, "\n".join(r[0] for r in rows)))
+        for sql, plan in plans:
             scans = [line for line in plan.splitlines() if " on packs" in line]
-            assert scans and all("loops=1)" in line for line in scans), plan
+            assert scans, plan
+            if sql == gr._HOLDINGS:  # a join: probing the index once per key is right, scanning per key is not
+                assert all("Index" in line or "loops=1)" in line for line in scans), plan
+            else:  # the packs statements need one scan, whatever the number of serials
+                assert all("loops=1)" in line for line in scans), plan
         receipt = w.ledger.submit(w.as_("dist-north").receive(shipment.event_id))
         assert receipt.index == w.ledger.size() - 1
         with w.ledger.store.read() as u:
