@@ -118,6 +118,10 @@ _ADD_HOLDING = (sa.update(t.holdings)
 _NEW_HOLDING = sa.insert(t.holdings).values(actor=_param("b_actor"), gtin=_param("b_gtin"), lot=_param("b_lot"),
                                             quantity=_param("b_delta"))
 _SHIPMENT = sa.select(t.shipments).where(t.shipments.c.id == _param("id"))
+_SET_HEAD = sa.update(t.log_head).where(t.log_head.c.id == 1).values(tree_size=_param("size"),
+                                                                    root_hash=_param("root"))
+_INSERT_CHECKPOINT = sa.insert(t.checkpoints).values(tree_size=_param("size"), root_hash=_param("root"),
+                                                     note=_param("note"), created_at=_param("created"))
 _ENTRY_BY_EVENT = sa.select(t.log_entries).where(t.log_entries.c.event_id == _param("event_id"))
 _CHAIN_HEAD = sa.select(t.chain_heads).where(t.chain_heads.c.chain == _param("chain"))
 _PUT_PACK = (sa.update(t.packs)
@@ -547,7 +551,7 @@ class SqlUnit:
         return int(row.tree_size), bytes(row.root_hash)
 
     def set_head(self, size: int, root: bytes) -> None:
-        self.conn.execute(sa.update(t.log_head).where(t.log_head.c.id == 1).values(tree_size=size, root_hash=root))
+        self.conn.execute(_SET_HEAD, {"size": size, "root": root})
 
     def entry_by_event_id(self, event_id: str) -> StoredEntry | None:
         row = self.conn.execute(_ENTRY_BY_EVENT, {"event_id": event_id}).first()
@@ -761,8 +765,7 @@ class SqlUnit:
                               [{"level": n.level, "idx": n.index, "hash": h} for n, h in chunk])
 
     def insert_checkpoint(self, size: int, root: bytes, note: str, created: dt.datetime) -> None:
-        self.conn.execute(sa.insert(t.checkpoints).values(tree_size=size, root_hash=root, note=note,
-                                                          created_at=created))
+        self.conn.execute(_INSERT_CHECKPOINT, {"size": size, "root": root, "note": note, "created": created})
 
     def checkpoint(self, size: int | None = None) -> StoredCheckpoint | None:
         q = sa.select(t.checkpoints)
