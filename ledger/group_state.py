@@ -41,10 +41,9 @@ from ledger.state import (
     PutShipment,
     Shipment,
 )
-from ledger.storage.group_reads import GroupReads, GroupWants
+from ledger.storage.group_reads import GroupReads, GroupWants, HoldingKey
 from ledger.storage.sql import CHUNK, SqlUnit, listed_packs
 
-HoldingKey = tuple[str, str, str]
 ChainHead = tuple[bytes, int, int]
 K = TypeVar("K")
 V = TypeVar("V")

@@ -14,6 +14,7 @@ so the caller can tell a key nobody holds from a key it did not ask about.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,14 +82,14 @@ _HOLDINGS = (
 def lock_and_read(raw: Any, wants: GroupWants) -> GroupReads:
     """Run the lock and the reads on ``raw`` (a psycopg connection, inside the caller's transaction) in one
     pipeline. The caller translates psycopg errors, as for any pipeline."""
-    def columns(rows: list[tuple[str, ...]], n: int) -> list[list[str]]:
+    def columns(rows: Sequence[tuple[str, ...]], n: int) -> list[list[str]]:
         return [[r[i] for r in rows] for i in range(n)]
 
     serials_of: dict[str, list[str]] = {}
     for gtin, serial in wants.packs:
         serials_of.setdefault(gtin, []).append(serial)
-    a, hg, hl = columns(wants.holdings, 3)  # type: ignore[arg-type]
-    pa, pg, ps = columns(wants.holdings_by_pack, 3)  # type: ignore[arg-type]
+    a, hg, hl = columns(wants.holdings, 3)
+    pa, pg, ps = columns(wants.holdings_by_pack, 3)
     statements = [
         (_LOCK, None),
         (_IDS, {"ids": wants.event_ids}),
