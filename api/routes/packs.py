@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import AppState, MaybeWho, State
 from api.problems import responses
-from api.schemas import PackOut
+from api.schemas import PackOut, pack_json
 from ledger import identifiers as ids
 from ledger.queries import Principal
 
@@ -23,7 +23,7 @@ async def scan_pack(st: AppState, gtin: str, serial: str, lot: str | None, expir
     report = await st.run(
         lambda: st.reader.scan(ids.gtin14(gtin), ids.serial(serial), lot=ids.lot(lot) if lot else None,
                                expiry=ids.expiry(expiry) if expiry else None, who=who))
-    return PackOut.of(report).model_dump(mode="json")
+    return pack_json(report)
 
 
 @router.get("/{gtin}/{serial}", response_model=PackOut, summary="Verdict and provenance of one pack",

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from ledger.entry import Entry, indexed_columns
 from ledger.errors import StorageUnavailable
+from ledger.identifiers import Channel
 from ledger.merkle import NodeID, inclusion_plan, leaf_hash
 from ledger.state import (
     Actor,
@@ -214,7 +215,9 @@ def _pack_scan(single: tuple[str, ...], wide: tuple[str, ...]) -> Any:
     gtin, serial = sa.bindparam("gtin", type_=sa.String), sa.bindparam("serial", type_=sa.String)
     lot = sa.select(t.packs.c.lot).where(t.packs.c.gtin == gtin, t.packs.c.serial == serial).scalar_subquery()
     chain = sa.literal_column("'batch/'", sa.String) + gtin + sa.literal_column("'/'", sa.String) + lot
-    size = sa.select(t.log_head.c.tree_size).where(t.log_head.c.id == 1).scalar_subquery()
+    # written into the statement: the driver gets only the scan's own parameters
+    head: sa.ColumnElement[int] = sa.literal_column("1", sa.Integer)
+    size = sa.select(t.log_head.c.tree_size).where(t.log_head.c.id == head).scalar_subquery()
     no_view = _nulls(_VIEW)
 
     def trail(*where: Any) -> Any:
@@ -223,7 +226,7 @@ def _pack_scan(single: tuple[str, ...], wide: tuple[str, ...]) -> Any:
     view = (sa.select(*_VIEW, *_nulls(_TRAIL, "t_"))
             .join_from(t.packs, t.batches, sa.and_(t.batches.c.gtin == t.packs.c.gtin,
                                                    t.batches.c.lot == t.packs.c.lot))
-            .join(t.log_head, t.log_head.c.id == 1)
+            .join(t.log_head, t.log_head.c.id == head)
             .where(t.packs.c.gtin == gtin, t.packs.c.serial == serial))
     stmt = sa.union_all(
         view,
@@ -240,6 +243,36 @@ def _pack_scan(single: tuple[str, ...], wide: tuple[str, ...]) -> Any:
     )
     _SCANS[(single, wide)] = stmt
     return stmt
+
+
+_SCAN_SQL: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+_N_PACK, _N_BATCH = len(t.packs.c), len(t.batches.c)
+
+
+def _pack_scan_sql(dialect: sa.Dialect, single: tuple[str, ...], wide: tuple[str, ...]) -> str:
+    """``_pack_scan`` as PostgreSQL text for the driver: run through SQLAlchemy, a scan's statement and result
+    handling cost about a quarter of its CPU, more than the driver's."""
+    sql = _SCAN_SQL.get((single, wide))
+    if sql is None:
+        compiled = _pack_scan(single, wide).compile(dialect=dialect)
+        assert set(compiled.params) == {"gtin", "serial"}, compiled.params  # nothing rendered at execution
+        sql = _SCAN_SQL[(single, wide)] = str(compiled)
+    return sql
+
+
+def _scan_rows(found: Sequence[Sequence[Any]]) -> tuple[Pack, Batch, int, list[TrailRow]] | None:
+    """``SqlUnit.pack_scan``'s answer from the driver's rows: the pack's columns, its batch's, the log size,
+    then the trail's (see ``_VIEW`` and ``_TRAIL``; the unit tests keep ``Pack`` and ``Batch`` in column order)."""
+    view = next((r for r in found if r[-len(_TRAIL)] is None), None)
+    if view is None:
+        return None
+    p = view[:_N_PACK]
+    pack = Pack(p[0], p[1], p[2], p[3], p[4], p[5], t.as_utc(p[6]) if p[6] is not None else None, p[7])
+    b = view[_N_PACK:_N_PACK + _N_BATCH]
+    batch = Batch(b[0], b[1], b[2], b[3], b[4], b[5], Channel(b[6]), b[7], b[8], b[9], b[10], t.as_utc(b[11]))
+    trail = sorted((int(i), kind, actor, t.as_utc(at), event_id, serial)
+                   for i, kind, actor, at, event_id, serial in (r[-len(_TRAIL):] for r in found) if i is not None)
+    return pack, batch, int(view[_N_PACK + _N_BATCH]), trail
 
 
 class _Values:
@@ -336,8 +369,11 @@ class SqlUnit:
         statement, so one snapshot. The entries are found by indexes: the pack's ``single``-pack events, the
         shipments that listed it, stock moved by quantity, and entries of the batch-``wide`` types. No entry body
         is read, so a scan stays fast however long the batch's history grows."""
-        found = self.conn.execute(_pack_scan(tuple(sorted(single)), tuple(sorted(wide))),
-                                  {"gtin": gtin, "serial": serial}).all()
+        kinds, params = (tuple(sorted(single)), tuple(sorted(wide))), {"gtin": gtin, "serial": serial}
+        if self._postgres:
+            with self._driver() as raw, raw.cursor() as cur:
+                return _scan_rows(cur.execute(_pack_scan_sql(self.conn.dialect, *kinds), params).fetchall())
+        found = self.conn.execute(_pack_scan(*kinds), params).all()
         view = next((r for r in found if r.t_idx is None), None)
         if view is None:
             return None
@@ -616,7 +652,7 @@ class SqlUnit:
         if not self._postgres:
             yield
             return
-        with self._raw_pipeline() as raw, raw.pipeline():
+        with self._driver() as raw, raw.pipeline():
             yield
             if commit:
                 raw.commit()
@@ -629,13 +665,13 @@ class SqlUnit:
     def lock_and_read(self, wants: GroupWants) -> GroupReads:
         """Lock the log head and read what a group wants, in one round trip (``ledger.storage.group_reads``)."""
         assert self._postgres, "only PostgreSQL pipelines reads (see pipelines_reads)"
-        with self._raw_pipeline() as raw:
+        with self._driver() as raw:
             return group_reads.lock_and_read(raw, wants)
 
     @contextmanager
-    def _raw_pipeline(self) -> Iterator[Any]:
-        """The psycopg connection under this unit, for statements sent in pipeline mode; their errors are raised
-        as SQLAlchemy raises errors of its own statements."""
+    def _driver(self) -> Iterator[Any]:
+        """The psycopg connection under this unit, for statements sent in pipeline mode or the hottest reads;
+        their errors are raised as SQLAlchemy raises errors of its own statements."""
         import psycopg
 
         raw = self.conn.connection.driver_connection
@@ -643,7 +679,7 @@ class SqlUnit:
         try:
             yield raw
         except psycopg.Error as exc:
-            # raised at the sync, not through SQLAlchemy's execute: raise what it would have raised, and drop a
+            # raised by the driver, not through SQLAlchemy's execute: raise what it would have raised, and drop a
             # broken connection from the pool as it would have
             lost = self.conn.dialect.is_disconnect(cast(Any, exc), self.conn.connection, None)
             if lost:
