@@ -68,6 +68,10 @@ def _serve(path: Path, db: str | None, host: str, port: int, workers: int, *, se
     if db:
         os.environ[ENV_DATABASE_URL] = db
     os.environ.setdefault("ATHAR_PUBLIC_URL", f"http://{host}:{port}")
+    # The workers share one listening socket, and libuv (under uvloop) accepts every pending connection at once:
+    # clients that connect together (a pharmacy chain's tills, a load generator) all landed on one worker in some
+    # runs, which then did all the work. One connection per turn of the loop spreads them.
+    os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
     open_ledger(path, db)[1].dispose()  # fail fast, with a readable message, before forking workers
     with _sequencer_process(path, db) if sequencer else contextlib.nullcontext():
         render.console.print(f"athar API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs)")
