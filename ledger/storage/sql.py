@@ -311,8 +311,8 @@ _JSON_UPSERTS: dict[tuple[str, tuple[str, ...]], sa.TextClause] = {}
 
 def _json_upsert_pg(pg: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) -> sa.TextClause:
     """The upsert of many rows given as one JSON array (bytes as hex, timestamps as naive UTC), for PostgreSQL.
-    Inside a pipeline, ``executemany`` sends each row as a command of its own, and each send wakes the server:
-    a group's holdings, shipments and chain heads cost a send per row, most of the group's sends."""
+    Inside a pipeline, ``executemany`` sends each row as a command of its own: a group's holdings, shipments and
+    chain heads were most of its commands."""
     stmt = _JSON_UPSERTS.get((table.name, keys))
     if stmt is None:
         name = pg.identifier_preparer.quote
