@@ -269,8 +269,9 @@ def _pack_scan_sql(dialect: sa.Dialect, single: tuple[str, ...], wide: tuple[str
 
 
 def _scan_rows(found: Sequence[Sequence[Any]]) -> tuple[Pack, Batch, int, list[TrailRow]] | None:
-    """``SqlUnit.pack_scan``'s answer from the driver's rows: the pack's columns, its batch's, the log size,
-    then the trail's (see ``_VIEW`` and ``_TRAIL``; the unit tests keep ``Pack`` and ``Batch`` in column order)."""
+    """``SqlUnit.pack_scan``'s answer from its rows, taken by position: the pack's columns, its batch's, the log
+    size, then the trail's (see ``_VIEW`` and ``_TRAIL``; the unit tests keep ``Pack`` and ``Batch`` in column
+    order). Timestamps come naive from the driver on PostgreSQL, already converted through SQLAlchemy on SQLite."""
     view = next((r for r in found if r[-len(_TRAIL)] is None), None)
     if view is None:
         return None
@@ -281,13 +282,6 @@ def _scan_rows(found: Sequence[Sequence[Any]]) -> tuple[Pack, Batch, int, list[T
     trail = sorted((int(i), kind, actor, t.as_utc(at), event_id, serial)
                    for i, kind, actor, at, event_id, serial in (r[-len(_TRAIL):] for r in found) if i is not None)
     return pack, batch, int(view[_N_PACK + _N_BATCH]), trail
-
-
-class _Values:
-    """Attribute access over a mapping (the ``rows`` mappers read attributes)."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
 
 
 _UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
@@ -418,15 +412,7 @@ class SqlUnit:
 
             with self._driver() as raw, psycopg.RawCursor(raw) as cur:
                 return _scan_rows(cur.execute(_pack_scan_sql(self.conn.dialect, *kinds), (gtin, serial)).fetchall())
-        found = self.conn.execute(_pack_scan(*kinds), {"gtin": gtin, "serial": serial}).all()
-        view = next((r for r in found if r.t_idx is None), None)
-        if view is None:
-            return None
-        values = view._mapping
-        batch = rows.batch_from(_Values({c.name: values[f"b_{c.name}"] for c in t.batches.c}))
-        trail = sorted((int(r.t_idx), r.t_event_type, r.t_actor, r.t_received_at, r.t_event_id, r.t_serial)
-                       for r in found if r.t_idx is not None)
-        return rows.pack_from(view), batch, int(values["log_size"]), trail
+        return _scan_rows(self.conn.execute(_pack_scan(*kinds), {"gtin": gtin, "serial": serial}).all())
 
     def pack_counts(self, gtin: str, lot: str) -> dict[str, int]:
         q = (sa.select(t.packs.c.status, sa.func.count()).where(t.packs.c.gtin == gtin, t.packs.c.lot == lot)
