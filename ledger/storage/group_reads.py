@@ -20,6 +20,7 @@ from typing import Any
 
 from ledger.identifiers import Channel, Role
 from ledger.state import Actor, KeyRecord, Pack, Shipment
+from ledger.storage.rows import pack_from_columns
 from ledger.storage.tables import as_utc
 
 HoldingKey = tuple[str, str, str]
@@ -118,8 +119,7 @@ def lock_and_read(raw: Any, wants: GroupWants) -> GroupReads:
         actors={r[0]: Actor(r[0], r[1], Role(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in actors},
         keys={r[0]: KeyRecord(*r) for r in keys},
         shipments={r[0]: _shipment(r) for r in shipments},
-        packs={(r[0], r[1]): Pack(r[0], r[1], r[2], r[3], r[4], r[5], as_utc(r[6]) if r[6] is not None else None,
-                                  r[7]) for r in packs},
+        packs={(r[0], r[1]): pack_from_columns(r) for r in packs},
         holdings={(r[0], r[1], r[2]): int(r[3]) for r in holdings},
     )
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ledger.identifiers import Channel, Role
 from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Pack, Shipment
+from ledger.storage.tables import as_utc
 
 
 def actor_from(row: Any) -> Actor:
@@ -25,6 +27,12 @@ def batch_from(row: Any) -> Batch:
 def pack_from(row: Any) -> Pack:
     return Pack(row.gtin, row.serial, row.lot, row.status, row.holder, row.dispensed_by, row.dispensed_at,
                 row.dispensed_index)
+
+
+def pack_from_columns(r: Sequence[Any]) -> Pack:
+    """A pack from the ``packs`` table's columns in order, as the driver gives them (timestamps naive UTC): rows
+    taken by position, on the busiest reads."""
+    return Pack(r[0], r[1], r[2], r[3], r[4], r[5], as_utc(r[6]) if r[6] is not None else None, r[7])
 
 
 def shipment_from(row: Any) -> Shipment:

@@ -276,7 +276,7 @@ def _scan_rows(found: Sequence[Sequence[Any]]) -> tuple[Pack, Batch, int, list[T
     if view is None:
         return None
     p = view[:_N_PACK]
-    pack = Pack(p[0], p[1], p[2], p[3], p[4], p[5], t.as_utc(p[6]) if p[6] is not None else None, p[7])
+    pack = rows.pack_from_columns(p)
     b = view[_N_PACK:_N_PACK + _N_BATCH]
     batch = Batch(b[0], b[1], b[2], b[3], b[4], b[5], Channel(b[6]), b[7], b[8], b[9], b[10], t.as_utc(b[11]))
     trail = sorted((int(i), kind, actor, t.as_utc(at), event_id, serial)
