@@ -75,8 +75,9 @@ def _serve(path: Path, db: str | None, host: str, port: int, workers: int, *, se
     open_ledger(path, db)[1].dispose()  # fail fast, with a readable message, before forking workers
     with _sequencer_process(path, db) if sequencer else contextlib.nullcontext():
         render.console.print(f"athar API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs)")
+        # named, not imported: the CLI does not import the API (the workers do); one send per response
         uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", proxy_headers=True)
+                    log_level="warning", proxy_headers=True, http="api.http_protocol:CoalescingHttpToolsProtocol")
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import httpx
 import uvicorn
 
 from api.app import create_app
+from api.http_protocol import HTTP_PROTOCOL
 from api.settings import Settings
 
 
@@ -24,7 +25,8 @@ def free_port() -> int:
 @contextmanager
 def running_server(settings: Settings) -> Iterator[str]:
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                            http=HTTP_PROTOCOL)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
