@@ -30,7 +30,7 @@ from bench.world import Signable, World, build_world, mixed, pool_sizes
 from ledger import events as ev
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.custody import Context, decide
-from ledger.entry import EVENT_PURPOSE, Entry, SignedEvent
+from ledger.entry import EVENT_PURPOSE, Entry, SignedEvent, indexed_columns
 from ledger.home import Home, init_home, open_ledger
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.replay import MemoryState
@@ -113,12 +113,11 @@ def load(ledger: Ledger, db: Database, signed: Sequence[SignedEvent], *, start_t
         entry = Entry(index, now, chain, head[0] if head else None, s)
         leaf = entry.leaf()
         h = leaf_hash(leaf)
-        gtin, lot = getattr(event, "gtin", None), getattr(event, "lot", None)
-        if lot is None and chain.startswith("batch/"):
-            _, gtin, lot = chain.split("/", 2)
+        # the columns the appender stores (the serial column too: a scan finds a pack's events through it)
+        gtin, lot, serial = indexed_columns(event.type, event, entry)
         entries.append({"idx": index, "entry_hash": h, "event_id": s.event_id, "event_type": event.type,
                         "actor": str(s.body.get("actor")), "chain": chain, "prev": entry.prev, "gtin": gtin,
-                        "lot": lot, "received_at": now, "leaf": leaf})
+                        "lot": lot, "serial": serial, "received_at": now, "leaf": leaf})
         heads[chain] = (h, index, (head[2] if head else 0) + 1)
         nodes.extend({"level": n.level, "idx": n.index, "hash": nh} for n, nh in tree.append(h))
         if tree.size % CHECKPOINT_EVERY == 0 or index == len(signed) - 1:

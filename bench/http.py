@@ -8,7 +8,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -33,7 +33,7 @@ def _row_for(report: Report, bench: str, what: str, r: LoadResult, floor_rate: f
         print(f"    error sample: {e}")
 
 
-def _set_up(world: World, base: str, say: callable) -> None:  # type: ignore[valid-type]
+def _set_up(world: World, base: str, say: Callable[[str], None]) -> None:
     for name, items in world.phases:
         t = time.perf_counter()
         submit_all(base, sign_all(world, items))

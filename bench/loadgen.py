@@ -150,11 +150,11 @@ def run(loads: Sequence[Load], duration: float, server_pid: int | None = None) -
     before = meter.snapshot()
     parts: list[tuple[Load, dict[str, Any]]] = []
     after = None
-    for load, conn, proc in started:
+    for load, conn, worker in started:
         parts.append((load, conn.recv()))
         if after is None:
             after = meter.snapshot()  # the first worker is done: the load window has ended
-        proc.join()
+        worker.join()
     assert after is not None
     results = []
     for load in loads:

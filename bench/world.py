@@ -82,7 +82,7 @@ def build_world(root: KeyPair, *, n_dispense: int, n_ship: int, n_receive: int, 
     lots = iter(range(10**6))
 
     def batches(total: int) -> list[tuple[str, list[str]]]:
-        out = []
+        out: list[tuple[str, list[str]]] = []
         for _ in range(math.ceil(total / BATCH_MAX)):
             n = min(BATCH_MAX, total - sum(len(s) for _, s in out))
             lot = f"B{tag[:4]}{next(lots):04d}".upper()

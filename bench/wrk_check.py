@@ -37,8 +37,9 @@ def run_wrk(base: str, method: str, items: Sequence[bytes | str], clients: int, 
                              capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     finally:
         Path(path).unlink(missing_ok=True)
-    found = {"rate": _find(r"Requests/sec:\s+([\d.]+)", out), "non2xx": _find(r"Non-2xx or 3xx responses: (\d+)", out)
-             or "0", "errors": _find(r"Socket errors: (.*)", out) or ""}
+    found = {"rate": _find(r"Requests/sec:\s+([\d.]+)", out) or "0",
+             "non2xx": _find(r"Non-2xx or 3xx responses: (\d+)", out) or "0",
+             "errors": _find(r"Socket errors: (.*)", out) or ""}
     for p in ("50", "90", "99"):
         found[p] = _find(rf"^\s+{p}%\s+(\S+)", out) or "?"
     return found
