@@ -1,5 +1,5 @@
-"""Benchmarks on big logs built by ``bench.bulk``: proofs (4), ``athar audit verify`` (5), storage and append
-rate versus log size (7)."""
+"""Benchmarks on big logs built by ``bench.bulk``: proofs (4), ``athar audit verify`` (5), storage, pack scans
+and append rate versus log size (7)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 import time
+from collections import Counter
 
 import sqlalchemy as sa
 
@@ -20,6 +21,7 @@ from bench.world import as_signed, build_world, mixed, pool_sizes, sign_all
 from ledger.audit_signatures import helpers_for
 from ledger.home import Home
 from ledger.merkle import verify_consistency, verify_inclusion
+from ledger.queries import Reader
 
 LOG_TABLES = ("log_entries", "merkle_nodes", "checkpoints", "chain_heads", "log_head")
 PROJECTIONS = ("actors", "actor_keys", "batches", "packs", "holdings", "shipments", "alerts")
@@ -162,6 +164,25 @@ def audit(report: Report, b: BigLedger, kind: str) -> None:
                     f"floor {fl.audit_per_s():,.0f}/s per core")
 
 
+def scans(report: Report, b: BigLedger, kind: str, n: int = 2_000) -> None:
+    """Pack scans on this log, in-process and one at a time: what ``GET /v1/packs/...`` asks of the ledger and the
+    database, without HTTP. Compared across log sizes, it shows whether a scan's cost grows with the log."""
+    reader = Reader(b.ledger)
+    packs = random.Random(5).sample(b.world.packs, min(n + 200, len(b.world.packs)))
+    for gtin, _, serial in packs[:200]:  # warm the statement cache and the database's plan
+        reader.scan(gtin, serial)
+    times, verdicts = [], Counter[str]()
+    for gtin, _, serial in packs[200:]:
+        t = time.perf_counter()
+        found = reader.scan(gtin, serial)
+        times.append(time.perf_counter() - t)
+        verdicts[found.finding.verdict.value] += 1
+    assert "UNKNOWN" not in verdicts, verdicts
+    report.add("storage", f"pack scan on top of {b.size:,} entries [{kind}]",
+               f"p50 {ms(pct(times, 50))}  p95 {ms(pct(times, 95))}", target="flat as the log grows",
+               note=f"{len(times)} random packs of the ledger, one thread, no HTTP ({dict(verdicts)})")
+
+
 def _why(doc: dict, out: subprocess.CompletedProcess[str]) -> str:  # type: ignore[type-arg]
     return str(doc.get("failure") or out.stderr or out.stdout)[:500]
 
@@ -178,6 +199,7 @@ def storage(report: Report, b: BigLedger, kind: str) -> None:
                    f"{log / b.size:,.0f} B/entry in log tables (+{proj / b.size:,.0f} B projections)",
                    note=f"pg_total_relation_size of {', '.join(LOG_TABLES)}; mean leaf {leaf:,.0f} B "
                         "(inflated by set-up commissions/shipments listing thousands of serials)")
+    scans(report, b, kind)
     # in-process append rate of a fresh mixed workload on top of this log (GroupCommitter-sized groups)
     world = build_world(Home(b.home).root_key(), **{f"n_{k}": v for k, v in pool_sizes(1500).items()})
     set_up(b.ledger, world)

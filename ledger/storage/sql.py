@@ -224,8 +224,13 @@ def _pack_scan(single: tuple[str, ...], wide: tuple[str, ...]) -> Any:
     size = sa.select(t.log_head.c.tree_size).where(t.log_head.c.id == head).scalar_subquery()
     no_view = _nulls(_VIEW)
 
+    # "idx + 0": a filter, never an index range. The log size comes from a subquery the planner cannot see
+    # through, so it guessed a third of the log below it and ANDed a bitmap of that much of the primary key
+    # into the batch-wide branch: 7 ms of PostgreSQL per scan at 10^5 entries, growing with the log.
+    below_size = (_le.idx + sa.literal_column("0", sa.Integer)) < size
+
     def trail(*where: Any) -> Any:
-        return sa.select(*no_view, *[c.label(f"t_{c.name}") for c in _TRAIL]).where(*where, _le.idx < size)
+        return sa.select(*no_view, *[c.label(f"t_{c.name}") for c in _TRAIL]).where(*where, below_size)
 
     view = (sa.select(*_VIEW, *_nulls(_TRAIL, "t_"))
             .join_from(t.packs, t.batches, sa.and_(t.batches.c.gtin == t.packs.c.gtin,
