@@ -16,6 +16,7 @@ import pytest
 
 from api.http_protocol import CoalescingHttpToolsProtocol, _CoalescingTransport
 from api.settings import Settings
+from ledger.paths import ENV_DATABASE_URL, ENV_HOME
 from scanner_cli.commands import admin
 from tests.integration.server import running_server
 from tests.reliability.harness import now_clock
@@ -92,7 +93,10 @@ def test_athar_serve_runs_this_protocol(tmp_path: Path, monkeypatch: pytest.Monk
     make_world(tmp_path / "home", url, clock=now_clock())
     seen: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))  # no server: its settings
-    monkeypatch.setenv("ATHAR_PUBLIC_URL", "http://127.0.0.1:1")  # _serve sets the environment it serves with
+    # _serve sets the environment its workers read: restored after the test, so no later test serves this ledger
+    for name in (ENV_HOME, ENV_DATABASE_URL, "ATHAR_PUBLIC_URL", "UV_TCP_SINGLE_ACCEPT"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     admin._serve(tmp_path / "home", url, "127.0.0.1", 1, 2, sequencer=False)
     assert seen["app"] == "api.app:app_from_env" and seen["workers"] == 2
     assert import_from_string(seen["http"]) is CoalescingHttpToolsProtocol
