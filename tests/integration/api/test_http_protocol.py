@@ -1,4 +1,4 @@
-"""The HTTP protocol ``athar serve`` runs (``api.http_protocol``): a response's writes leave in one send, and
+"""The HTTP protocol ``athar serve`` runs (``api.http_protocol``): a response's head and body leave in one send, and
 what reaches the client over a real socket is exactly the HTTP uvicorn meant to send (keep-alive, pipelining,
 HEAD, problems, closing connections)."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.http_protocol import CoalescingHttpToolsProtocol, _CoalescingTransport
+from api.http_protocol import FLUSH_AT, HANDLED, CoalescingHttpToolsProtocol, _CoalescingTransport
 from api.settings import Settings
 from ledger.paths import ENV_DATABASE_URL, ENV_HOME
 from scanner_cli.commands import admin
@@ -35,6 +36,18 @@ class Recording(asyncio.Transport):
         assert not self.closed, "written after close"
         self.sent.append(bytes(data))
 
+    def writelines(self, lines: Any) -> None:  # one system call: recorded as one send
+        self.write(b"".join(lines))
+
+    def write_eof(self) -> None:
+        self.sent.append(b"<EOF>")
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 7
+
     def close(self) -> None:
         self.closed = True
 
@@ -45,32 +58,32 @@ class Recording(asyncio.Transport):
         return {"peername": ("127.0.0.1", 5000)}.get(name, default)
 
 
-def test_writes_of_one_turn_leave_together_and_in_order() -> None:
+def test_a_head_and_its_body_leave_together_at_once_and_a_lone_write_a_turn_later() -> None:
     async def scenario() -> list[list[bytes]]:
         raw = Recording()
         t = _CoalescingTransport(raw, asyncio.get_running_loop())
         seen = []
         t.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        seen.append(list(raw.sent))  # held
         t.write(b"body")
-        seen.append(list(raw.sent))  # nothing sent yet: the turn is not over
+        seen.append(list(raw.sent))  # the second write sends both, in one call
+        t.write(b"chunk")
+        seen.append(list(raw.sent))  # a lone write is held ...
         await asyncio.sleep(0)
-        seen.append(list(raw.sent))
-        t.write(b"next")  # a later turn: a send of its own
-        await asyncio.sleep(0)
-        seen.append(list(raw.sent))
+        seen.append(list(raw.sent))  # ... until the loop's next callback
         t.write(b"last")
         t.close()  # closing sends what is held first
         seen.append(list(raw.sent))
         assert raw.closed and t.get_extra_info("peername") == ("127.0.0.1", 5000)
-        await asyncio.sleep(0)  # the flush scheduled for "last" finds nothing left to send
+        await asyncio.sleep(0)  # the callback scheduled for "last" finds nothing left to send
         seen.append(list(raw.sent))
         return seen
 
-    before, one_turn, two_turns, closed, after = asyncio.run(scenario())
-    assert before == []
-    assert one_turn == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
-    assert two_turns == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"next"]
-    assert closed == after == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"next", b"last"]
+    held, pair, lone, turn, closed, after = asyncio.run(scenario())
+    assert held == []
+    assert pair == lone == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+    assert turn == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"chunk"]
+    assert closed == after == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"chunk", b"last"]
 
 
 def test_what_is_held_when_the_peer_has_gone_is_dropped() -> None:
@@ -83,6 +96,42 @@ def test_what_is_held_when_the_peer_has_gone_is_dropped() -> None:
         return raw.sent
 
     assert asyncio.run(scenario()) == []
+
+
+def test_big_writes_leave_at_once_and_every_other_call_comes_after_the_held_writes() -> None:
+    async def scenario() -> None:
+        raw = Recording()
+        t = _CoalescingTransport(raw, asyncio.get_running_loop())
+        t.write(b"b" * FLUSH_AT)  # alone, but big: sent at once
+        assert raw.sent == [b"b" * FLUSH_AT]
+        chunk = bytearray(b"mutable")
+        t.write(chunk)
+        chunk[:] = b"changed"  # what was written is what is sent, whatever the caller does with its buffer
+        assert t.get_write_buffer_size() == 7 + 7
+        t.write_eof()
+        assert raw.sent[1:] == [b"mutable", b"<EOF>"]
+        t.writelines([b"x", b"y"])
+        assert raw.sent[3:] == [b"xy"]
+        t.write(b"dropped")
+        t.abort()  # abort: what is held is discarded, as the transport's own buffer is
+        await asyncio.sleep(0)
+        assert raw.sent[3:] == [b"xy"] and raw.closed
+
+    asyncio.run(scenario())
+
+
+def test_the_installed_uvicorn_calls_only_transport_methods_the_wrapper_handles() -> None:
+    """An upgrade of uvicorn that calls another transport method (one that would act before the held writes)
+    fails here instead of reordering responses in service."""
+    import uvicorn.protocols
+
+    root = Path(uvicorn.protocols.__file__).parent
+    called = set()
+    for source in (root / "http" / "httptools_impl.py", root / "http" / "flow_control.py", root / "utils.py",
+                   *(root / "websockets").glob("*.py")):
+        called |= set(re.findall(r"\btransport\.(\w+)", source.read_text()))
+    assert {"write", "close", "is_closing"} <= called  # the scan found uvicorn's calls
+    assert called <= HANDLED, called - HANDLED
 
 
 def test_athar_serve_runs_this_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,6 +195,29 @@ def test_pipelined_keep_alive_requests_get_whole_responses_in_order(base: str) -
     assert answers[7][0] == b"HTTP/1.1 405 Method Not Allowed"  # a HEAD: headers only, its body left out
     assert answers[8][0] == b"HTTP/1.1 200 OK" and json.loads(answers[8][2])
     assert answers[8][1][b"connection"] == b"close"
+
+
+def _raw_exchange(base: str, request: bytes) -> bytes:
+    host, port = base.removeprefix("http://").split(":")
+    data = b""
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(request)
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_response_of_many_segments_arrives_whole(base: str) -> None:
+    data = _raw_exchange(base, b"GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    ((status, _, body),) = _split_responses(data, [False])  # Content-Length framed: every byte accounted for
+    assert status == b"HTTP/1.1 200 OK" and len(body) > 30_000
+    assert json.loads(body)["openapi"].startswith("3.")
+
+
+def test_a_malformed_request_gets_its_whole_400_then_the_connection_closes(base: str) -> None:
+    data = _raw_exchange(base, b"NOT HTTP AT ALL\r\n\r\n")
+    ((status, headers, body),) = _split_responses(data, [False])
+    assert status == b"HTTP/1.1 400 Bad Request" and headers[b"connection"] == b"close" and body
 
 
 def test_the_server_answers_ordinary_clients_alike(base: str) -> None:
