@@ -171,7 +171,8 @@ def scans(report: Report, b: BigLedger, kind: str, n: int = 2_000) -> None:
     packs = random.Random(5).sample(b.world.packs, min(n + 200, len(b.world.packs)))
     for gtin, _, serial in packs[:200]:  # warm the statement cache and the database's plan
         reader.scan(gtin, serial)
-    times, verdicts = [], Counter[str]()
+    times: list[float] = []
+    verdicts: Counter[str] = Counter()
     for gtin, _, serial in packs[200:]:
         t = time.perf_counter()
         found = reader.scan(gtin, serial)

@@ -226,7 +226,7 @@ def _pack_scan(single: tuple[str, ...], wide: tuple[str, ...]) -> Any:
 
     # "idx + 0": a filter, never an index range. The log size comes from a subquery the planner cannot see
     # through, so it guessed a third of the log below it and ANDed a bitmap of that much of the primary key
-    # into the batch-wide branch: 7 ms of PostgreSQL per scan at 10^5 entries, growing with the log.
+    # into the batch-wide branch: about 5 ms of PostgreSQL CPU per scan at 10^5 entries, growing with the log.
     below_size = (_le.idx + sa.literal_column("0", sa.Integer)) < size
 
     def trail(*where: Any) -> Any:
