@@ -41,7 +41,7 @@ class _CoalescingTransport:
         self._held_bytes += len(held)
         if len(self._held) > 1 or self._held_bytes >= FLUSH_AT:
             self._flush()  # a response's head and body: sent now, not after the request's remaining work
-        elif len(self._held) == 1:
+        else:
             self._loop.call_soon(self._flush)  # a lone write (a head without body, a chunk) waits a turn at most
 
     def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
