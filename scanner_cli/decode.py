@@ -142,14 +142,22 @@ def _load(source: str | Path | Image.Image, draft_side: int | None = None) -> Im
             msg = f"Cannot read {name}: {exc.strerror or exc}."
             raise DecodeError(msg) from exc
         _check_size(image, name)
-        if draft_side and image.format == "JPEG" and max(image.size) > 2 * draft_side:
-            ratio = draft_side / max(image.size)
-            image.draft("L", (max(1, int(image.width * ratio)), max(1, int(image.height * ratio))))
+        if image.format == "JPEG":
+            # decoded straight to greyscale: libjpeg then skips the colour conversion (a camera frame decodes
+            # in half the time); and reduced, for a large photo
+            size = image.size
+            if draft_side and max(size) > 2 * draft_side:
+                ratio = draft_side / max(size)
+                size = (max(1, int(image.width * ratio)), max(1, int(image.height * ratio)))
+            image.draft("L", size)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image.load()
-            image = ImageOps.exif_transpose(image) or image
+            if image is source:  # the caller's image: turned upright on a copy
+                image = ImageOps.exif_transpose(image) or image
+            else:  # turned upright in place, if its EXIF says so (a copy otherwise costs a frame's worth)
+                ImageOps.exif_transpose(image, in_place=True)
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 # Transparent background -> white, as it would be printed.
                 rgba = image.convert("RGBA")

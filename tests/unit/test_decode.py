@@ -270,3 +270,30 @@ def test_oversized_pil_image_refused() -> None:
     big = Image.new("1", (12000, 9000), 1)  # 108 megapixels, 13.5 MB in memory
     with pytest.raises(DecodeError, match="megapixels"):
         decode_image(big)
+
+
+def _sideways_jpeg(path: Path) -> tuple[int, int]:
+    """A DataMatrix on a wide white page, stored rotated a quarter turn with EXIF Orientation 6 ("turn 90°
+    clockwise to view"), as phone cameras write; returns the upright page's size."""
+    page = Image.new("L", (900, 300), 255)
+    page.paste(datamatrix_png("09504000059101", dt.date(2028, 12, 31), "L1", "S1", module_px=6), (600, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    page.rotate(90, expand=True).save(path, quality=95, exif=exif)
+    return page.size
+
+
+def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path: Path) -> None:
+    width, height = _sideways_jpeg(tmp_path / "sideways.jpg")
+    (symbol,) = decode_image(tmp_path / "sideways.jpg")
+    assert symbol.format == "DataMatrix" and symbol.position is not None
+    # corners in the upright page (900 x 300, the code at its right), not in the stored 300 x 900 pixels
+    assert all(550 <= x <= width and 0 <= y <= height for x, y in symbol.position), symbol.position
+
+
+def test_a_callers_image_is_left_as_it_was(tmp_path: Path) -> None:
+    _sideways_jpeg(tmp_path / "sideways.jpg")
+    with Image.open(tmp_path / "sideways.jpg") as image:
+        (symbol,) = decode_image(image)
+        assert image.size == (300, 900) and image.getexif()[0x0112] == 6  # still as stored
+    assert symbol.format == "DataMatrix"
