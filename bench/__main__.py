@@ -3,6 +3,7 @@
 Benchmarks (names for --only):
   floor     per-event CPU floor: RFC 8785 encoding, Ed25519 verify, SHA-256 (one core)
   appends   signed appends/s and latency at 1, 16, 64 clients over HTTP (real `athar serve`)
+  flush     signed appends at 64 clients when every disk flush takes 2 ms longer (PostgreSQL commit_delay)
   lookups   pack verifications/s and latency at 64 clients, alone and with appends alongside
   batch     commission one 100,000-pack batch over HTTP, then look its packs up
   peak      open-loop traffic at Morocco's peak (200 appends/s + 150 lookups/s) and at twice it: latencies
@@ -22,8 +23,8 @@ import time
 
 from bench.common import Report, pg_available
 
-ALL = ("floor", "appends", "lookups", "peak", "wrk", "batch", "proofs", "audit", "storage", "scan")
-HTTP = {"appends", "lookups", "peak", "wrk", "batch"}
+ALL = ("floor", "appends", "flush", "lookups", "peak", "wrk", "batch", "proofs", "audit", "storage", "scan")
+HTTP = {"appends", "flush", "lookups", "peak", "wrk", "batch"}
 BIG = {"proofs", "audit", "storage"}
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 ATHAR = str(Path(sys.executable).with_name("athar"))
@@ -145,6 +146,42 @@ def pg_available() -> bool:
 
 def _libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def with_pg_settings(url: str, settings: dict[str, str]) -> str:
+    """``url`` whose connections start with these PostgreSQL settings (added to libpq's ``options``)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    extra = " ".join(f"-c{name}={value}" for name, value in settings.items())
+    query["options"] = f"{query['options']} {extra}" if query.get("options") else extra
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))  # spaces as %20, not +
+
+
+def wal_syncs(url: str) -> int:
+    """How many times PostgreSQL has synced its WAL to disk (cluster-wide, since its statistics were reset)."""
+    import psycopg
+
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        row = conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()
+        return int(row[0]) if row else 0
+
+
+def commit_time(url: str, n: int = 200) -> float:
+    """Seconds per single-row INSERT + COMMIT on one connection of ``url`` (a scratch table, dropped after)."""
+    import psycopg
+
+    with psycopg.connect(_libpq(url)) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (n integer)")
+        conn.commit()
+        try:
+            started = time.perf_counter()
+            for i in range(n):
+                conn.execute("INSERT INTO bench_commit_probe VALUES (%s)", (i,))
+                conn.commit()
+            return (time.perf_counter() - started) / n
+        finally:
+            conn.execute("DROP TABLE bench_commit_probe")
+            conn.commit()
 
 
 @contextlib.contextmanager
