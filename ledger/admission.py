@@ -8,6 +8,7 @@ on the registry, so it runs under the lock). ``authenticate`` does both.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ledger import errors as E
@@ -39,12 +40,20 @@ def anchor_key(signed: SignedEvent, actor: str, trust: TrustAnchors) -> PublicKe
 
 
 def registered_public_key(key: KeyRecord) -> PublicKey:
+    return _public_key(key.key_id, key.public_key)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _public_key(key_id: str, public_key: str) -> PublicKey:
+    # Every append and every audited entry asks for its signer's key, and decoding it and hashing it to check
+    # its id cost about as much as the custody rule itself; the answer depends on these two strings alone (a
+    # refusal raises, and is not cached).
     try:
-        public = PublicKey.from_b64(key.public_key)
+        public = PublicKey.from_b64(public_key)
     except SigningError as exc:
-        raise E.IntegrityError(f"registered key {key.key_id} is malformed") from exc
-    if public.key_id != key.key_id:
-        raise E.IntegrityError(f"registered key {key.key_id} does not hash to its id: the registry was altered")
+        raise E.IntegrityError(f"registered key {key_id} is malformed") from exc
+    if public.key_id != key_id:
+        raise E.IntegrityError(f"registered key {key_id} does not hash to its id: the registry was altered")
     return public
 
 

@@ -614,3 +614,30 @@ def test_alerts_only_by_the_ledger(sim: Sim) -> None:
     d = sim.ok(_alert(ev.LEDGER_ACTOR, LEDGER_KEY))
     assert d.chain == "alerts"
     assert sim.state.alerts["alert-by-ledger"].suspect == "ph-fes"
+
+
+def test_a_registered_key_that_does_not_hash_to_its_id_is_refused_every_time() -> None:
+    """The signer's key is decoded once per key (cached): a tampered registry row must still be refused on
+    every use, and a good one give the same key as before."""
+    from ledger.admission import registered_public_key
+
+    good, other = KeyPair.from_seed(b"g" * 32), KeyPair.from_seed(b"o" * 32)
+    record = KeyRecord(good.key_id, "ph-rabat", good.public.b64, "active", 0, None)
+    assert registered_public_key(record) == good.public
+    assert registered_public_key(replace(record)) == good.public
+    swapped = replace(record, public_key=other.public.b64)  # an edited row: another key under the same id
+    for _ in range(2):
+        with pytest.raises(E.IntegrityError, match="does not hash to its id"):
+            registered_public_key(swapped)
+    with pytest.raises(E.IntegrityError, match="is malformed"):
+        registered_public_key(replace(record, public_key="not base64!"))
+
+
+def test_a_moved_pack_is_a_new_equal_frozen_pack() -> None:
+    pack = Pack(GTIN, "SN1", "L1", "active", "dist-north", "ph-rabat", START, 7)
+    moved = pack.moved("in_transit", "ph-fes")
+    assert moved == replace(pack, status="in_transit", holder="ph-fes")
+    assert hash(moved) == hash(replace(pack, status="in_transit", holder="ph-fes"))
+    assert (pack.status, pack.holder) == ("active", "dist-north")  # the original is untouched
+    with pytest.raises(AttributeError):
+        moved.status = "dispensed"  # type: ignore[misc]
