@@ -62,7 +62,7 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
             _set_up(world, srv.base, print)
             analyze(url)  # the plans of a database in service, not of the empty tables the set-up started from
             # appends at 1/16/64 clients, appends beside lookups, the wrk cross-check, the national-peak runs
-            # the last slice is for ``flush``, on a server of its own after this one stops
+            # the last slice is for ``flush``: half here, half on a server whose disk flushes are slower
             slices = _split(pool, [share / 1.3 for share in (0.04, 0.12, 0.2, 0.2, 0.22, 0.22, 0.3)])
             tag = f"{kind}, {workers} worker(s)"
             if only is None or "appends" in only:
