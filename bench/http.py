@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import common, wrk_check
+from bench import bare, common, wrk_check
 from bench import floor as floor_mod
 from bench.common import Report, Server, analyze, athar_init, database, fraction, ms, pct, serve
 from bench.loadgen import Load, LoadResult, run, submit_all
@@ -58,6 +58,7 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
         t = time.perf_counter()
         pool = sign_all(world, mixed(world))
         print(f"    signed {len(pool)} workload events in {time.perf_counter() - t:.1f} s (before any timing)")
+        get_floor, post_floor = _http_floor(report, workers, duration, world, pool)
         with serve(home, url, workers) as srv:
             _set_up(world, srv.base, print)
             analyze(url)  # the plans of a database in service, not of the empty tables the set-up started from
@@ -70,18 +71,18 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
                     (res,), note = run([Load("appends", srv.base, "POST", items, clients,
                                              procs=min(2, clients))], duration, srv.pid)
                     _row_for(report, "appends", f"signed appends, {clients} client(s) [{tag}]", res,
-                             fl.appends_per_s(cores),
-                             "≥ 5,000/s, p99 ≤ 50 ms" if clients == 64 else "", note)
+                             fl.appends_per_s(cores), "≥ 5,000/s, p99 ≤ 50 ms" if clients == 64 else "",
+                             f"{fraction(res.rate, post_floor)} of the HTTP floor for a POST; {note}")
             if only is None or "lookups" in only:
                 paths = [f"/v1/packs/{g}/{s}" for g, _, s in random.Random(3).sample(world.packs,
                                                                                          min(60_000, len(world.packs)))]
                 (res,), note = run([Load("lookups", srv.base, "GET", paths, 64, procs=2)], duration, srv.pid)
-                _row_for(report, "lookups", f"pack verifications, 64 clients, alone [{tag}]", res, None,
-                         "p95 ≤ 10 ms at ≥ 2,000/s", note)
+                _row_for(report, "lookups", f"pack verifications, 64 clients, alone [{tag}]", res, get_floor,
+                         "p95 ≤ 10 ms at ≥ 2,000/s", f"of floor: of the HTTP floor for a GET; {note}")
                 (lk, ap), note = run([Load("lookups", srv.base, "GET", paths, 64, procs=2),
                                       Load("appends", srv.base, "POST", slices[3], 16, procs=1)], duration, srv.pid)
-                _row_for(report, "lookups", f"pack verifications, 64 clients, with appends [{tag}]", lk, None,
-                         "p95 ≤ 10 ms at ≥ 2,000/s", note)
+                _row_for(report, "lookups", f"pack verifications, 64 clients, with appends [{tag}]", lk, get_floor,
+                         "p95 ≤ 10 ms at ≥ 2,000/s", f"of floor: of the HTTP floor for a GET; {note}")
                 _row_for(report, "lookups", f"  ...appends alongside, 16 clients [{tag}]", ap, fl.appends_per_s(cores),
                          "≥ 2,000/s alongside", "")
             if only is None or "peak" in only:
@@ -98,6 +99,19 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
             # setting), against the plain server's figure measured just before with the other half of the slice
             _slow_flush(report, kind, home, url, workers, slices[6][half:], duration, tag, fl.appends_per_s(cores),
                         plain)
+
+
+def _http_floor(report: Report, workers: int, duration: float, world: World, pool: Sequence[bytes]
+                ) -> tuple[float, float]:
+    """GETs and POSTs/s of an app that does nothing, served and driven as athar is (``bench.bare``)."""
+    paths = [f"/v1/packs/{g}/{s}" for g, _, s in world.packs[:1000]]
+    get, post, get_note, post_note = bare.measure(workers, duration, paths, pool[:1000])
+    tag = f"{workers} worker(s)"
+    _row_for(report, "floor", f"HTTP floor: GET /v1/packs/... answered by an app that does nothing, 64 clients "
+             f"[{tag}]", get, None, "", f"uvicorn as athar serve runs it; {get_note}")
+    _row_for(report, "floor", f"HTTP floor: POST of a signed event, read but not parsed, 64 clients [{tag}]", post,
+             None, "", post_note)
+    return get.rate, post.rate
 
 
 def _appends_and_flushes(srv: Server, url: str, kind: str, events: Sequence[bytes], duration: float
