@@ -58,7 +58,7 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
         t = time.perf_counter()
         pool = sign_all(world, mixed(world))
         print(f"    signed {len(pool)} workload events in {time.perf_counter() - t:.1f} s (before any timing)")
-        get_floor, post_floor = _http_floor(report, workers, duration, world, pool)
+        get_floor, post_floor = _http_floor(report, workers, duration, world, pool, kind)
         with serve(home, url, workers) as srv:
             _set_up(world, srv.base, print)
             analyze(url)  # the plans of a database in service, not of the empty tables the set-up started from
@@ -101,12 +101,12 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
                         plain)
 
 
-def _http_floor(report: Report, workers: int, duration: float, world: World, pool: Sequence[bytes]
+def _http_floor(report: Report, workers: int, duration: float, world: World, pool: Sequence[bytes], kind: str
                 ) -> tuple[float, float]:
     """GETs and POSTs/s of an app that does nothing, served and driven as athar is (``bench.bare``)."""
     paths = [f"/v1/packs/{g}/{s}" for g, _, s in world.packs[:1000]]
     get, post, get_note, post_note = bare.measure(workers, duration, paths, pool[:1000])
-    tag = f"{workers} worker(s)"
+    tag = f"{workers} worker(s), before the {kind} runs"  # no database: measured again before each kind's runs
     _row_for(report, "floor", f"HTTP floor: GET /v1/packs/... answered by an app that does nothing, 64 clients "
              f"[{tag}]", get, None, "", f"uvicorn as athar serve runs it; {get_note}")
     _row_for(report, "floor", f"HTTP floor: POST of a signed event, read but not parsed, 64 clients [{tag}]", post,
