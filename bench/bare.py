@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 
@@ -44,15 +45,15 @@ def serve_bare(workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     code = (f"import uvicorn; uvicorn.run('bench.bare:app', host='127.0.0.1', port={port}, workers={workers}, "
             "log_level='warning', lifespan='off', http='api.http_protocol:CoalescingHttpToolsProtocol')")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe nobody reads, so the server never blocks
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"the bare HTTP server exited: {err[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"the bare HTTP server exited: {log.read().decode(errors='replace')[-2000:]}")
             try:
                 if httpx.get(base + "/", timeout=2).status_code == 200:
                     break
@@ -70,6 +71,7 @@ def serve_bare(workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def measure(workers: int, duration: float, paths: Sequence[str], bodies: Sequence[bytes]

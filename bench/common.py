@@ -157,13 +157,19 @@ def with_pg_settings(url: str, settings: dict[str, str]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))  # spaces as %20, not +
 
 
-def wal_syncs(url: str) -> int:
-    """How many times PostgreSQL has synced its WAL to disk (cluster-wide, since its statistics were reset)."""
+def wal_syncs(url: str) -> int | None:
+    """How many times PostgreSQL has synced its WAL to disk (cluster-wide, since its statistics were reset); None
+    when it cannot say. PostgreSQL 18 moved the count from ``pg_stat_wal`` to ``pg_stat_io``."""
     import psycopg
 
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
-        row = conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()
-        return int(row[0]) if row else 0
+    for query in ("SELECT wal_sync FROM pg_stat_wal", "SELECT sum(fsyncs) FROM pg_stat_io WHERE object = 'wal'"):
+        try:
+            with psycopg.connect(_libpq(url), autocommit=True) as conn:
+                row = conn.execute(query).fetchone()
+                return int(row[0]) if row and row[0] is not None else None
+        except psycopg.Error:
+            continue
+    return None
 
 
 def commit_time(url: str, n: int = 200) -> float:
@@ -180,6 +186,7 @@ def commit_time(url: str, n: int = 200) -> float:
                 conn.commit()
             return (time.perf_counter() - started) / n
         finally:
+            conn.rollback()  # an insert that failed leaves the transaction aborted: the drop must not hide its error
             conn.execute("DROP TABLE bench_commit_probe")
             conn.commit()
 

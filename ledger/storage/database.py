@@ -52,7 +52,8 @@ def open_database(url: str, *, pool_size: int = 10, connect_args: dict[str, Any]
         if url.startswith("sqlite"):
             return Database(url, _sqlite_engine(url, immediate=True), _sqlite_engine(url, immediate=False))
         # No pre-ping: it would cost every transaction a round trip. A connection broken by a server restart
-        # fails its statement (503 to that one caller) and SQLAlchemy then replaces the whole pool.
+        # fails its statement (503 to that one caller); after a statement sent through SQLAlchemy it replaces the
+        # whole pool, after one sent through the driver (scans, a group's reads and writes) that connection only.
         engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
                                   connect_args=connect_args or {})
         return Database(url, engine, engine)

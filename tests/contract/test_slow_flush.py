@@ -8,6 +8,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from ledger.audit import verify_store
@@ -20,6 +21,12 @@ SUBMISSIONS = 40
 
 
 def test_concurrent_appends_share_the_slow_flushes(tmp_path: Path, postgres_url: str) -> None:
+    with sa.create_engine(postgres_url).connect() as conn:
+        superuser = conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
+        fsync = conn.execute(sa.text("SHOW fsync")).scalar()
+    if not superuser or fsync != "on":
+        pytest.skip("needs a PostgreSQL superuser (commit_delay is a superuser setting) and fsync on (PostgreSQL "
+                    f"delays no flush without it); here superuser={superuser}, fsync={fsync}")
     slow = f"{postgres_url}%20-ccommit_delay%3D2000%20-ccommit_siblings%3D0"  # appended to the schema's options
     world = make_world(tmp_path / "home", slow)
     try:
