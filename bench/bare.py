@@ -12,12 +12,12 @@ import contextlib
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from starlette.types import Receive, Scope, Send
 
-from bench.common import ROOT, free_port
+from bench.common import http_server
 from bench.loadgen import Load, LoadResult, run
 
 BODY = b'{"ok":true}'
@@ -40,38 +40,12 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 @contextlib.contextmanager
 def serve_bare(workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The bare app under uvicorn on a free port, ready when yielded, stopped afterwards."""
-    import httpx
-
-    port = free_port()
-    code = (f"import uvicorn; uvicorn.run('bench.bare:app', host='127.0.0.1', port={port}, workers={workers}, "
+    code = (f"import uvicorn; uvicorn.run('bench.bare:app', host='127.0.0.1', port={{port}}, workers={workers}, "
             "log_level='warning', lifespan='off', http='api.http_protocol:CoalescingHttpToolsProtocol')")
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe nobody reads, so the server never blocks
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"the bare HTTP server exited: {log.read().decode(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(base + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the bare HTTP server did not answer in 30 s")
-            time.sleep(0.2)
-        time.sleep(1.0 if workers > 1 else 0)  # every worker up
-        yield base, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with tempfile.TemporaryDirectory() as tmp, \
+            http_server([sys.executable, "-c", code], Path(tmp) / "bare.log", "/", workers,
+                        "the bare HTTP server", timeout=30) as server:
+        yield server
 
 
 def measure(workers: int, duration: float, paths: Sequence[str], bodies: Sequence[bytes]

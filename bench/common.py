@@ -268,31 +268,33 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(home: Path, url: str, workers: int) -> Iterator[Server]:
-    """A real ``athar serve`` subprocess on a free port, ready when yielded, stopped afterwards."""
+def http_server(argv: list[str], log_path: Path, ready_path: str, workers: int, what: str,
+                timeout: float = 60) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``argv`` (given the port as ``{port}``) as a subprocess serving HTTP on a free port, its output in
+    ``log_path``; yields its base URL and process once ``ready_path`` answers 200; stops it afterwards."""
     import httpx
 
     port = free_port()
-    log = open(home / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([ATHAR, "serve", "--data-dir", str(home), "--db", url, "--port", str(port),
-                             "--workers", str(workers)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    log = open(log_path, "wb")  # noqa: SIM115
+    proc = subprocess.Popen([a.replace("{port}", str(port)) for a in argv], stdout=log, stderr=subprocess.STDOUT,
+                            cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"athar serve exited: {(home / 'serve.log').read_text()[-2000:]}")
+                raise RuntimeError(f"{what} exited: {log_path.read_text(errors='replace')[-2000:]}")
             try:
-                if httpx.get(base + "/v1/ready", timeout=2).status_code == 200:
+                if httpx.get(base + ready_path, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("athar serve did not become ready in 60 s")
+                raise RuntimeError(f"{what} did not become ready in {timeout:.0f} s")
             time.sleep(0.2)
-        # with several workers, wait until each has started (each answers /v1/ready on its own)
+        # with several workers, wait until each has started (each answers on its own)
         time.sleep(1.0 if workers > 1 else 0)
-        yield Server(home, url, base, proc, workers)
+        yield base, proc
     finally:
         proc.terminate()
         try:
@@ -301,3 +303,11 @@ def serve(home: Path, url: str, workers: int) -> Iterator[Server]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def serve(home: Path, url: str, workers: int) -> Iterator[Server]:
+    """A real ``athar serve`` subprocess on a free port, ready when yielded, stopped afterwards."""
+    argv = [ATHAR, "serve", "--data-dir", str(home), "--db", url, "--port", "{port}", "--workers", str(workers)]
+    with http_server(argv, home / "serve.log", "/v1/ready", workers, "athar serve") as (base, proc):
+        yield Server(home, url, base, proc, workers)
