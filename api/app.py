@@ -28,6 +28,7 @@ from ledger.queries import Reader
 from ledger.sequencer import GroupCommitter
 from ledger.sequencer_link import RemoteCommitter
 from ledger.service import PublicReports
+from ledger.storage.async_scans import AsyncScans
 
 logger = logging.getLogger("athar.api")
 
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         executor = ThreadPoolExecutor(max(2, settings.pool_size - 4), thread_name_prefix="athar-request")
         heavy = ThreadPoolExecutor(2, thread_name_prefix="athar-report")
         app_state = AppState(settings, ledger, db, committer, Reader(ledger), PublicReports(ledger),
-                             RateLimiter(settings.public_reports_per_minute), executor, heavy)
+                             RateLimiter(settings.public_reports_per_minute), executor, heavy,
+                             None if db.is_sqlite else AsyncScans(db))
         app.state.athar = app_state
         watcher = (asyncio.create_task(_overdue_loop(app_state)) if settings.overdue_check_seconds > 0
                    else None)
@@ -68,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if watcher is not None:
                 watcher.cancel()
+            if app_state.scans is not None:
+                await app_state.scans.close()
             committer.close()
             executor.shutdown(wait=True, cancel_futures=True)
             heavy.shutdown(wait=True, cancel_futures=True)

@@ -22,6 +22,7 @@ from ledger.request_signing import HEADER_ACTOR, HEADER_KEY, HEADER_SIGNATURE, H
 from ledger.sequencer import GroupCommitter
 from ledger.sequencer_link import RemoteCommitter
 from ledger.service import Ledger, PublicReports
+from ledger.storage.async_scans import AsyncScans
 from ledger.storage.database import Database
 
 T = TypeVar("T")
@@ -65,6 +66,8 @@ class AppState:
     # Reports that read a whole history or the whole ledger (EPCIS, bundles, risk, dashboard...) have threads
     # of their own, so a few of them cannot hold up the scans made at every dispense.
     heavy: ThreadPoolExecutor
+    # Public pack scans read on the event loop (PostgreSQL only; None on SQLite): see ledger.storage.async_scans.
+    scans: AsyncScans | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

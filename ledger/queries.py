@@ -22,6 +22,7 @@ from ledger.recall import RecallReport, recall_report
 from ledger.risk import RiskReport, RiskThresholds, assess
 from ledger.service import Ledger
 from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Shipment
+from ledger.storage.async_scans import AsyncScans
 from ledger.storage.sql import SqlUnit, StoredCheckpoint, StoredEntry, TrailRow, prove_entries
 from ledger.verdict import Finding, Verdict, judge
 
@@ -166,6 +167,22 @@ class Reader:
                                      report.finding.reason)
         return report
 
+    async def public_pack(self, scans: AsyncScans, gtin: str, serial: str, *, lot: str | None = None,
+                          expiry: dt.date | None = None) -> PackReport | None:
+        """``pack`` for the public (no custody check), read on the event loop; None when that cannot answer (the
+        database could not be read there, or the provenance needs an entry body or an actor not cached, which
+        ``pack`` reads): the caller then asks ``pack``."""
+        read, scan = await scans.pack_scan(gtin, serial, single=SINGLE_PACK, wide=BATCH_WIDE)
+        if not read:
+            return None
+        pack, batch, trail = (scan[0], scan[1], scan[3]) if scan is not None else (None, None, [])
+        steps = self._steps_from_trail(trail, serial)
+        if steps is None:
+            return None
+        finding = judge(pack, batch, gtin=gtin, serial=serial, lot=lot, expiry=expiry, now=self.ledger.clock(),
+                        scanner=None, scanner_holds_pooled=False)
+        return PackReport(gtin, serial, finding, batch, steps)
+
     def _steps(self, u: SqlUnit, trail: list[TrailRow], serial: str) -> list[Step]:
         """The pack's provenance from its trail (indexed columns and the shipment_packs projection, read in the
         snapshot its verdict came from), reading a signed entry body only for the rare events that need it
@@ -175,15 +192,27 @@ class Reader:
         for index, kind, actor_id, received, _event_id, event_serial in trail:
             if kind in SHIPMENT_KINDS:
                 keep = True  # the database kept only the shipments that may hold the pack
-            elif kind == "destroy" or (kind in SINGLE_PACK and event_serial is None):
+            elif _needs_body(kind, event_serial):
                 stored = u.entry(index)
                 keep = stored is not None and concerns_pack(Entry.from_leaf(stored.leaf), serial)
             else:
                 keep = concerns(kind, event_serial, None, serial)
             if keep:
-                actor = self._shown_actor(u, actor_id)
-                steps.append(Step(index, kind, actor_id, actor.name if actor else actor_id,
-                                  actor.role.value if actor else "", actor.region if actor else "", received))
+                steps.append(_step(index, kind, actor_id, received, self._shown_actor(u, actor_id)))
+        return steps
+
+    def _steps_from_trail(self, trail: list[TrailRow], serial: str) -> list[Step] | None:
+        """``_steps`` when it would read nothing more (no entry body, every actor cached), else None."""
+        now = time.monotonic()
+        steps = []
+        for index, kind, actor_id, received, _event_id, event_serial in trail:
+            if _needs_body(kind, event_serial):
+                return None
+            if kind in SHIPMENT_KINDS or concerns(kind, event_serial, None, serial):
+                cached = self._actor_cache.get(actor_id)
+                if cached is None or now - cached[0] >= ACTOR_DISPLAY_SECONDS:
+                    return None
+                steps.append(_step(index, kind, actor_id, received, cached[1]))
         return steps
 
     def recall(self, gtin: str, lot: str, who: Principal) -> RecallReport:
@@ -240,6 +269,16 @@ class Reader:
             raise E.RoleNotAllowed("only regulators and inspectors may read the raw log; actors read the "
                                    "histories of the batches they handled")
         return self.ledger.entries(start, end)
+
+
+def _needs_body(kind: str, event_serial: str | None) -> bool:
+    """Whether a trail entry's relevance to a pack is known only from its signed body."""
+    return kind == "destroy" or (kind in SINGLE_PACK and event_serial is None)
+
+
+def _step(index: int, kind: str, actor_id: str, received: dt.datetime, actor: Actor | None) -> Step:
+    return Step(index, kind, actor_id, actor.name if actor else actor_id, actor.role.value if actor else "",
+                actor.region if actor else "", received)
 
 
 def prove(u: SqlUnit, entries: Sequence[StoredEntry], tree_size: int) -> list[ProvedEntry]:

@@ -20,9 +20,13 @@ LOT_MAX = 20
 async def scan_pack(st: AppState, gtin: str, serial: str, lot: str | None, expiry: str | None,
                     who: Principal | None) -> dict[str, Any]:
     """The verdict as JSON; shared by this route and its fast path (``api.fast_paths``)."""
-    report = await st.run(
-        lambda: st.reader.scan(ids.gtin14(gtin), ids.serial(serial), lot=ids.lot(lot) if lot else None,
-                               expiry=ids.expiry(expiry) if expiry else None, who=who))
+    g, s, scanned_lot = ids.gtin14(gtin), ids.serial(serial), ids.lot(lot) if lot else None
+    scanned_expiry = ids.expiry(expiry) if expiry else None
+    report = None
+    if who is None and st.scans is not None:
+        report = await st.reader.public_pack(st.scans, g, s, lot=scanned_lot, expiry=scanned_expiry)
+    if report is None:
+        report = await st.run(lambda: st.reader.scan(g, s, lot=scanned_lot, expiry=scanned_expiry, who=who))
     return pack_json(report)
 
 

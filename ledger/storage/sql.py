@@ -258,7 +258,7 @@ _SCAN_SQL: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
 _N_PACK, _N_BATCH = len(t.packs.c), len(t.batches.c)
 
 
-def _pack_scan_sql(dialect: sa.Dialect, single: tuple[str, ...], wide: tuple[str, ...]) -> str:
+def pack_scan_sql(dialect: sa.Dialect, single: tuple[str, ...], wide: tuple[str, ...]) -> str:
     """``_pack_scan`` as PostgreSQL text for the driver, with native placeholders ($1 the GTIN, $2 the serial).
     Through SQLAlchemy, a scan's statement and result handling cost more CPU than the driver's; and the driver
     rewrites ``%(name)s`` placeholders with a regular expression on every execution of a statement this long
@@ -273,7 +273,7 @@ def _pack_scan_sql(dialect: sa.Dialect, single: tuple[str, ...], wide: tuple[str
     return sql
 
 
-def _scan_rows(found: Sequence[Sequence[Any]]) -> tuple[Pack, Batch, int, list[TrailRow]] | None:
+def pack_scan_rows(found: Sequence[Sequence[Any]]) -> tuple[Pack, Batch, int, list[TrailRow]] | None:
     """``SqlUnit.pack_scan``'s answer from its rows, taken by position: the pack's columns, its batch's, the log
     size, then the trail's (see ``_VIEW`` and ``_TRAIL``; the unit tests keep ``Pack`` and ``Batch`` in column
     order). Timestamps come naive from the driver on PostgreSQL, already converted through SQLAlchemy on SQLite."""
@@ -434,8 +434,8 @@ class SqlUnit:
             import psycopg
 
             with self._driver() as raw, psycopg.RawCursor(raw) as cur:
-                return _scan_rows(cur.execute(_pack_scan_sql(self.conn.dialect, *kinds), (gtin, serial)).fetchall())
-        return _scan_rows(self.conn.execute(_pack_scan(*kinds), {"gtin": gtin, "serial": serial}).all())
+                return pack_scan_rows(cur.execute(pack_scan_sql(self.conn.dialect, *kinds), (gtin, serial)).fetchall())
+        return pack_scan_rows(self.conn.execute(_pack_scan(*kinds), {"gtin": gtin, "serial": serial}).all())
 
     def pack_counts(self, gtin: str, lot: str) -> dict[str, int]:
         q = (sa.select(t.packs.c.status, sa.func.count()).where(t.packs.c.gtin == gtin, t.packs.c.lot == lot)

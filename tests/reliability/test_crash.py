@@ -2,8 +2,9 @@
 every receipt a client received is still in the log, that nothing unacknowledged is half-written, and that the
 clients saw only connection errors or 503 problems, never a 500. SQLite and PostgreSQL.
 
-Separately (PostgreSQL, ``serial``): restart PostgreSQL itself under load; the server answers 503 problems
-during the outage and recovers by itself (pool_pre_ping), without being restarted.
+Separately (PostgreSQL, ``serial``): restart PostgreSQL itself under load (writes, and public pack scans, which
+read on the event loop's own connections); the server answers 503 problems during the outage and recovers by
+itself, without being restarted.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -23,6 +26,7 @@ import sqlalchemy as sa
 
 from tests.conftest import postgres_base_url
 from tests.reliability.harness import LoadGen, ServerProcess, check_recovered, load_world, resubmit
+from tests.support import GTIN_B
 
 #: kills per run; the suite uses 3 per database, the figures in docs/reliability.md come from a run with more
 KILLS = int(os.environ.get("ATHAR_RELIABILITY_KILLS", "3"))
@@ -93,6 +97,39 @@ def restartable_pg_url() -> Iterator[str]:
         engine.dispose()
 
 
+class ScanLoad:
+    """A thread making public scans of one pack, recording each answer's status in order."""
+
+    def __init__(self, base: str, path: str) -> None:
+        self.statuses: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(base, path), daemon=True)
+
+    def start(self) -> ScanLoad:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(30)
+        return self.statuses
+
+    def _run(self, base: str, path: str) -> None:
+        with httpx.Client(base_url=base, timeout=httpx.Timeout(30, connect=2)) as http:
+            while not self._stop.is_set():
+                try:
+                    r = http.get(path)
+                except httpx.HTTPError:
+                    self.statuses.append("conn")
+                    time.sleep(0.05)
+                    continue
+                problem = r.headers.get("content-type", "").startswith("application/problem+json")
+                self.statuses.append(f"503:{r.json().get('code')}" if r.status_code == 503 and problem else
+                                     "200" if r.status_code == 200 and "verdict" in r.json() else
+                                     f"{r.status_code}:{r.text[:200]}")
+                time.sleep(0.01)
+
+
 @pytest.mark.serial
 def test_postgres_restart_under_load_gives_503_then_recovers(tmp_path: Path, restartable_pg_url: str) -> None:
     postgres_url = restartable_pg_url
@@ -103,6 +140,7 @@ def test_postgres_restart_under_load_gives_503_then_recovers(tmp_path: Path, res
     server.start()
     pid = server.pid
     load = LoadGen(server.base, events, threads=6).start()
+    scans = ScanLoad(server.base, f"/v1/packs/{GTIN_B}/LOADS00000").start()  # a pack the load dispenses
     ready_during: set[int] = set()
     try:
         time.sleep(1.0)
@@ -127,17 +165,22 @@ def test_postgres_restart_under_load_gives_503_then_recovers(tmp_path: Path, res
         ok_before = len(load.stats.receipts)
         time.sleep(1.5)
         stats = load.stop()
+        scanned = scans.stop()
         assert len(stats.receipts) > ok_before, "no write succeeded after PostgreSQL came back"
         again = resubmit(server.base, stats.unacked)
         assert server.proc is not None and server.proc.poll() is None and server.pid == pid, "server restarted"
     finally:
         load.stop()
+        scans.stop()
         server.stop()
     assert not stats.bad, stats.bad[:5]
     assert not _allowed(stats.statuses), stats.statuses
     assert any(s.startswith("503:") for s in stats.statuses), stats.statuses
+    assert not _allowed(Counter(scanned)), Counter(scanned)
+    assert any(s.startswith("503:") for s in scanned), Counter(scanned)  # the outage was seen by scans too
+    assert scanned[-20:] == ["200"] * 20, scanned[-40:]  # and they recovered by themselves
     assert ready_during == {503}, ready_during
     assert set(again) <= {"200", "201"}, again
     recovered = check_recovered(home, postgres_url, stats)
-    print(f"\n[pg restart] sent_during_outage={during} statuses={dict(stats.statuses)} "
+    print(f"\n[pg restart] sent_during_outage={during} statuses={dict(stats.statuses)} scans={Counter(scanned)} "
           f"recovered_in_s={recovered_after:.2f} resubmitted={dict(again)} log={recovered.size}")

@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ledger.queries import BATCH_WIDE, SINGLE_PACK
-from ledger.storage.sql import _pack_scan, _pack_scan_sql
+from ledger.storage.sql import _pack_scan, pack_scan_sql
 
 KINDS = (tuple(sorted(SINGLE_PACK)), tuple(sorted(BATCH_WIDE)))
 
 
 @pytest.mark.parametrize("sql", [
-    pytest.param(_pack_scan_sql(postgresql.psycopg.dialect(), *KINDS), id="postgresql"),
+    pytest.param(pack_scan_sql(postgresql.psycopg.dialect(), *KINDS), id="postgresql"),
     pytest.param(str(_pack_scan(*KINDS).compile(dialect=sqlite.dialect())), id="sqlite"),
 ])
 def test_every_branch_bounds_the_log_size_by_a_filter_no_index_range_serves(sql: str) -> None:

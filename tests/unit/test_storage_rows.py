@@ -20,7 +20,7 @@ def test_the_packs_table_lists_the_pack_fields_in_order() -> None:
 
 
 def test_the_batches_table_lists_the_batch_fields_in_order() -> None:
-    """A scan on PostgreSQL builds ``Batch`` from the driver's row by position (``sql._scan_rows``)."""
+    """A scan on PostgreSQL builds ``Batch`` from the driver's row by position (``sql.pack_scan_rows``)."""
     assert tuple(t.batches.c.keys()) == tuple(f.name for f in dataclasses.fields(Batch))
     batch = Batch("06111234567895", "L1", dt.date(2029, 1, 1), "X", "maphar", 10, Channel.PUBLIC, "recalled", "why",
                   9, 3, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))

@@ -1,0 +1,201 @@
+"""Public pack scans read on the event loop (``ledger.storage.async_scans``) answer exactly as the thread path
+does, or step aside (None) so that it answers: on real PostgreSQL, with connections killed, refused, closed and
+cancelled mid-statement."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ledger.provenance import BATCH_WIDE, SINGLE_PACK
+from ledger.queries import Reader
+from ledger.storage.async_scans import AsyncScans
+from ledger.storage.database import open_database
+from tests.support import GTIN, GTIN_B, World, make_world
+
+
+@pytest.fixture
+def app_url(postgres_url: str) -> str:
+    """The test schema's URL with an application name of its own, so its sessions can be found and killed."""
+    return f"{postgres_url}&application_name=scan-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def world(tmp_path: Path, app_url: str) -> Iterator[World]:
+    w = make_world(tmp_path / "home", app_url)
+    yield w
+    w.db.dispose()
+
+
+def _sessions(url: str) -> int:
+    name = sa.engine.make_url(url).query["application_name"]
+    engine = sa.create_engine(url.split("?")[0])
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
+                                    {"n": name}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _kill_sessions(url: str) -> int:
+    name = sa.engine.make_url(url).query["application_name"]
+    engine = sa.create_engine(url.split("?")[0])
+    try:
+        with engine.begin() as conn:
+            return len(conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                            "WHERE application_name = :n"), {"n": name}).all())
+    finally:
+        engine.dispose()
+
+
+def _scan(scans: AsyncScans, serial: str, gtin: str = GTIN) -> object:
+    return scans.pack_scan(gtin, serial, single=SINGLE_PACK, wide=BATCH_WIDE)
+
+
+def test_public_scans_on_the_loop_match_the_thread_path(world: World) -> None:
+    w = world
+    serials = w.commission("ASY", 8)
+    w.deliver("maphar", "dist-north", "ASY", serials[:6])
+    w.deliver("dist-north", "ph-rabat", "ASY", serials[:2])
+    shipment = w.as_("dist-north").ship(GTIN, "ASY", "ph-fes", quantity=2)
+    w.ledger.submit(shipment)
+    w.ledger.submit(w.as_("ph-fes").receive(shipment.event_id))
+    w.ledger.submit(w.as_("ph-rabat").dispense(GTIN, serials[0]))
+    w.ledger.submit(w.as_("ph-rabat").undo_dispense(GTIN, serials[0], "wrong patient"))
+    w.ledger.submit(w.as_("ph-rabat").dispense(GTIN, serials[0]))
+    w.ledger.submit(w.as_("ph-fes").dispense(GTIN, serials[3]))
+    in_transit = w.as_("dist-north").ship(GTIN, "ASY", "ph-rabat", serials=[serials[5]])
+    w.ledger.submit(in_transit)
+    recalled = w.commission("RCL", 3, gtin=GTIN_B, expiry=dt.date(2026, 12, 1))
+    w.ledger.submit(w.as_("regulator").recall(GTIN_B, "RCL", "contamination"))
+    w.clock.advance(days=30)  # the recalled batch is now expired too
+    scanned = [(GTIN, s, None, None) for s in serials] + [
+        (GTIN, serials[1], "ASY", dt.date(2028, 6, 30)),  # as printed
+        (GTIN, serials[1], "OTHER", None),  # a lot that is not the pack's
+        (GTIN, serials[1], None, dt.date(2029, 1, 1)),  # an expiry that is not the batch's
+        (GTIN, "NEVER-SEEN", None, None),
+        (GTIN_B, recalled[0], None, None),
+    ]
+    reader = Reader(w.ledger)
+
+    async def run() -> None:
+        scans = AsyncScans(w.db)
+        try:
+            for gtin, serial, lot, expiry in scanned:
+                expected = reader.pack(gtin, serial, lot=lot, expiry=expiry)  # also fills the actor cache
+                assert await reader.public_pack(scans, gtin, serial, lot=lot, expiry=expiry) == expected, serial
+        finally:
+            await scans.close()
+
+    asyncio.run(run())
+    verdicts = {reader.pack(g, s, lot=lot, expiry=e).finding.verdict.value for g, s, lot, e in scanned}
+    assert len(verdicts) >= 4, verdicts  # the cases above reach several verdicts, not one
+
+
+def test_provenance_that_needs_more_reads_is_left_to_the_thread_path(world: World) -> None:
+    w = world
+    serials = w.commission("DST", 4)
+    reader = Reader(w.ledger)
+
+    async def public(serial: str) -> object:
+        scans = AsyncScans(w.db)
+        try:
+            return await reader.public_pack(scans, GTIN, serial)
+        finally:
+            await scans.close()
+
+    # an actor not read for a minute: its name is read by the thread path, which caches it for the next scans
+    assert asyncio.run(public(serials[0])) is None
+    expected = reader.pack(GTIN, serials[0])
+    assert asyncio.run(public(serials[0])) == expected
+    # a destruction names its packs only in its signed body: every scan of the batch then reads it
+    w.ledger.submit(w.as_("maphar").destroy(GTIN, "DST", "damaged", serials=[serials[1]]))
+    assert [s.type for s in reader.pack(GTIN, serials[1]).steps] == ["commission", "destroy"]
+    assert asyncio.run(public(serials[1])) is None
+    assert asyncio.run(public(serials[2])) is None
+
+
+def test_a_killed_connection_steps_aside_once_then_reconnects(world: World, app_url: str) -> None:
+    serial = world.commission("KIL", 1)[0]
+
+    async def run() -> list[bool]:
+        scans = AsyncScans(world.db)
+        try:
+            read = [(await _scan(scans, serial))[0]]  # type: ignore[index]
+            world.db.dispose()  # the engine's sessions go; the scan's stays
+            assert _kill_sessions(app_url) == 1
+            for _ in range(2):
+                read.append((await _scan(scans, serial))[0])  # type: ignore[index]
+            return read
+        finally:
+            await scans.close()
+
+    assert asyncio.run(run()) == [True, False, True]
+
+
+def test_an_unreachable_database_steps_aside_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    db = open_database("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2")
+
+    async def run() -> list[object]:
+        scans = AsyncScans(db)
+        try:
+            return [await _scan(scans, "S1") for _ in range(3)]  # type: ignore[misc]
+        finally:
+            await scans.close()
+
+    with caplog.at_level(logging.WARNING, logger="athar.ledger"):
+        assert asyncio.run(run()) == [(False, None)] * 3
+    # said once for the outage, not once per scan
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "asynchronous scan could not connect to postgresql+psycopg"]
+    assert "postgres@127.0.0.1:1/test" in caplog.text
+
+
+def test_close_releases_its_connections(world: World, app_url: str) -> None:
+    serial = world.commission("CLS", 1)[0]
+    world.db.dispose()
+
+    async def run() -> None:
+        scans = AsyncScans(world.db, size=3)
+        await asyncio.gather(*(_scan(scans, serial) for _ in range(6)))  # type: ignore[arg-type]
+        assert 1 <= _sessions(app_url) <= 3  # never more than its size
+        await scans.close()
+        assert _sessions(app_url) == 0
+        assert await _scan(scans, serial) == (False, None)  # closed: the thread path answers
+
+    asyncio.run(run())
+
+
+def test_a_scan_cancelled_mid_statement_leaves_no_busy_connection(world: World, app_url: str) -> None:
+    serial = world.commission("CNC", 1)[0]
+    world.db.dispose()
+    locker = sa.create_engine(app_url.replace("application_name=scan-", "application_name=lock-"))
+
+    async def run() -> object:
+        scans = AsyncScans(world.db, size=1)
+        try:
+            with locker.connect() as conn:
+                conn.execute(sa.text("LOCK TABLE packs IN ACCESS EXCLUSIVE MODE"))  # the scan will wait on it
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(_scan(scans, serial), timeout=0.5)  # type: ignore[arg-type]
+                conn.rollback()
+            # with a connection still busy with the cancelled statement, this would fail and step aside
+            found = await _scan(scans, serial)
+            assert _sessions(app_url) == 1  # the cancelled statement's session is gone
+            return found
+        finally:
+            await scans.close()
+
+    try:
+        read, found = asyncio.run(run())  # type: ignore[misc]
+    finally:
+        locker.dispose()
+    assert read is True and found is not None and found[0].serial == serial
