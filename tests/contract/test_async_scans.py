@@ -1,6 +1,6 @@
 """Public pack scans read on the event loop (``ledger.storage.async_scans``) answer exactly as the thread path
-does, or step aside (None) so that it answers: on real PostgreSQL, with connections killed, refused, closed and
-cancelled mid-statement."""
+does, alone or batched in a pipeline, or step aside (None) so that it answers: on real PostgreSQL, with
+connections killed, refused and closed, callers that stop waiting and statements stuck on a lock."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from ledger.provenance import BATCH_WIDE, SINGLE_PACK
 from ledger.queries import Reader
-from ledger.storage.async_scans import AsyncScans
+from ledger.storage import async_scans
+from ledger.storage.async_scans import Answer, AsyncScans
 from ledger.storage.database import open_database
 from tests.support import GTIN, GTIN_B, World, make_world
 
@@ -56,8 +57,8 @@ def _kill_sessions(url: str) -> int:
         engine.dispose()
 
 
-def _scan(scans: AsyncScans, serial: str, gtin: str = GTIN) -> object:
-    return scans.pack_scan(gtin, serial, single=SINGLE_PACK, wide=BATCH_WIDE)
+async def _scan(scans: AsyncScans, serial: str, gtin: str = GTIN) -> Answer:
+    return await scans.pack_scan(gtin, serial, single=SINGLE_PACK, wide=BATCH_WIDE)
 
 
 def test_public_scans_on_the_loop_match_the_thread_path(world: World) -> None:
@@ -129,11 +130,11 @@ def test_a_killed_connection_steps_aside_once_then_reconnects(world: World, app_
     async def run() -> list[bool]:
         scans = AsyncScans(world.db)
         try:
-            read = [(await _scan(scans, serial))[0]]  # type: ignore[index]
+            read = [(await _scan(scans, serial))[0]]
             world.db.dispose()  # the engine's sessions go; the scan's stays
             assert _kill_sessions(app_url) == 1
             for _ in range(2):
-                read.append((await _scan(scans, serial))[0])  # type: ignore[index]
+                read.append((await _scan(scans, serial))[0])
             return read
         finally:
             await scans.close()
@@ -147,7 +148,7 @@ def test_an_unreachable_database_steps_aside_with_a_warning(caplog: pytest.LogCa
     async def run() -> list[object]:
         scans = AsyncScans(db)
         try:
-            return [await _scan(scans, "S1") for _ in range(3)]  # type: ignore[misc]
+            return [await _scan(scans, "S1") for _ in range(3)]
         finally:
             await scans.close()
 
@@ -165,7 +166,7 @@ def test_close_releases_its_connections(world: World, app_url: str) -> None:
 
     async def run() -> None:
         scans = AsyncScans(world.db, size=3)
-        await asyncio.gather(*(_scan(scans, serial) for _ in range(6)))  # type: ignore[arg-type]
+        await asyncio.gather(*(_scan(scans, serial) for _ in range(6)))
         assert 1 <= _sessions(app_url) <= 3  # never more than its size
         await scans.close()
         assert _sessions(app_url) == 0
@@ -174,28 +175,92 @@ def test_close_releases_its_connections(world: World, app_url: str) -> None:
     asyncio.run(run())
 
 
-def test_a_scan_cancelled_mid_statement_leaves_no_busy_connection(world: World, app_url: str) -> None:
-    serial = world.commission("CNC", 1)[0]
+def test_concurrent_scans_share_a_pipeline_and_each_gets_its_own_pack(world: World) -> None:
+    serials = world.commission("PIP", 40)
+    world.deliver("maphar", "dist-north", "PIP", serials[:20])
+    reader = Reader(world.ledger)
+    expected = {s: reader.pack(GTIN, s) for s in serials}
+
+    async def run() -> list[object]:
+        scans = AsyncScans(world.db, size=1)  # one connection: the scans queued behind the first go as one batch
+        try:
+            return await asyncio.gather(*(reader.public_pack(scans, GTIN, s) for s in [*serials, "NONE"]))
+        finally:
+            await scans.close()
+
+    *reports, unknown = asyncio.run(run())
+    assert reports == [expected[s] for s in serials]
+    assert unknown == reader.pack(GTIN, "NONE")
+
+
+def test_a_batch_on_a_killed_connection_steps_aside_whole(world: World, app_url: str) -> None:
+    serials = world.commission("KLB", 5)
+
+    async def run() -> tuple[list[Answer], list[Answer]]:
+        scans = AsyncScans(world.db, size=1)
+        try:
+            await _scan(scans, serials[0])
+            world.db.dispose()
+            assert _kill_sessions(app_url) == 1
+            failed = await asyncio.gather(*(_scan(scans, s) for s in serials))
+            again = await asyncio.gather(*(_scan(scans, s) for s in serials))
+            return failed, again
+        finally:
+            await scans.close()
+
+    failed, again = asyncio.run(run())
+    assert failed == [(False, None)] * 5
+    assert [found[0].serial for read, found in again if read and found] == serials
+
+
+def test_a_caller_that_stops_waiting_leaves_its_batch_and_the_pool_usable(world: World, app_url: str) -> None:
+    serials = world.commission("CNC", 3)
     world.db.dispose()
     locker = sa.create_engine(app_url.replace("application_name=scan-", "application_name=lock-"))
 
-    async def run() -> object:
+    async def run() -> tuple[list[Answer], Answer]:
         scans = AsyncScans(world.db, size=1)
         try:
             with locker.connect() as conn:
-                conn.execute(sa.text("LOCK TABLE packs IN ACCESS EXCLUSIVE MODE"))  # the scan will wait on it
-                with pytest.raises(TimeoutError):
-                    await asyncio.wait_for(_scan(scans, serial), timeout=0.5)  # type: ignore[arg-type]
+                conn.execute(sa.text("LOCK TABLE packs IN ACCESS EXCLUSIVE MODE"))  # the scans will wait on it
+                waiting = [asyncio.ensure_future(_scan(scans, s)) for s in serials]
+                with pytest.raises(TimeoutError):  # a client that went away
+                    await asyncio.wait_for(waiting[0], timeout=0.5)
                 conn.rollback()
-            # with a connection still busy with the cancelled statement, this would fail and step aside
-            found = await _scan(scans, serial)
-            assert _sessions(app_url) == 1  # the cancelled statement's session is gone
-            return found
+            answers = list(await asyncio.gather(*waiting[1:]))
+            after = await _scan(scans, serials[0])
+            assert _sessions(app_url) == 1  # the same connection served on
+            return answers, after
         finally:
             await scans.close()
 
     try:
-        read, found = asyncio.run(run())  # type: ignore[misc]
+        answers, after = asyncio.run(run())
     finally:
         locker.dispose()
-    assert read is True and found is not None and found[0].serial == serial
+    assert [found[0].serial for read, found in [*answers, after] if read and found] == [*serials[1:], serials[0]]
+
+
+def test_close_does_not_wait_for_ever_on_a_stuck_statement(world: World, app_url: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(async_scans, "CLOSE_WAIT", 0.3)
+    serial = world.commission("STK", 1)[0]
+    world.db.dispose()
+    locker = sa.create_engine(app_url.replace("application_name=scan-", "application_name=lock-"))
+
+    async def run() -> Answer:
+        scans = AsyncScans(world.db)
+        with locker.connect() as conn:
+            conn.execute(sa.text("LOCK TABLE packs IN ACCESS EXCLUSIVE MODE"))
+            waiting = asyncio.ensure_future(_scan(scans, serial))
+            await asyncio.sleep(0.2)
+            await asyncio.wait_for(scans.close(), timeout=5)
+            answer = await waiting
+            conn.rollback()
+        return answer
+
+    try:
+        assert asyncio.run(run()) == (False, None)  # told to read elsewhere, not left waiting
+    finally:
+        locker.dispose()
+    assert _sessions(app_url) == 0
