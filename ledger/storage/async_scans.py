@@ -7,9 +7,10 @@ a thread. Anything this cannot answer (SQLite, a broken connection, a server res
 and the caller reads the usual way, which reports an outage as it always has: this path is never the only way in.
 
 The scans that arrive while every connection is busy, or within one turn of the event loop, go to PostgreSQL
-together in one pipeline: one socket write and one wake-up of the server for the lot, where each costs as much
-CPU as the rest of the scan's statement (group commit, for reads). Each scan is still its own statement, so its
-own snapshot, exactly as on the thread path.
+together as one statement (``pack_scans_sql``: the scan run for each pair of an array): one socket write, one
+wake-up of the server and one result for the lot, where each of those cost a scan about as much CPU as its
+statement's execution (group commit, for reads). Each pack's rows are exactly those its own scan would read,
+and all come from one snapshot, as on the thread path.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ import psycopg
 
 from ledger.state import Batch, Pack
 from ledger.storage.database import Database, redact
-from ledger.storage.sql import TrailRow, pack_scan_rows, pack_scan_sql
+from ledger.storage.sql import TrailRow, pack_scan_rows, pack_scans_sql
 
 logger = logging.getLogger("athar.ledger")
 
 ScanRows = tuple[Pack, Batch, int, list[TrailRow]]
 Answer = tuple[bool, ScanRows | None]
+Kinds = tuple[tuple[str, ...], tuple[str, ...]]
 UNREAD: Answer = (False, None)
 
+APPLICATION_NAME = "athar-scans"
 #: seconds to wait for a new connection before falling back to the request threads
 CONNECT_TIMEOUT = 5
 #: seconds ``close`` lets the batches under way finish before it cancels them
@@ -41,10 +44,10 @@ MAX_BATCH = 32
 
 
 class _Scan:
-    __slots__ = ("answer", "gtin", "serial", "sql")
+    __slots__ = ("answer", "gtin", "kinds", "serial")
 
-    def __init__(self, sql: str, gtin: str, serial: str, answer: asyncio.Future[Answer]) -> None:
-        self.sql, self.gtin, self.serial, self.answer = sql, gtin, serial, answer
+    def __init__(self, kinds: Kinds, gtin: str, serial: str, answer: asyncio.Future[Answer]) -> None:
+        self.kinds, self.gtin, self.serial, self.answer = kinds, gtin, serial, answer
 
 
 class AsyncScans:
@@ -59,6 +62,10 @@ class AsyncScans:
         # the engine's own parameters, adapters included, so both paths read rows alike
         self._params: dict[str, Any] = {**params, "autocommit": True}
         self._params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        self._params.setdefault("application_name", APPLICATION_NAME)  # what pg_stat_activity shows for them
+        # One plan for the batch statement, made once per connection. Left to choose, PostgreSQL kept planning it
+        # afresh for every batch, as it cannot tell how many pairs an array holds (0.9 against 0.2 ms a batch).
+        self._params["options"] = f"{params.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
         self._size = size
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._queue: list[_Scan] = []
@@ -73,8 +80,7 @@ class AsyncScans:
         if self._closed:
             return UNREAD
         loop = asyncio.get_running_loop()
-        scan = _Scan(pack_scan_sql(self._dialect, tuple(sorted(single)), tuple(sorted(wide))), gtin, serial,
-                     loop.create_future())
+        scan = _Scan((tuple(sorted(single)), tuple(sorted(wide))), gtin, serial, loop.create_future())
         self._queue.append(scan)
         if not self._dispatch_due:
             # after the other requests of this turn of the loop have queued their scans too
@@ -86,7 +92,10 @@ class AsyncScans:
     def _dispatch(self) -> None:
         self._dispatch_due = False
         while self._queue and len(self._batches) < self._size:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            kinds = self._queue[0].kinds  # one statement per kind of scan (there is one kind today)
+            batch = [s for s in self._queue if s.kinds == kinds][:MAX_BATCH]
+            taken = {id(s) for s in batch}
+            self._queue = [s for s in self._queue if id(s) not in taken]
             task = asyncio.get_running_loop().create_task(self._read(batch))
             self._batches.add(task)
             task.add_done_callback(self._batch_done)
@@ -113,7 +122,7 @@ class AsyncScans:
             self._failed("could not connect to", exc)
             return [UNREAD] * len(batch)
         try:
-            rows = await _execute(conn, batch)
+            rows = await _execute(conn, pack_scans_sql(self._dialect, *batch[0].kinds), batch)
         except psycopg.Error as exc:
             # a restarted server, a dropped connection: this connection is done; the next batch opens another
             self._failed("failed on", exc)
@@ -157,20 +166,14 @@ class AsyncScans:
             await _discard(conn)
 
 
-async def _execute(conn: psycopg.AsyncConnection[Any], batch: list[_Scan]) -> list[list[Any]]:
-    if len(batch) == 1:  # no pipeline to set up for one statement (the usual case away from the peak)
-        async with psycopg.AsyncRawCursor(conn) as cur:
-            await cur.execute(batch[0].sql, (batch[0].gtin, batch[0].serial))
-            return [await cur.fetchall()]
-    cursors = [psycopg.AsyncRawCursor(conn) for _ in batch]
-    try:
-        async with conn.pipeline():
-            for cur, scan in zip(cursors, batch, strict=True):
-                await cur.execute(scan.sql, (scan.gtin, scan.serial))
-        return [await cur.fetchall() for cur in cursors]
-    finally:
-        for cur in cursors:
-            await cur.close()
+async def _execute(conn: psycopg.AsyncConnection[Any], sql: str, batch: list[_Scan]) -> list[list[Any]]:
+    """Each scan's rows, in the batch's order, from one statement (``pack_scans_sql``)."""
+    found: list[list[Any]] = [[] for _ in batch]
+    async with psycopg.AsyncRawCursor(conn) as cur:
+        await cur.execute(sql, ([s.gtin for s in batch], [s.serial for s in batch]), prepare=True)
+        for row in await cur.fetchall():
+            found[row[0] - 1].append(row[1:])
+    return found
 
 
 async def _discard(conn: psycopg.AsyncConnection[Any]) -> None:

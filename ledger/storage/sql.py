@@ -273,6 +273,24 @@ def pack_scan_sql(dialect: sa.Dialect, single: tuple[str, ...], wide: tuple[str,
     return sql
 
 
+_SCANS_SQL: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+
+
+def pack_scans_sql(dialect: sa.Dialect, single: tuple[str, ...], wide: tuple[str, ...]) -> str:
+    """Many scans in one statement: ``pack_scan_sql`` run for each (GTIN, serial) of the arrays $1 and $2, its
+    rows preceded by the pair's position in them (from 1). One snapshot, one round trip and one wake-up of the
+    server for the lot; each pack's rows are exactly its own scan's."""
+    sql = _SCANS_SQL.get((single, wide))
+    if sql is None:
+        one = pack_scan_sql(dialect, single, wide)
+        each = one.replace("$1::VARCHAR", "q.gtin").replace("$2::VARCHAR", "q.serial")
+        assert "$" not in each, each  # every placeholder now names the pair
+        sql = ("SELECT q.n, s.* FROM unnest($1::VARCHAR[], $2::VARCHAR[]) WITH ORDINALITY AS q(gtin, serial, n) "
+               f"CROSS JOIN LATERAL ({each}) AS s")
+        _SCANS_SQL[(single, wide)] = sql
+    return sql
+
+
 def pack_scan_rows(found: Sequence[Sequence[Any]]) -> tuple[Pack, Batch, int, list[TrailRow]] | None:
     """``SqlUnit.pack_scan``'s answer from its rows, taken by position: the pack's columns, its batch's, the log
     size, then the trail's (see ``_VIEW`` and ``_TRAIL``; the unit tests keep ``Pack`` and ``Batch`` in column
