@@ -16,7 +16,7 @@ from fastapi import Depends, HTTPException, Request
 
 from api.settings import Settings
 from ledger import errors as E
-from ledger.queries import Principal, Reader
+from ledger.queries import PackReport, Principal, Reader
 from ledger.read_auth import authenticate_read
 from ledger.request_signing import HEADER_ACTOR, HEADER_KEY, HEADER_SIGNATURE, HEADER_TIME
 from ledger.sequencer import GroupCommitter
@@ -71,6 +71,15 @@ class AppState:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def public_pack(self, gtin: str, serial: str, *, lot: str | None, expiry: dt.date | None) -> PackReport:
+        """A pack's public verdict (no reader, no custody check): read on the event loop where that can answer,
+        else by a request thread."""
+        if self.scans is not None:
+            report = await self.reader.public_pack(self.scans, gtin, serial, lot=lot, expiry=expiry)
+            if report is not None:
+                return report
+        return await self.run(lambda: self.reader.pack(gtin, serial, lot=lot, expiry=expiry))
 
     async def run_heavy(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.heavy, fn, *args)

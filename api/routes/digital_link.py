@@ -33,9 +33,8 @@ def wants_html(request: Request) -> bool:
 
 async def _resolve(request: Request, st: State, gtin: str, serial: str, lot: str | None,
                    expiry: str | None) -> Response:
-    report = await st.run(
-        lambda: st.reader.pack(ids.gtin14(gtin), ids.serial(serial), lot=ids.lot(lot) if lot else None,
-                               expiry=ids.expiry(expiry) if expiry else None))
+    report = await st.public_pack(ids.gtin14(gtin), ids.serial(serial), lot=ids.lot(lot) if lot else None,
+                                  expiry=ids.expiry(expiry) if expiry else None)
     out = PackOut.of(report)
     if not wants_html(request):
         return JSONResponse(out.model_dump(mode="json"))

@@ -22,12 +22,9 @@ async def scan_pack(st: AppState, gtin: str, serial: str, lot: str | None, expir
     """The verdict as JSON; shared by this route and its fast path (``api.fast_paths``)."""
     g, s, scanned_lot = ids.gtin14(gtin), ids.serial(serial), ids.lot(lot) if lot else None
     scanned_expiry = ids.expiry(expiry) if expiry else None
-    report = None
-    if who is None and st.scans is not None:
-        report = await st.reader.public_pack(st.scans, g, s, lot=scanned_lot, expiry=scanned_expiry)
-    if report is None:
-        report = await st.run(lambda: st.reader.scan(g, s, lot=scanned_lot, expiry=scanned_expiry, who=who))
-    return pack_json(report)
+    if who is None:
+        return pack_json(await st.public_pack(g, s, lot=scanned_lot, expiry=scanned_expiry))
+    return pack_json(await st.run(lambda: st.reader.scan(g, s, lot=scanned_lot, expiry=scanned_expiry, who=who)))
 
 
 @router.get("/{gtin}/{serial}", response_model=PackOut, summary="Verdict and provenance of one pack",

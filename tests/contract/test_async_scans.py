@@ -11,14 +11,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
+from api.settings import Settings
 from ledger.provenance import BATCH_WIDE, SINGLE_PACK
 from ledger.queries import Reader
 from ledger.storage import async_scans
 from ledger.storage.async_scans import Answer, AsyncScans
 from ledger.storage.database import open_database
+from tests.integration.server import running_server
 from tests.support import GTIN, GTIN_B, World, make_world
 
 
@@ -267,3 +270,33 @@ def test_close_does_not_wait_for_ever_on_a_stuck_statement(world: World, app_url
     finally:
         locker.dispose()
     assert _sessions(app_url) == 0
+
+
+def _scan_sessions(url: str) -> int:
+    """The application's sessions whose last statement was a batch of scans (``pack_scans_sql``)."""
+    name = sa.engine.make_url(url).query["application_name"]
+    engine = sa.create_engine(url.split("?")[0])
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n "
+                                            "AND query LIKE 'SELECT q.n, s.*%'"), {"n": name}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_the_server_answers_public_scans_on_its_loop_and_closes_its_sessions(world: World, app_url: str) -> None:
+    serial = world.commission("SRV", 2)[0]
+    world.db.dispose()
+    settings = Settings(data_dir=world.home.path, database_url=app_url)
+    with running_server(settings) as base, httpx.Client(base_url=base, timeout=30) as http:
+        first = http.get(f"/v1/packs/{GTIN}/{serial}")  # then the thread path reads the manufacturer's name
+        again = http.get(f"/v1/packs/{GTIN}/{serial}")  # read on the loop alone
+        assert _scan_sessions(app_url) == 1
+        assert first.status_code == again.status_code == 200 and first.json() == again.json()
+        assert first.json()["verdict"] == "AUTHENTIC"
+        # the patient's path, from the QR code on the pack, reads the same way
+        linked = http.get(f"/01/{GTIN}/21/{serial}", headers={"accept": "application/json"})
+        assert linked.status_code == 200 and linked.json() == first.json()
+        unknown = http.get(f"/v1/packs/{GTIN}/NOT-A-PACK")
+        assert unknown.status_code == 200 and unknown.json()["verdict"] == "UNKNOWN"
+    assert _sessions(app_url) == 0  # the server closed them all as it stopped
