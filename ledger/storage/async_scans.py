@@ -39,7 +39,7 @@ APPLICATION_NAME = "athar-scans"
 CONNECT_TIMEOUT = 5
 #: seconds ``close`` lets the batches under way finish before it cancels them
 CLOSE_WAIT = 5
-#: scans sent in one pipeline at most: enough to empty a worker's queue at 64 clients in a turn or two
+#: scans read by one statement at most: enough to empty a worker's queue at 64 clients in a turn or two
 MAX_BATCH = 32
 
 
