@@ -70,12 +70,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if watcher is not None:
                 watcher.cancel()
-            if app_state.scans is not None:
-                await app_state.scans.close()
-            committer.close()
-            executor.shutdown(wait=True, cancel_futures=True)
-            heavy.shutdown(wait=True, cancel_futures=True)
-            db.dispose()
+            try:
+                if app_state.scans is not None:
+                    await app_state.scans.close()
+            finally:
+                committer.close()
+                executor.shutdown(wait=True, cancel_futures=True)
+                heavy.shutdown(wait=True, cancel_futures=True)
+                db.dispose()
 
     app = FastAPI(title="athar", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None, **_no_telemetry())

@@ -3,8 +3,9 @@
 A scan is one statement (``SqlUnit.pack_scan``). Handing it to a request thread and back cost about a quarter
 of a served scan's CPU (measured: 922-959 -> 1,169-1,227 scans/s at 64 clients when the scan ran on the loop),
 so the public scans, made at every dispense and every patient check, wait for PostgreSQL here instead, without
-a thread. Anything this cannot answer (SQLite, a broken connection, a server restart) returns ``(False, None)``
-and the caller reads the usual way, which reports an outage as it always has: this path is never the only way in.
+a thread. Anything this cannot answer (a broken connection, a server restart) returns ``(False, None)`` and
+the caller reads the usual way (as on SQLite, which has no such path), which reports an outage as it always
+has: this path is never the only way in.
 
 The scans that arrive while every connection is busy, or within one turn of the event loop, go to PostgreSQL
 together as one statement (``pack_scans_sql``: the scan run for each pair of an array): one socket write, one
@@ -63,9 +64,6 @@ class AsyncScans:
         self._params: dict[str, Any] = {**params, "autocommit": True}
         self._params.setdefault("connect_timeout", CONNECT_TIMEOUT)
         self._params.setdefault("application_name", APPLICATION_NAME)  # what pg_stat_activity shows for them
-        # One plan for the batch statement, made once per connection. Left to choose, PostgreSQL kept planning it
-        # afresh for every batch, as it cannot tell how many pairs an array holds (0.9 against 0.2 ms a batch).
-        self._params["options"] = f"{params.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
         self._size = size
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._queue: list[_Scan] = []
@@ -108,6 +106,8 @@ class AsyncScans:
         found: list[Answer] = [UNREAD] * len(batch)
         try:
             found = await self._statements(batch)
+        except Exception:  # a defect, not an outage: said in the log, and the scans go to the request threads
+            logger.exception("asynchronous scan failed")
         finally:  # whatever happened, nobody is left waiting
             for scan, answer in zip(batch, found, strict=True):
                 if not scan.answer.done():
@@ -117,7 +117,7 @@ class AsyncScans:
         if self._closed:
             return [UNREAD] * len(batch)
         try:
-            conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(**self._params)
+            conn = self._idle.pop() if self._idle else await self._connect()
         except psycopg.Error as exc:
             self._failed("could not connect to", exc)
             return [UNREAD] * len(batch)
@@ -126,7 +126,10 @@ class AsyncScans:
         except psycopg.Error as exc:
             # a restarted server, a dropped connection: this connection is done; the next batch opens another
             self._failed("failed on", exc)
-            await _discard(conn)
+            # after a restart the idle ones are as stale: each would fail a batch of its own
+            stale, self._idle = [conn, *self._idle], []
+            for c in stale:
+                await _discard(c)
             return [UNREAD] * len(batch)
         except BaseException:
             # cancelled mid-statement (the server is closing down): the connection's state is not known
@@ -140,6 +143,18 @@ class AsyncScans:
             self._failing = False
             logger.info("asynchronous scans read %s again", self._url)
         return [(True, pack_scan_rows(r)) for r in rows]
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(**self._params)
+        try:
+            # One plan for the batch statement, made once per connection. Left to choose, PostgreSQL planned it
+            # afresh for every batch, as it cannot tell how many pairs an array holds (0.9 against 0.2 ms a
+            # batch). Set here, not in the connection's options, which would hide PGOPTIONS from libpq.
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+        except BaseException:
+            await asyncio.shield(_discard(conn))
+            raise
+        return conn
 
     def _failed(self, what: str, exc: psycopg.Error) -> None:
         # once per outage: every scan meets it, and each is answered (or refused) by the usual path anyway
@@ -156,7 +171,7 @@ class AsyncScans:
             for task in stuck:  # a statement waiting on a lock, say: its callers are told to read elsewhere
                 task.cancel()
             if stuck:
-                await asyncio.wait(stuck)
+                await asyncio.wait(stuck, timeout=CLOSE_WAIT)  # the driver's cancellation is bounded too
         queued, self._queue = self._queue, []
         for scan in queued:
             if not scan.answer.done():

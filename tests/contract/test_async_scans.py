@@ -10,6 +10,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,26 +39,30 @@ def world(tmp_path: Path, app_url: str) -> Iterator[World]:
     w.db.dispose()
 
 
-def _sessions(url: str) -> int:
-    name = sa.engine.make_url(url).query["application_name"]
-    engine = sa.create_engine(url.split("?")[0])
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
-                                    {"n": name}).scalar_one())
-    finally:
-        engine.dispose()
-
-
-def _kill_sessions(url: str) -> int:
-    name = sa.engine.make_url(url).query["application_name"]
+def _activity(url: str, select: str, where: str = "") -> list[Any]:
+    """``select`` over the sessions of the URL's application (``where``: more conditions), from a session of
+    another name."""
     engine = sa.create_engine(url.split("?")[0])
     try:
         with engine.begin() as conn:
-            return len(conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                            "WHERE application_name = :n"), {"n": name}).all())
+            return list(conn.execute(sa.text(f"SELECT {select} FROM pg_stat_activity WHERE application_name = :n "
+                                             f"{where}"), {"n": sa.engine.make_url(url).query["application_name"]}))
     finally:
         engine.dispose()
+
+
+def _sessions(url: str) -> int:
+    return len(_activity(url, "pid"))
+
+
+def _kill_sessions(url: str) -> int:
+    return len(_activity(url, "pg_terminate_backend(pid)"))
+
+
+def _last_scans(url: str, statement: str) -> list[Any]:
+    """When the application's sessions whose last statement is like ``statement`` began it: the thread path's
+    scan (``SELECT packs.gtin...``) or the loop's batch (``SELECT q.n, s.*...``)."""
+    return sorted(r[0] for r in _activity(url, "query_start", f"AND query LIKE '{statement}'"))
 
 
 async def _scan(scans: AsyncScans, serial: str, gtin: str = GTIN) -> Answer:
@@ -164,18 +169,52 @@ def test_an_unreachable_database_steps_aside_with_a_warning(caplog: pytest.LogCa
 
 
 def test_close_releases_its_connections(world: World, app_url: str) -> None:
-    serial = world.commission("CLS", 1)[0]
+    serials = world.commission("CLS", 6)
     world.db.dispose()
+    locker = sa.create_engine(app_url.replace("application_name=scan-", "application_name=lock-"))
 
-    async def run() -> None:
+    async def run() -> list[Answer]:
         scans = AsyncScans(world.db, size=3)
-        await asyncio.gather(*(_scan(scans, serial) for _ in range(6)))
-        assert 1 <= _sessions(app_url) <= 3  # never more than its size
+        with locker.connect() as conn:
+            conn.execute(sa.text("LOCK TABLE packs IN ACCESS EXCLUSIVE MODE"))  # every batch waits on it
+            waiting = []
+            for s in serials:  # one scan per turn of the loop: a batch each, while connections are free
+                waiting.append(asyncio.ensure_future(_scan(scans, s)))
+                await asyncio.sleep(0.05)
+            assert _sessions(app_url) == 3  # never more than its size: the other three queue
+            conn.rollback()
+        answers = list(await asyncio.gather(*waiting))
         await scans.close()
         assert _sessions(app_url) == 0
-        assert await _scan(scans, serial) == (False, None)  # closed: the thread path answers
+        assert await _scan(scans, serials[0]) == (False, None)  # closed: the thread path answers
+        return answers
 
-    asyncio.run(run())
+    try:
+        answers = asyncio.run(run())
+    finally:
+        locker.dispose()
+    assert [found[0].serial for read, found in answers if read and found] == serials
+
+
+def test_a_defect_in_a_batch_is_logged_and_its_scans_step_aside(world: World, caplog: pytest.LogCaptureFixture,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    serial = world.commission("BUG", 1)[0]
+
+    def broken(found: object) -> object:
+        raise ValueError("a row of an unexpected shape")
+
+    monkeypatch.setattr(async_scans, "pack_scan_rows", broken)
+
+    async def run() -> Answer:
+        scans = AsyncScans(world.db)
+        try:
+            return await _scan(scans, serial)
+        finally:
+            await scans.close()
+
+    with caplog.at_level(logging.ERROR, logger="athar.ledger"):
+        assert asyncio.run(run()) == (False, None)
+    assert "asynchronous scan failed" in caplog.text and "unexpected shape" in caplog.text
 
 
 def test_concurrent_scans_share_a_statement_and_each_gets_its_own_pack(world: World) -> None:
@@ -272,26 +311,17 @@ def test_close_does_not_wait_for_ever_on_a_stuck_statement(world: World, app_url
     assert _sessions(app_url) == 0
 
 
-def _scan_sessions(url: str) -> int:
-    """The application's sessions whose last statement was a batch of scans (``pack_scans_sql``)."""
-    name = sa.engine.make_url(url).query["application_name"]
-    engine = sa.create_engine(url.split("?")[0])
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n "
-                                            "AND query LIKE 'SELECT q.n, s.*%'"), {"n": name}).scalar_one())
-    finally:
-        engine.dispose()
-
-
 def test_the_server_answers_public_scans_on_its_loop_and_closes_its_sessions(world: World, app_url: str) -> None:
     serial = world.commission("SRV", 2)[0]
     world.db.dispose()
     settings = Settings(data_dir=world.home.path, database_url=app_url)
     with running_server(settings) as base, httpx.Client(base_url=base, timeout=30) as http:
         first = http.get(f"/v1/packs/{GTIN}/{serial}")  # then the thread path reads the manufacturer's name
-        again = http.get(f"/v1/packs/{GTIN}/{serial}")  # read on the loop alone
-        assert _scan_sessions(app_url) == 1
+        thread_read = _last_scans(app_url, "SELECT packs.gtin%")
+        loop_read = _last_scans(app_url, "SELECT q.n, s.*%")
+        again = http.get(f"/v1/packs/{GTIN}/{serial}")
+        assert _last_scans(app_url, "SELECT packs.gtin%") == thread_read  # no thread read this one...
+        assert _last_scans(app_url, "SELECT q.n, s.*%") > loop_read  # ...the loop did, alone
         assert first.status_code == again.status_code == 200 and first.json() == again.json()
         assert first.json()["verdict"] == "AUTHENTIC"
         # the patient's path, from the QR code on the pack, reads the same way
