@@ -73,6 +73,22 @@ class World:
         self.ledger.submit(self.as_(recipient).receive(shipment.event_id))
         return shipment.event_id
 
+    def supply_history(self, lot: str) -> list[str]:
+        """A batch of 8 packs with a varied history: 6 delivered to a distributor, 2 of them on to a pharmacy
+        and 2 shipped by quantity to another; the first dispensed, undone and dispensed again, the fourth
+        dispensed. Returns the serials."""
+        serials = self.commission(lot, 8)
+        self.deliver("maphar", "dist-north", lot, serials[:6])
+        self.deliver("dist-north", "ph-rabat", lot, serials[:2])
+        shipment = self.as_("dist-north").ship(GTIN, lot, "ph-fes", quantity=2)
+        self.ledger.submit(shipment)
+        self.ledger.submit(self.as_("ph-fes").receive(shipment.event_id))
+        self.ledger.submit(self.as_("ph-rabat").dispense(GTIN, serials[0]))
+        self.ledger.submit(self.as_("ph-rabat").undo_dispense(GTIN, serials[0], "wrong patient"))
+        self.ledger.submit(self.as_("ph-rabat").dispense(GTIN, serials[0]))
+        self.ledger.submit(self.as_("ph-fes").dispense(GTIN, serials[3]))
+        return serials
+
 
 def make_world(path: Path, db_url: str, clock: Clock | None = None,
                register: Callable[[str], bool] = lambda _a: True) -> World:

@@ -71,16 +71,7 @@ async def _scan(scans: AsyncScans, serial: str, gtin: str = GTIN) -> Answer:
 
 def test_public_scans_on_the_loop_match_the_thread_path(world: World) -> None:
     w = world
-    serials = w.commission("ASY", 8)
-    w.deliver("maphar", "dist-north", "ASY", serials[:6])
-    w.deliver("dist-north", "ph-rabat", "ASY", serials[:2])
-    shipment = w.as_("dist-north").ship(GTIN, "ASY", "ph-fes", quantity=2)
-    w.ledger.submit(shipment)
-    w.ledger.submit(w.as_("ph-fes").receive(shipment.event_id))
-    w.ledger.submit(w.as_("ph-rabat").dispense(GTIN, serials[0]))
-    w.ledger.submit(w.as_("ph-rabat").undo_dispense(GTIN, serials[0], "wrong patient"))
-    w.ledger.submit(w.as_("ph-rabat").dispense(GTIN, serials[0]))
-    w.ledger.submit(w.as_("ph-fes").dispense(GTIN, serials[3]))
+    serials = w.supply_history("ASY")
     in_transit = w.as_("dist-north").ship(GTIN, "ASY", "ph-rabat", serials=[serials[5]])
     w.ledger.submit(in_transit)
     recalled = w.commission("RCL", 3, gtin=GTIN_B, expiry=dt.date(2026, 12, 1))

@@ -18,16 +18,7 @@ from tests.support import GTIN, make_world
 
 def test_fast_provenance_matches_the_signed_chain(tmp_path: Path, db_url: str) -> None:
     w = make_world(tmp_path / "home", db_url)
-    serials = w.commission("PRV", 8)
-    w.deliver("maphar", "dist-north", "PRV", serials[:6])
-    w.deliver("dist-north", "ph-rabat", "PRV", serials[:2])
-    shipment = w.as_("dist-north").ship(GTIN, "PRV", "ph-fes", quantity=2)
-    w.ledger.submit(shipment)
-    w.ledger.submit(w.as_("ph-fes").receive(shipment.event_id))
-    w.ledger.submit(w.as_("ph-rabat").dispense(GTIN, serials[0]))
-    w.ledger.submit(w.as_("ph-rabat").undo_dispense(GTIN, serials[0], "wrong patient"))
-    w.ledger.submit(w.as_("ph-rabat").dispense(GTIN, serials[0]))
-    w.ledger.submit(w.as_("ph-fes").dispense(GTIN, serials[3]))
+    serials = w.supply_history("PRV")
     w.ledger.submit(w.as_("maphar").destroy(GTIN, "PRV", "damaged", serials=[serials[7]]))
     w.ledger.submit(w.as_("regulator").recall(GTIN, "PRV", "contamination"))
     reader = Reader(w.ledger)
