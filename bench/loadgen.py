@@ -171,13 +171,23 @@ def _window_cpu(results: Sequence[LoadResult]) -> float:
     return sum(r.cpu for r in results)  # CPU seconds of the load generator during the timed window
 
 
+SETUP_ATTEMPTS = 5
+
+
 def submit_all(base: str, payloads: Sequence[bytes], threads: int = 16) -> None:
-    """Submit set-up events (untimed), in parallel; raise on the first refusal."""
+    """Submit set-up events (untimed), in parallel; raise on the first refusal.
+
+    An event whose outcome the server could not tell in time (503 ``outcome_unknown``: in full mode a group of
+    a dozen 50,000-pack shipments can outlast the server's 60 s wait) is sent again, as the API tells a client to:
+    the same signed event is recorded once, and its receipt comes back when it was."""
     import httpx
 
     with httpx.Client(base_url=base, timeout=300, limits=httpx.Limits(max_connections=threads)) as client:
         def one(body: bytes) -> None:
-            r = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+            for _ in range(SETUP_ATTEMPTS):
+                r = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+                if r.status_code != 503 or r.json().get("code") != "outcome_unknown":
+                    break
             if r.status_code not in (200, 201):
                 raise RuntimeError(f"set-up event refused: {r.status_code} {r.text[:500]}")
 
