@@ -11,6 +11,7 @@ Benchmarks (names for --only):
   proofs    inclusion and consistency proof time and size at 10^3, 10^5, 10^6 entries
   audit     `athar audit verify` entries/s on a 10^5 (quick) or 10^6 entry ledger
   storage   bytes per entry in PostgreSQL; in-process append rate at 10^4 vs the big ledger
+  queueing  dispenses queued behind large commissions: their wait, small events first and in arrival order
   scan      scan-to-verdict: decode a 12 MP JPEG and a 1280x720 frame; offline bundle verification
 """
 
@@ -23,7 +24,7 @@ import time
 
 from bench.common import Report, pg_available
 
-ALL = ("floor", "appends", "flush", "lookups", "peak", "wrk", "batch", "proofs", "audit", "storage", "scan")
+ALL = ("floor", "appends", "flush", "lookups", "peak", "wrk", "batch", "proofs", "audit", "storage", "queueing", "scan")
 HTTP = {"appends", "flush", "lookups", "peak", "wrk", "batch"}
 BIG = {"proofs", "audit", "storage"}
 
@@ -66,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             print(f"\n[{', '.join(sorted(only & BIG))}] big logs on {kind}", flush=True)
             biglog.run(report, kind, args.quick, only & BIG, args.workers)
+    if "queueing" in only:
+        from bench import queueing
+
+        for kind in kinds:
+            print(f"\n[queueing] small events behind large ones on {kind}", flush=True)
+            queueing.run(report, kind, args.quick)
     if "scan" in only:
         from bench import scan
 
