@@ -149,10 +149,13 @@ class GroupCommitter:
             group.append(item)
         if held:
             return held + group
-        large = [i for i in group if _weight(i) > self.large_event_bytes]
-        if large and len(large) < len(group):
+        small: list[_Item] = []
+        large: list[_Item] = []
+        for i in group:
+            (large if _weight(i) > self.large_event_bytes else small).append(i)
+        if large and small:
             self._held = large
-            return [i for i in group if _weight(i) <= self.large_event_bytes]
+            return small
         return group
 
     def _commit(self, items: list[_Item]) -> None:
