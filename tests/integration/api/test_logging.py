@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 
 import pytest
 
@@ -25,6 +26,11 @@ def test_logs_are_json_lines_without_secrets(live: Live, caplog: pytest.LogCaptu
     live.http.post("/v1/reports", json={"gtin": GTIN, "category": "other", "details": details})
     token = make_session_token(w.keys["regulator"], "regulator", dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
     live.http.get("/dashboard", params={"token": token})
+    # a request's line is logged once its response is sent, so the client may read the response first
+    deadline = time.monotonic() + 10
+    while (not any(getattr(r, "fields", {}).get("path") == "/dashboard" for r in caplog.records)
+           and time.monotonic() < deadline):
+        time.sleep(0.02)
     formatter = JsonFormatter()
     lines = [formatter.format(r) for r in caplog.records if r.name.startswith("athar")]
     text = "\n".join(lines)
