@@ -23,6 +23,7 @@ from api.observability import configure_logging
 from api.routes import actors, batches, digital_link, events, health, log, oversight, packs, reports
 from api.settings import Settings
 from ledger.errors import LedgerError
+from ledger.heap import settle_after_start
 from ledger.home import open_ledger
 from ledger.queries import Reader
 from ledger.sequencer import GroupCommitter
@@ -127,4 +128,6 @@ async def _overdue_loop(st: AppState) -> None:
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory api.app:app_from_env`` (what ``athar serve`` runs)."""
     configure_logging()
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    settle_after_start()  # not in create_app: tests build many apps in one process
+    return app

@@ -135,12 +135,14 @@ def run_sequencer(data_dir: str, database_url: str | None, socket_path: str, par
     """The sequencer process. It stops on SIGUSR1 (sent by ``athar serve`` once its workers are done), or when
     the server process that started it is gone (kill -9). SIGINT and SIGTERM, which Ctrl-C and service managers
     send to the whole process group, are ignored: the server drains its requests first, through us."""
+    from ledger.heap import settle_after_start
     from ledger.home import open_ledger
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ledger, db = open_ledger(Path(data_dir), database_url)
     committer = GroupCommitter(ledger)
+    settle_after_start()
 
     async def main() -> None:
         stop = asyncio.Event()

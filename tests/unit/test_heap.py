@@ -1,0 +1,85 @@
+"""The collector settings of a started server process (``ledger.heap``), each checked in a fresh interpreter so
+this test process keeps the interpreter's defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from ledger.heap import YOUNG_THRESHOLD
+from ledger.paths import ENV_DATABASE_URL, ENV_HOME
+from tests.reliability.harness import now_clock
+from tests.support import make_world
+
+
+def _run(code: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2], env={**os.environ, **(env or {})}, check=True)
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_settling_freezes_what_exists_and_still_collects_later_cycles() -> None:
+    seen = _run("""
+        import gc, json, weakref
+        from ledger.heap import settle_after_start
+
+        class Node:
+            pass
+
+        before = gc.get_threshold()
+        settle_after_start()
+        frozen = gc.get_freeze_count()
+        collected = []
+        def cycle(i):
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+            weakref.finalize(a, collected.append, i)
+        for i in range(3 * 20_000):  # cyclic garbage only the collector can free
+            cycle(i)
+        gc.collect()  # whatever is below the threshold at the end
+        print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": frozen,
+                          "collected": len(collected)}))
+    """)
+    assert seen["before"] == [700, 10, 10]
+    assert seen["after"] == [YOUNG_THRESHOLD, 10, 10]
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 1000  # the modules imported so far
+    assert seen["collected"] == 3 * 20_000  # nothing created after start-up is left behind
+
+
+def test_cycles_are_collected_without_being_asked_once_past_the_threshold() -> None:
+    seen = _run("""
+        import gc, json, weakref
+        from ledger.heap import settle_after_start
+
+        class Node:
+            pass
+
+        settle_after_start()
+        collected = []
+        for i in range(200_000):
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+            weakref.finalize(a, collected.append, i)
+        print(json.dumps({"collected": len(collected), "gen0": gc.get_count()[0]}))
+    """)
+    # each cycle is three containers (two nodes and a finalizer's entry): at most one threshold's worth is pending
+    assert isinstance(seen["collected"], int) and seen["collected"] >= 200_000 - YOUNG_THRESHOLD
+
+
+def test_the_server_factory_settles_its_worker(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    make_world(tmp_path / "home", url, clock=now_clock())
+    seen = _run("""
+        import gc, json
+        from api.app import app_from_env
+
+        app_from_env()
+        print(json.dumps({"threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()}))
+    """, env={ENV_HOME: str(tmp_path / "home"), ENV_DATABASE_URL: url})
+    assert seen["threshold"] == [YOUNG_THRESHOLD, 10, 10]
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000  # FastAPI, SQLAlchemy, the app's routes
