@@ -51,12 +51,14 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
         verify_remote(url, key, actor, data_dir, ledger_key, root_key, json_out)
         return
     from ledger.audit import verify_store
+    from ledger.heap import long_task
     from ledger.home import open_ledger
 
     ledger, database = open_ledger(home_path(data_dir), db)
     try:
-        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=render.errors, disable=json_out, transient=True) as bar:
+        with long_task(), Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(),
+                                   TimeRemainingColumn(), console=render.errors, disable=json_out,
+                                   transient=True) as bar:
             task = bar.add_task("entries", total=None)
             report = verify_store(ledger.store, ledger.config.trust, ledger.config.origin,
                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -70,13 +72,15 @@ def rebuild(data_dir: DataDir = None, db: DbUrl = None,
             write: Annotated[bool, typer.Option("--write", help="replace stored projections that differ")] = False,
             json_out: Json = False) -> None:
     """Rebuild every projection (batches, packs, holdings, actors...) from the verified log; report differences."""
+    from ledger.heap import long_task
     from ledger.home import open_ledger
     from ledger.rebuild import rebuild as rebuild_projections
 
     ledger, database = open_ledger(home_path(data_dir), db)
     try:
-        audit_report, result = rebuild_projections(ledger.store, ledger.config.trust, ledger.config.origin,
-                                                   write=write)
+        with long_task():
+            audit_report, result = rebuild_projections(ledger.store, ledger.config.trust, ledger.config.origin,
+                                                       write=write)
     finally:
         database.dispose()
     if json_out:
@@ -106,6 +110,7 @@ def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = No
                   ledger_key: LedgerKey = None, root_key: RootKey = None, json_out: Json = False) -> None:
     """Verify the whole log served by a remote API (regulator or inspector identity), streaming."""
     from ledger.audit import AuditFailure, LogVerifier
+    from ledger.heap import long_task
 
     identity = resolve_identity(key, actor, data_dir, required=True, what="a remote audit")
     trust = pinned_trust(data_dir, ledger_key, root_key)
@@ -116,8 +121,9 @@ def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = No
         verifier = LogVerifier(trust, origin)
         size = int(note.split("\n")[1]) if note.count("\n") >= 2 and note.split("\n")[1].isdigit() else 0
         try:
-            with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                          console=render.errors, disable=json_out, transient=True) as bar:
+            with long_task(), Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(),
+                                       TimeRemainingColumn(), console=render.errors, disable=json_out,
+                                       transient=True) as bar:
                 task = bar.add_task("entries", total=size)
                 for start in range(0, size, 1000):
                     for item in api.entries(start, min(size, start + 1000)):

@@ -12,6 +12,7 @@ import typer
 from ledger import errors as E
 from ledger import identifiers as ids
 from ledger.bundle import verify_bundle
+from ledger.heap import long_task
 from scanner_cli import exit_codes, render
 from scanner_cli.commands.actions import valid
 from scanner_cli.identity import (
@@ -81,11 +82,11 @@ def verify(file: Annotated[Path, typer.Argument(help="the bundle file")], data_d
     trust = pinned_trust(data_dir, ledger_key, root_key)
     assert trust is not None
     try:
-        doc = read_bundle(file)
+        with long_task():
+            doc = read_bundle(file)
+            vb = verify_bundle(doc, trust)
     except BundleFileError as exc:
         usage(str(exc))
-    try:
-        vb = verify_bundle(doc, trust)
     except E.IntegrityError as err:
         if json_out:
             render.emit_json({"file": str(file), "ok": False, "failure": err.message,

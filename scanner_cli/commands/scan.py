@@ -22,6 +22,7 @@ from rich.text import Text
 
 from ledger import errors as E
 from ledger.bundle import VerifiedBundle, verify_bundle
+from ledger.heap import long_task
 from ledger.verdict import Verdict
 from scanner_cli import exit_codes, render
 from scanner_cli.identity import (
@@ -131,17 +132,18 @@ def _scan_offline(path: Path, inputs: Iterator[Scanned], show: _Show, actor: str
                   ledger_key: Path | None, root_key: Path | None) -> None:
     trust = pinned_trust(data_dir, ledger_key, root_key)
     assert trust is not None
-    try:
-        doc = read_bundle(path)
-    except BundleFileError as exc:
-        usage(str(exc))
     vb: VerifiedBundle | None = None
     failure = ""
-    try:
-        vb = verify_bundle(doc, trust)
-    except E.IntegrityError as err:
-        failure = f"the bundle {path} fails verification: {err.message}"
-        render.fail_line(failure)
+    with long_task():  # once per session, tens of thousands of objects: the collector would scan them repeatedly
+        try:
+            doc = read_bundle(path)
+        except BundleFileError as exc:
+            usage(str(exc))
+        try:
+            vb = verify_bundle(doc, trust)
+        except E.IntegrityError as err:
+            failure = f"the bundle {path} fails verification: {err.message}"
+            render.fail_line(failure)
     for item in inputs:
         if item.code is None:
             show(item, None)

@@ -46,7 +46,7 @@ def test_settling_freezes_what_exists_and_still_collects_later_cycles() -> None:
                           "collected": len(collected)}))
     """)
     assert seen["before"] == [700, 10, 10]
-    assert seen["after"] == [YOUNG_THRESHOLD, 10, 10]
+    assert seen["after"] == [YOUNG_THRESHOLD, 10, 10]  # the older generations keep the interpreter's defaults
     assert isinstance(seen["frozen"], int) and seen["frozen"] > 1000  # the modules imported so far
     assert seen["collected"] == 3 * 20_000  # nothing created after start-up is left behind
 
@@ -83,3 +83,58 @@ def test_the_server_factory_settles_its_worker(tmp_path: Path) -> None:
     """, env={ENV_HOME: str(tmp_path / "home"), ENV_DATABASE_URL: url})
     assert seen["threshold"] == [YOUNG_THRESHOLD, 10, 10]
     assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000  # FastAPI, SQLAlchemy, the app's routes
+
+
+def test_a_long_task_leaves_the_collector_as_it_found_it() -> None:
+    seen = _run("""
+        import gc, json
+        from ledger.heap import long_task, settle_after_start
+
+        out = {}
+        with long_task():
+            out["inside"] = [gc.get_threshold(), gc.get_freeze_count() > 1000]
+        out["after"] = [gc.get_threshold(), gc.get_freeze_count()]
+        try:
+            with long_task():
+                raise ValueError
+        except ValueError:
+            out["after_error"] = [gc.get_threshold(), gc.get_freeze_count()]
+        settle_after_start()  # a server process: its freeze is kept through a task run inside it
+        frozen = gc.get_freeze_count()
+        with long_task():
+            pass
+        out["server"] = [gc.get_threshold(), gc.get_freeze_count() == frozen]
+        print(json.dumps(out))
+    """)
+    assert seen["inside"] == [[YOUNG_THRESHOLD, 10, 10], True]
+    assert seen["after"] == [[700, 10, 10], 0]
+    assert seen["after_error"] == [[700, 10, 10], 0]
+    assert seen["server"] == [[YOUNG_THRESHOLD, 10, 10], True]
+
+
+def test_athar_audit_verify_runs_as_a_long_task(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    world = make_world(tmp_path / "home", url, clock=now_clock())
+    world.commission("LOT-GC", 3)
+    world.db.dispose()
+    seen = _run(f"""
+        import gc, json, sys
+        import ledger.audit
+
+        real, seen = ledger.audit.verify_store, {{}}
+        def watched(*args, **kwargs):  # the real audit, with the collector's settings noted as it starts
+            seen["during"] = gc.get_threshold()
+            return real(*args, **kwargs)
+        ledger.audit.verify_store = watched
+        sys.argv = ["athar", "audit", "verify", "--data-dir", {str(tmp_path / "home")!r}, "--db", {url!r}, "--json"]
+        from scanner_cli.main import run
+        try:
+            run()
+        except SystemExit as done:
+            seen["exit"] = done.code
+        seen["after"] = gc.get_threshold()
+        print(json.dumps(seen))
+    """)
+    assert seen["during"] == [YOUNG_THRESHOLD, 10, 10]
+    assert seen["after"] == [700, 10, 10]
+    assert seen.get("exit") in (None, 0)
