@@ -25,6 +25,7 @@ from api.settings import Settings
 from ledger.errors import LedgerError
 from ledger.heap import settle_after_start
 from ledger.home import open_ledger
+from ledger.proc_name import API_WORKER, name_this_process
 from ledger.queries import Reader
 from ledger.sequencer import GroupCommitter
 from ledger.sequencer_link import RemoteCommitter
@@ -127,6 +128,7 @@ async def _overdue_loop(st: AppState) -> None:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory api.app:app_from_env`` (what ``athar serve`` runs)."""
+    name_this_process(API_WORKER)
     configure_logging()
     app = create_app(Settings.from_env())
     settle_after_start()  # not in create_app: tests build many apps in one process

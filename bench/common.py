@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from ledger.proc_name import SEQUENCER
+
 ROOT = Path(__file__).resolve().parent.parent
 ATHAR = str(Path(sys.executable).with_name("athar"))
 PG_BASE = os.environ.get("ATHAR_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -110,25 +112,54 @@ def machine_cpu() -> float:
     return (user + nice + system + irq + softirq) / CLK_TCK
 
 
+@dataclass(frozen=True)
+class CpuSnapshot:
+    wall: float
+    server: float  # the server's process tree
+    sequencer: float  # of which the sequencer process (``/proc/PID/comm``, see ``ledger.proc_name``)
+    machine: float
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 class CpuMeter:
-    """CPU seconds spent by the server tree and by the whole machine over a timed phase."""
+    """CPU seconds spent by the server tree (and its sequencer) and by the whole machine over a timed phase."""
 
     def __init__(self, server_pid: int | None) -> None:
         self.server_pid = server_pid
 
-    def snapshot(self) -> tuple[float, float, float]:
-        server = tree_cpu(self.server_pid) if self.server_pid else 0.0
-        return time.perf_counter(), server, machine_cpu()
+    def snapshot(self) -> CpuSnapshot:
+        pids = tree_pids(self.server_pid) if self.server_pid else []
+        per = {p: _proc_cpu(p) for p in pids}
+        sequencer = sum(cpu for p, cpu in per.items() if _comm(p) == SEQUENCER)
+        return CpuSnapshot(time.perf_counter(), sum(per.values()), sequencer, machine_cpu())
 
 
-def cpu_note(before: tuple[float, float, float], after: tuple[float, float, float], loadgen_cpu: float) -> str:
-    wall = after[0] - before[0]
+def cpu_note(before: CpuSnapshot, after: CpuSnapshot, loadgen_cpu: float, requests: int = 0) -> str:
+    """Cores busy by role over the window; with ``requests`` (one kind of request only), CPU per request too."""
+    wall = after.wall - before.wall
     if wall <= 0:
         return ""
-    server, machine = after[1] - before[1], after[2] - before[2]
+    server, sequencer = after.server - before.server, after.sequencer - before.sequencer
+    machine = after.machine - before.machine
     other = max(0.0, machine - server - loadgen_cpu)
-    return (f"cores busy: server {server / wall:.2f}, load generator {loadgen_cpu / wall:.2f}, "
+    of_which = f" (sequencer {sequencer / wall:.2f})" if sequencer > 0 else ""
+    note = (f"cores busy: server {server / wall:.2f}{of_which}, load generator {loadgen_cpu / wall:.2f}, "
             f"other (PostgreSQL...) {other / wall:.2f}; machine {machine / wall:.2f} of {os.cpu_count()}")
+    if requests > 0:
+        def us(seconds: float) -> str:
+            return f"{1e6 * seconds / requests:,.0f}"
+
+        seq = f" (sequencer {us(sequencer)})" if sequencer > 0 else ""
+        note += (f"; CPU per request {us(machine)} µs: server {us(server)}{seq}, PostgreSQL and the rest "
+                 f"{us(other)}, load generator {us(loadgen_cpu)}")
+    return note
 
 
 # ---- PostgreSQL ------------------------------------------------------------------------------------------

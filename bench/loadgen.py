@@ -164,7 +164,9 @@ def run(loads: Sequence[Load], duration: float, server_pid: int | None = None) -
         results.append(LoadResult(load.name, load.clients, sum(r["ok"] for r in mine), sum(r["failed"] for r in mine),
                                   end - mine[0]["start"], lat, all(r["exhausted"] for r in mine),
                                   [e for r in mine for e in r["errors"]][:5], sum(r["cpu"] for r in mine)))
-    return results, cpu_note(before, after, _window_cpu(results))
+    # CPU per request only when the window served one kind of request
+    requests = results[0].ok if len(results) == 1 else 0
+    return results, cpu_note(before, after, _window_cpu(results), requests)
 
 
 def _window_cpu(results: Sequence[LoadResult]) -> float:

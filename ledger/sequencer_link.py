@@ -137,7 +137,9 @@ def run_sequencer(data_dir: str, database_url: str | None, socket_path: str, par
     send to the whole process group, are ignored: the server drains its requests first, through us."""
     from ledger.heap import settle_after_start
     from ledger.home import open_ledger
+    from ledger.proc_name import SEQUENCER, name_this_process
 
+    name_this_process(SEQUENCER)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ledger, db = open_ledger(Path(data_dir), database_url)

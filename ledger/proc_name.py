@@ -1,0 +1,28 @@
+"""The name a server process shows to ``ps``, ``top`` and ``/proc/PID/comm``.
+
+``athar serve`` runs several Python processes whose command lines look alike (multiprocessing's spawn). Naming
+them lets an operator, and the benchmark's CPU accounting, tell the sequencer from the API workers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+SEQUENCER = "athar-sequencer"
+API_WORKER = "athar-api"
+_PR_SET_NAME = 15  # linux/prctl.h
+_MAX = 15  # the kernel keeps 15 bytes and a NUL
+
+
+def name_this_process(name: str) -> bool:
+    """Set the calling process's name (Linux only); return whether it was set. A name is a convenience: where
+    the call is not available nothing else changes."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return int(libc.prctl(_PR_SET_NAME, name.encode()[:_MAX], 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
