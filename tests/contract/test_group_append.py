@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -437,4 +438,57 @@ def test_the_first_reads_probe_packs_by_key_even_on_stale_statistics(tmp_path: P
         with w.ledger.store.read() as u:
             assert all(p.holder == "dist-north" for p in u.packs(GTIN, (serials[0], serials[-1])).values())
     finally:
+        w.db.dispose()
+
+
+def test_a_group_of_dispenses_sends_postgresql_only_the_statements_it_needs(tmp_path: Path, postgres_url: str,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every statement of a group costs the sequencer CPU, and every append waits for the sequencer: a group of
+    dispenses, once the registry is carried from the group before, asks for no actor, key or shipment, reads the
+    holdings its packs' lots concern with its other reads, and writes through the driver only (nothing through
+    SQLAlchemy's execute). Counted at the driver."""
+    import psycopg
+    from sqlalchemy import event
+
+    from tests.support import make_world
+
+    w = make_world(tmp_path / "home", postgres_url)
+    driver: list[str] = []
+    through_sqlalchemy: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cur: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        driver.append(" ".join(str(query).split()))
+        return execute(cur, query, *args, **kwargs)
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        through_sqlalchemy.append(statement)
+
+    try:
+        serials = w.commission("LEAN", 6)
+        w.deliver("maphar", "dist-north", "LEAN", serials)
+        w.deliver("dist-north", "ph-rabat", "LEAN", serials)
+        pharmacy = w.as_("ph-rabat")
+        first = w.ledger.append([pharmacy.dispense(GTIN, serials[0])])  # the registry is carried after this
+        assert not isinstance(first[0], E.LedgerError), first
+        group = [pharmacy.dispense(GTIN, s) for s in serials[1:4]]
+        monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+        event.listen(w.db.writer, "before_cursor_execute", record)
+        receipts = w.ledger.append(group)
+        event.remove(w.db.writer, "before_cursor_execute", record)
+        monkeypatch.undo()
+        assert all(not isinstance(r, E.LedgerError) for r in receipts), receipts
+        assert through_sqlalchemy == []
+        reads = [s for s in driver if s.startswith("SELECT")]
+        assert len(reads) == 4, reads  # the lock, the event ids, the holdings, the packs of the one GTIN
+        for table in ("FROM actors WHERE", "FROM actor_keys WHERE", "FROM shipments WHERE"):
+            assert not [s for s in reads if table in s], (table, reads)
+        assert len([s for s in driver if not s.startswith("SELECT")]) == 7, driver  # packs, holdings, heads,
+        # entries, nodes, checkpoint, log head
+        with w.ledger.store.read() as u:
+            assert {s: p.status for s, p in u.packs(GTIN, tuple(serials)).items()} == {
+                s: "dispensed" if s in serials[:4] else "active" for s in serials}
+    finally:
+        if event.contains(w.db.writer, "before_cursor_execute", record):
+            event.remove(w.db.writer, "before_cursor_execute", record)
         w.db.dispose()
