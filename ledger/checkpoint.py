@@ -83,10 +83,14 @@ def key_id(name: str, public_key: PublicKey, algorithm: int = ALG_ED25519) -> by
     return hashlib.sha256(name.encode() + b"\n" + bytes([algorithm]) + public_key.raw).digest()[:KEY_ID_SIZE]
 
 
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")  # control characters other than the newline
+
+
 def _check_note_chars(text: str, what: str) -> None:
-    for ch in text:
-        if ord(ch) < 0x20 and ch != "\n":
-            raise CheckpointError(f"{what} contains control character U+{ord(ch):04X}")
+    # one regular-expression search, not a loop over characters: every group signs a checkpoint and checks it
+    found = _CONTROL.search(text)
+    if found is not None:
+        raise CheckpointError(f"{what} contains control character U+{ord(found.group()):04X}")
 
 
 # --- checkpoint body ------------------------------------------------------------------------------
