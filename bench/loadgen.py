@@ -63,7 +63,7 @@ def _worker(load: Load, shards: list[list[Any]], conn: Connection) -> None:
     from bench.rawhttp import Connection as Http
     from bench.rawhttp import HttpError
 
-    # A forked worker inherits the benchmark's heap (the world, the signed pool: ~200,000 objects); a collection
+    # A forked worker inherits the benchmark's heap (the world, the signed pool: ~212,000 objects); a collection
     # traversing it paused the worker 6-24 ms, added to the latency of every request then in flight.
     gc.freeze()
 
@@ -170,7 +170,7 @@ def run(loads: Sequence[Load], duration: float, server_pid: int | None = None) -
                                   end - mine[0]["start"], lat, all(r["exhausted"] for r in mine),
                                   [e for r in mine for e in r["errors"]][:5], sum(r["cpu"] for r in mine)))
     # CPU per request only when the window served one kind of request
-    requests = results[0].ok if len(results) == 1 else 0
+    requests = results[0].ok + results[0].failed if len(results) == 1 else 0
     return results, cpu_note(before, after, _window_cpu(results), requests)
 
 

@@ -42,7 +42,8 @@ def long_task() -> Iterator[None]:
     freeze = gc.get_freeze_count() == 0  # a process frozen by someone else stays as they left it
     if freeze:
         gc.freeze()
-    gc.set_threshold(max(YOUNG_THRESHOLD, previous[0]), *previous[1:])
+    if previous[0] != 0:  # 0: the program has switched automatic collection off, and it stays off
+        gc.set_threshold(max(YOUNG_THRESHOLD, previous[0]), *previous[1:])
     try:
         yield
     finally:

@@ -7,7 +7,6 @@ them lets an operator, and the benchmark's CPU accounting, tell the sequencer fr
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 SEQUENCER = "athar-sequencer"
@@ -22,7 +21,7 @@ def name_this_process(name: str) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter already has loaded
         return int(libc.prctl(_PR_SET_NAME, name.encode()[:_MAX], 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False

@@ -354,7 +354,7 @@ def _small_sql(pg: sa.Dialect, stmt: sa.Insert | sa.Update) -> tuple[str, dict[s
     if cached is None:
         compiled = stmt.compile(dialect=pg)
         cached = _SMALL_SQL[id(stmt)] = (stmt, str(compiled), {k: v for k, v in compiled.params.items()
-                                                               if v is not None})
+                                                               if not compiled.binds[k].required})
     return cached[1], cached[2]
 
 
@@ -740,14 +740,16 @@ class SqlUnit:
     def _small_write(self, stmt: sa.Insert | sa.Update, params: dict[str, Any]) -> None:
         """A one-row write every group makes (its checkpoint, the log head). On PostgreSQL it goes through the
         driver like the group's other writes: SQLAlchemy's execute cost the sequencer about 0.2 ms of CPU per
-        statement, and a group of one dispense sent three of them. Timestamps must come as naive UTC (the
-        columns' type does that conversion only on SQLAlchemy's path)."""
+        statement, and a group of one dispense sent three of them. Parameters are given as to SQLAlchemy; on the
+        driver's path timestamps are stored as ``UTCDateTime`` stores them (naive UTC), which SQLAlchemy's type
+        would otherwise have done."""
         if not self._postgres:
             self.conn.execute(stmt, params)
             return
         sql, bound = _small_sql(self.conn.dialect, stmt)
+        values = {k: _naive_utc(v) if isinstance(v, dt.datetime) else v for k, v in params.items()}
         with self._driver() as raw, raw.cursor() as cur:
-            cur.execute(sql, {**bound, **params}, prepare=True)
+            cur.execute(sql, {**bound, **values}, prepare=True)
 
     def _write_rows(self, stmt: sa.TextClause, rows_json: str) -> None:
         """Run a PostgreSQL write whose one parameter is a JSON array of rows, through the driver (in the unit's
@@ -920,8 +922,7 @@ class SqlUnit:
                               [{"level": n.level, "idx": n.index, "hash": h} for n, h in chunk])
 
     def insert_checkpoint(self, size: int, root: bytes, note: str, created: dt.datetime) -> None:
-        self._small_write(_INSERT_CHECKPOINT, {"size": size, "root": root, "note": note,
-                                               "created": _naive_utc(created)})
+        self._small_write(_INSERT_CHECKPOINT, {"size": size, "root": root, "note": note, "created": created})
 
     def checkpoint(self, size: int | None = None) -> StoredCheckpoint | None:
         q = sa.select(t.checkpoints)

@@ -14,8 +14,7 @@ def _first_forbidden(text: str) -> str | None:
     return next((ch for ch in text if ord(ch) < 0x20 and ch != "\n"), None)
 
 
-@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x2FF, exclude_categories=("Cs",)),
-               max_size=80))
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x2FF, exclude_categories=["Cs"]), max_size=80))
 def test_a_note_is_refused_exactly_for_its_first_control_character(text: str) -> None:
     bad = _first_forbidden(text)
     if bad is None:
