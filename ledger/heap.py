@@ -4,9 +4,9 @@ Measured under 64 clients appending (eleventh session, docs/performance.md): wit
 API worker ran a full collection about every 4 s and the sequencer about every 3 s, each pausing its process for
 70-160 ms, because every collection traversed the 100,000-150,000 objects the process made while starting
 (modules, the web framework, SQLAlchemy's compiled statements). A sequencer pause holds up every append in flight,
-a worker's every request on its connections: the pauses were most of the appends' p99. An audit of 10^5 entries
-spent 2.7-3.3 s of its 13-16 s in 3,100 collections (the largest 300-345 ms): the state it replays is long-lived
-and grows, so each collection of the older generations traversed more of it.
+a worker's every request on its connections: the pauses were a large part of the appends' p99. An audit of 10^5
+entries spent 2.7-3.3 s of its 13-16 s in 3,100 collections (the largest 300-345 ms): the state it replays is
+long-lived and grows, so each collection of the older generations traversed more of it.
 
 Two settings remove most of this:
 
