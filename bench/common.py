@@ -120,7 +120,8 @@ class CpuSnapshot:
     machine: float
 
 
-def _comm(pid: int) -> str:
+def process_name(pid: int) -> str:
+    """``/proc/PID/comm``: the name a process shows to ``ps`` (empty when it is gone)."""
     try:
         with open(f"/proc/{pid}/comm") as f:
             return f.read().strip()
@@ -137,7 +138,7 @@ class CpuMeter:
     def snapshot(self) -> CpuSnapshot:
         pids = tree_pids(self.server_pid) if self.server_pid else []
         per = {p: _proc_cpu(p) for p in pids}
-        sequencer = sum(cpu for p, cpu in per.items() if _comm(p) == SEQUENCER)
+        sequencer = sum(cpu for p, cpu in per.items() if process_name(p) == SEQUENCER)
         return CpuSnapshot(time.perf_counter(), sum(per.values()), sequencer, machine_cpu())
 
 

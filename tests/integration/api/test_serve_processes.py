@@ -12,20 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.common import CpuMeter, tree_pids
+from bench.common import CpuMeter, process_name, tree_pids
 from ledger.proc_name import API_WORKER, SEQUENCER
 from tests.integration.server import free_port
 from tests.reliability.harness import now_clock
 from tests.support import make_world
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process names are set on Linux")
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
 
 
 def test_the_sequencer_and_the_workers_carry_their_names(tmp_path: Path) -> None:
@@ -41,7 +34,7 @@ def test_the_sequencer_and_the_workers_carry_their_names(tmp_path: Path) -> None
         names: list[str] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # ready, and both workers up
-            names = [_comm(p) for p in tree_pids(proc.pid)]
+            names = [process_name(p) for p in tree_pids(proc.pid)]
             try:
                 if names.count(API_WORKER) == 2 and httpx.get(base + "/v1/ready", timeout=1).status_code == 200:
                     break
