@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, cast, overload
 
@@ -41,10 +41,11 @@ from ledger.state import (
     PutShipment,
     Shipment,
 )
-from ledger.storage import group_reads, rows
+from ledger.storage import group_reads, merged_writes, rows
 from ledger.storage import tables as t
 from ledger.storage.database import Database, redact
 from ledger.storage.group_reads import GroupReads, GroupWants
+from ledger.storage.pipelining import fits_pipeline
 
 CHUNK = 2000  # bound IN-lists and multi-row inserts (SQLite allows at most 32766 parameters)
 
@@ -358,6 +359,25 @@ def _small_sql(pg: sa.Dialect, stmt: sa.Insert | sa.Update) -> tuple[str, dict[s
     return cached[1], cached[2]
 
 
+_NAMED = re.compile(r"%\((\w+)\)s")
+_POSITIONAL_SQL: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
+def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``%(name)s`` placeholders as ``$1``, ``$2``... (what a merged statement takes), and the names in order."""
+    cached = _POSITIONAL_SQL.get(sql)
+    if cached is None:
+        names: list[str] = []
+
+        def number(m: re.Match[str]) -> str:
+            if m.group(1) not in names:
+                names.append(m.group(1))
+            return f"${names.index(m.group(1)) + 1}"
+
+        cached = _POSITIONAL_SQL[sql] = (_NAMED.sub(number, sql), tuple(names))
+    return cached
+
+
 def _json_upsert_pg(pg: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) -> sa.TextClause:
     """The upsert of many rows given as one JSON array (bytes as hex, timestamps as naive UTC), for PostgreSQL.
     Inside a pipeline, ``executemany`` sends each row as a command of its own: a group's holdings, shipments and
@@ -401,6 +421,7 @@ class SqlUnit:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self._postgres = conn.dialect.name == "postgresql"
+        self._deferred: list[merged_writes.Write] | None = None  # the writes of a ``pipelined`` block
 
     # ---- StateReader -----------------------------------------------------------------------------------
 
@@ -747,30 +768,52 @@ class SqlUnit:
             self.conn.execute(stmt, params)
             return
         sql, bound = _small_sql(self.conn.dialect, stmt)
-        values = {k: _naive_utc(v) if isinstance(v, dt.datetime) else v for k, v in params.items()}
+        values = {**bound, **{k: _naive_utc(v) if isinstance(v, dt.datetime) else v for k, v in params.items()}}
+        if self._deferred is not None:
+            positional, names = _positional(sql)
+            self._deferred.append(merged_writes.write(positional, [values[n] for n in names]))
+            return
         with self._driver() as raw, raw.cursor() as cur:
-            cur.execute(sql, {**bound, **values}, prepare=True)
+            cur.execute(sql, values, prepare=True)
 
     def _write_rows(self, stmt: sa.TextClause, rows_json: str) -> None:
         """Run a PostgreSQL write whose one parameter is a JSON array of rows, through the driver (in the unit's
-        transaction, and in its pipeline when one is open)."""
+        transaction; inside ``pipelined``, at its end, merged with the others)."""
         import psycopg
 
+        sql = _rows_sql(self.conn.dialect, stmt)
+        if self._deferred is not None:
+            self._deferred.append(merged_writes.write(sql, (rows_json,)))
+            return
         with self._driver() as raw, psycopg.RawCursor(raw) as cur:
-            cur.execute(_rows_sql(self.conn.dialect, stmt), (rows_json,), prepare=True)
+            cur.execute(sql, (rows_json,), prepare=True)
 
     @contextmanager
     def pipelined(self, *, commit: bool = False) -> Iterator[None]:
-        """Send the statements made inside without waiting for each one's answer (PostgreSQL pipeline mode): a
-        group's writes cost one round trip instead of one each. For writes only: a read inside would wait.
-        An error surfaces at a later statement of the block or when it ends. ``commit``: end the transaction
+        """Make the writes inside together, at the end of the block (PostgreSQL): merged into as few statements
+        as ``ledger.storage.merged_writes`` allows and sent without waiting for each one's answer (pipeline
+        mode), so a group's writes cost one round trip and, for a group of dispenses, one statement. Writes
+        too large for a pipeline are sent one statement at a time instead (``ledger.storage.pipelining``). Only
+        the adapter's own group writes (projections, entries, nodes, chain heads, checkpoint, log head) may be made
+        inside, and nothing may be read. An error surfaces when the block ends. ``commit``: end the transaction
         with them, in the same round trip (the unit then commits nothing more, unless it reads again); where
         there is no pipeline, the unit commits when it ends, as always."""
         if not self._postgres:
             yield
             return
-        with self._driver() as raw, raw.pipeline():
+        import psycopg
+
+        self._deferred = []
+        try:
             yield
+            statements = merged_writes.merged(self._deferred)
+            pipeline = fits_pipeline(p for w in self._deferred for p in w.params)
+        finally:
+            self._deferred = None
+        with self._driver() as raw, raw.pipeline() if pipeline else nullcontext():
+            for sql, params in statements:
+                with psycopg.RawCursor(raw) as cur:
+                    cur.execute(sql, params, prepare=True)
             if commit:
                 raw.commit()
 

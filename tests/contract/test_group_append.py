@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -483,8 +484,11 @@ def test_a_group_of_dispenses_sends_postgresql_only_the_statements_it_needs(tmp_
         assert len(reads) == 4, reads  # the lock, the event ids, the holdings, the packs of the one GTIN
         for table in ("FROM actors WHERE", "FROM actor_keys WHERE", "FROM shipments WHERE"):
             assert not [s for s in reads if table in s], (table, reads)
-        assert len([s for s in driver if not s.startswith("SELECT")]) == 7, driver  # packs, holdings, heads,
-        # entries, nodes, checkpoint, log head
+        writes = [s for s in driver if not s.startswith("SELECT")]
+        assert len(writes) == 1, writes  # one statement for the seven tables, in the order they were written
+        targets = re.findall(r"(?:INSERT INTO|(?<!DO )UPDATE) (\w+)", writes[0])
+        assert targets == ["packs", "holdings", "log_entries", "merkle_nodes", "chain_heads", "checkpoints",
+                           "log_head"], targets
         with w.ledger.store.read() as u:
             assert {s: p.status for s, p in u.packs(GTIN, tuple(serials)).items()} == {
                 s: "dispensed" if s in serials[:4] else "active" for s in serials}
@@ -492,3 +496,54 @@ def test_a_group_of_dispenses_sends_postgresql_only_the_statements_it_needs(tmp_
         if event.contains(w.db.writer, "before_cursor_execute", record):
             event.remove(w.db.writer, "before_cursor_execute", record)
         w.db.dispose()
+
+
+def test_writes_made_together_to_the_same_row_keep_their_order(tmp_path: Path, db_url: str) -> None:
+    """A group's writes are merged into few statements at the end of the block (PostgreSQL), and the parts of
+    one statement do not see each other's rows: two writes of the same holding must stay two statements, in
+    order, so that the second wins, as when they are made one by one (SQLite). Merged into one statement,
+    PostgreSQL refuses the second (a command may not affect a row twice)."""
+    from tests.support import make_world
+
+    w = make_world(tmp_path / "home", db_url)
+    try:
+        with w.ledger.store.write() as u, u.pipelined(commit=True):
+            u.put_holdings([("ph-rabat", GTIN, "TWICE", 5)])
+            u.insert_checkpoint(999, b"\x01" * 32, "a note", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+            u.put_holdings([("ph-rabat", GTIN, "TWICE", 3), ("ph-fes", GTIN, "TWICE", 7)])
+        with w.ledger.store.read() as u:
+            assert u.holdings_of_batch(GTIN, "TWICE") == {"ph-rabat": 3, "ph-fes": 7}
+            stored = u.checkpoint(999)
+            assert stored is not None and stored.note == "a note" and stored.root_hash == b"\x01" * 32
+    finally:
+        w.db.dispose()
+
+
+_LARGE_WRITES = """
+import datetime as dt, sys
+from pathlib import Path
+from tests.support import make_world
+
+w = make_world(Path(sys.argv[1]), sys.argv[2])
+note = "n" * 40_000_000
+with w.ledger.store.write() as u, u.pipelined(commit=True):
+    u.put_holdings([("ph-rabat", "03600000000005", "BIG", 1)])
+    u.insert_checkpoint(10**6, bytes(32), note, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+with w.ledger.store.read() as u:
+    stored = u.checkpoint(10**6)
+    assert stored is not None and stored.note == note
+print("written")
+"""
+
+
+def test_a_group_too_large_for_one_pipeline_is_written_without_hanging(tmp_path: Path, postgres_url: str) -> None:
+    """psycopg's pipeline mode stops sending once its last command is queued and waits for results that cannot
+    come while part of a large statement is unsent: 32 MB and a commit hung every time. A group's writes that
+    large (here one 40 MB value standing for a group of large commissions) are sent outside the pipeline. In a
+    subprocess, so that a hang fails the test instead of stalling the run."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LARGE_WRITES, str(tmp_path / "home"), postgres_url],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip() == "written", done.stderr[-2000:]

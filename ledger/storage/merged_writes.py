@@ -1,0 +1,85 @@
+"""A group's writes merged into few PostgreSQL statements (data-modifying ``WITH`` clauses).
+
+A group of one dispense wrote seven statements (packs, holdings, entries, Merkle nodes, chain heads, checkpoint,
+log head), and each cost the sequencer, whose one thread every append waits for, about 0.1 ms of CPU in the
+driver (building it, sending it in the pipeline, reading its result back) besides PostgreSQL's own work.
+
+Writes are merged in order while each touches a table the statement does not touch yet. The parts of one
+statement run on one snapshot and do not see each other's rows, so two writes to the same table (an upsert sent
+in chunks, an update after an insert of the same rows) stay in separate statements, in their order. Nothing
+may read between the writes (they are sent at the end, with the commit).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_TARGET = re.compile(r'\s*(?:INSERT\s+INTO|UPDATE)\s+"?([A-Za-z_][A-Za-z0-9_]*)"?\s', re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+_MERGED: dict[tuple[str, ...], str] = {}
+_MAX_CACHED = 256  # distinct combinations of a group's writes: a handful in practice
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write: its target table, its text with positional placeholders ($1, $2...), and their values."""
+
+    table: str
+    sql: str
+    params: tuple[Any, ...]
+
+
+def write(sql: str, params: Sequence[Any]) -> Write:
+    """A write of the adapter's own fixed statements (INSERT INTO or UPDATE a table; no ``$`` in literals)."""
+    found = _TARGET.match(sql)
+    if found is None:
+        raise ValueError(f"not an INSERT or UPDATE of one table: {sql[:80]!r}")
+    numbers = {int(n) for n in _PLACEHOLDER.findall(sql)}
+    if numbers != set(range(1, len(params) + 1)):
+        raise ValueError(f"placeholders {sorted(numbers)} do not match {len(params)} parameter(s)")
+    return Write(found.group(1).lower(), sql, tuple(params))
+
+
+def merged(writes: Sequence[Write]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements (text, parameters) that make ``writes`` in order, as few as the rule above allows."""
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    run: list[Write] = []
+    for w in writes:
+        if any(w.table == r.table for r in run):
+            out.append(_statement(run))
+            run = []
+        run.append(w)
+    if run:
+        out.append(_statement(run))
+    return out
+
+
+def _statement(run: Sequence[Write]) -> tuple[str, tuple[Any, ...]]:
+    params = tuple(p for w in run for p in w.params)
+    if len(run) == 1:
+        return run[0].sql, params
+    key = tuple(w.sql for w in run)
+    sql = _MERGED.get(key)
+    if sql is None:
+        parts = []
+        offset = 0
+        for w in run:
+            parts.append(_shifted(w.sql, offset))
+            offset += len(w.params)
+        *firsts, last = parts
+        sql = "WITH " + ", ".join(f"w{i} AS ({s})" for i, s in enumerate(firsts)) + " " + last
+        if len(_MERGED) >= _MAX_CACHED:
+            _MERGED.clear()
+        _MERGED[key] = sql
+    return sql, params
+
+
+def _shifted(sql: str, offset: int) -> str:
+    """The text with placeholder $n renumbered $(n + offset): its values follow those of the parts before it."""
+    return _PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
+
+
+__all__ = ["Write", "merged", "write"]
