@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast, overload
 
@@ -45,7 +45,6 @@ from ledger.storage import group_reads, merged_writes, rows
 from ledger.storage import tables as t
 from ledger.storage.database import Database, redact
 from ledger.storage.group_reads import GroupReads, GroupWants
-from ledger.storage.pipelining import fits_pipeline
 
 CHUNK = 2000  # bound IN-lists and multi-row inserts (SQLite allows at most 32766 parameters)
 
@@ -374,7 +373,9 @@ def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
                 names.append(m.group(1))
             return f"${names.index(m.group(1)) + 1}"
 
-        cached = _POSITIONAL_SQL[sql] = (_NAMED.sub(number, sql), tuple(names))
+        positional = _NAMED.sub(number, sql)
+        assert "%" not in positional, positional  # the driver's raw cursor would send a %% escape as it is
+        cached = _POSITIONAL_SQL[sql] = (positional, tuple(names))
     return cached
 
 
@@ -590,6 +591,7 @@ class SqlUnit:
                 case PutPacks(packs):
                     self._put_packs(packs)
                 case PoolPacks(gtin, lot, holder):
+                    self._not_deferring()
                     self.conn.execute(
                         sa.update(t.packs).where(t.packs.c.gtin == gtin, t.packs.c.lot == lot,
                                                  t.packs.c.holder == holder, t.packs.c.status == "active")
@@ -643,6 +645,7 @@ class SqlUnit:
             self.conn.execute(stmt, list(chunk))
 
     def _add_packs(self, gtin: str, lot: str, serials: tuple[str, ...], holder: str) -> None:
+        self._not_deferring()
         if self._postgres and len(serials) > CHUNK:
             # COPY: a 100,000-pack batch in a fraction of a second instead of 100,000 row inserts
             raw = self.conn.connection.driver_connection
@@ -675,6 +678,7 @@ class SqlUnit:
             self.conn.execute(_PUT_PACK, list(chunk))
 
     def _adjust_holding(self, actor: str, gtin: str, lot: str, delta: int) -> None:
+        self._not_deferring()
         params = {"b_actor": actor, "b_gtin": gtin, "b_lot": lot, "b_delta": delta}
         if self.conn.execute(_ADD_HOLDING, params).rowcount == 0:
             self.conn.execute(_NEW_HOLDING, params)
@@ -758,6 +762,12 @@ class SqlUnit:
         for chunk in _chunks(rows_, 500):
             self.conn.execute(sa.insert(t.log_entries), list(chunk))
 
+    def _not_deferring(self) -> None:
+        """A statement made through SQLAlchemy (or COPY) runs at once: inside ``pipelined`` it would overtake the
+        writes deferred before it."""
+        if self._deferred is not None:
+            raise AssertionError("a statement that cannot be deferred was made inside pipelined()")
+
     def _small_write(self, stmt: sa.Insert | sa.Update, params: dict[str, Any]) -> None:
         """A one-row write every group makes (its checkpoint, the log head). On PostgreSQL it goes through the
         driver like the group's other writes: SQLAlchemy's execute cost the sequencer about 0.2 ms of CPU per
@@ -792,12 +802,11 @@ class SqlUnit:
     def pipelined(self, *, commit: bool = False) -> Iterator[None]:
         """Make the writes inside together, at the end of the block (PostgreSQL): merged into as few statements
         as ``ledger.storage.merged_writes`` allows and sent without waiting for each one's answer (pipeline
-        mode), so a group's writes cost one round trip and, for a group of dispenses, one statement. Writes
-        too large for a pipeline are sent one statement at a time instead (``ledger.storage.pipelining``). Only
-        the adapter's own group writes (projections, entries, nodes, chain heads, checkpoint, log head) may be made
+        mode), so a group's writes cost one round trip and, for a group of dispenses, one statement. Only the
+        adapter's own group writes (projections, entries, nodes, chain heads, checkpoint, log head) may be made
         inside, and nothing may be read. An error surfaces when the block ends. ``commit``: end the transaction
-        with them, in the same round trip (the unit then commits nothing more, unless it reads again); where
-        there is no pipeline, the unit commits when it ends, as always."""
+        with them, in the same round trip (the unit then commits nothing more, unless it reads again); on
+        SQLite the unit commits when it ends, as always."""
         if not self._postgres:
             yield
             return
@@ -807,15 +816,19 @@ class SqlUnit:
         try:
             yield
             statements = merged_writes.merged(self._deferred)
-            pipeline = fits_pipeline(p for w in self._deferred for p in w.params)
         finally:
             self._deferred = None
-        with self._driver() as raw, raw.pipeline() if pipeline else nullcontext():
+        with self._driver() as raw, raw.pipeline():
             for sql, params in statements:
                 with psycopg.RawCursor(raw) as cur:
                     cur.execute(sql, params, prepare=True)
             if commit:
-                raw.commit()
+                # COMMIT as one more statement of the pipeline, not the driver's commit(): inside a pipeline that
+                # stops sending once its last command is queued and waits for answers that cannot come while part
+                # of a large statement is unsent (psycopg 3.3.9; 2 MB over a Unix socket and 40 MB over loopback
+                # TCP hung here). Leaving the pipeline sends everything before it waits.
+                with psycopg.RawCursor(raw) as cur:
+                    cur.execute("COMMIT")
 
     @property
     def pipelines_reads(self) -> bool:

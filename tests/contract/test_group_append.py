@@ -485,7 +485,8 @@ def test_a_group_of_dispenses_sends_postgresql_only_the_statements_it_needs(tmp_
         for table in ("FROM actors WHERE", "FROM actor_keys WHERE", "FROM shipments WHERE"):
             assert not [s for s in reads if table in s], (table, reads)
         writes = [s for s in driver if not s.startswith("SELECT")]
-        assert len(writes) == 1, writes  # one statement for the seven tables, in the order they were written
+        assert len(writes) == 2 and writes[1] == "COMMIT", writes  # one statement for the seven tables, in the
+        # order they were written, then the commit, in the same pipeline
         targets = re.findall(r"(?:INSERT INTO|(?<!DO )UPDATE) (\w+)", writes[0])
         assert targets == ["packs", "holdings", "log_entries", "merkle_nodes", "chain_heads", "checkpoints",
                            "log_head"], targets
@@ -522,28 +523,44 @@ def test_writes_made_together_to_the_same_row_keep_their_order(tmp_path: Path, d
 _LARGE_WRITES = """
 import datetime as dt, sys
 from pathlib import Path
-from tests.support import make_world
+from ledger.home import init_home, open_ledger
 
-w = make_world(Path(sys.argv[1]), sys.argv[2])
-note = "n" * 40_000_000
-with w.ledger.store.write() as u, u.pipelined(commit=True):
-    u.put_holdings([("ph-rabat", "03600000000005", "BIG", 1)])
-    u.insert_checkpoint(10**6, bytes(32), note, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
-with w.ledger.store.read() as u:
-    stored = u.checkpoint(10**6)
+home, url, size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+if not home.exists():
+    init_home(home, database_url=url)
+ledger, db = open_ledger(home, url)
+note = "n" * size
+with ledger.store.write() as u, u.pipelined(commit=True):
+    u.put_holdings([("ph-rabat", "03600000000005", "BIG", size)])
+    u.insert_checkpoint(size, bytes(32), note, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+with ledger.store.read() as u:
+    stored = u.checkpoint(size)
     assert stored is not None and stored.note == note
-print("written")
+with db.writer.connect() as c:
+    print("written", c.connection.driver_connection.info.host)
 """
 
 
-def test_a_group_too_large_for_one_pipeline_is_written_without_hanging(tmp_path: Path, postgres_url: str) -> None:
-    """psycopg's pipeline mode stops sending once its last command is queued and waits for results that cannot
-    come while part of a large statement is unsent: 32 MB and a commit hung every time. A group's writes that
-    large (here one 40 MB value standing for a group of large commissions) are sent outside the pipeline. In a
-    subprocess, so that a hang fails the test instead of stalling the run."""
+def test_a_large_group_is_written_and_committed_without_hanging(tmp_path: Path, postgres_url: str) -> None:
+    """Inside a pipeline, psycopg's commit() stops sending once its command is queued and waits for answers
+    that cannot come while part of a large statement is unsent: 2 MB over a Unix socket and 40 MB over loopback
+    TCP hung. A group's writes (here one large value standing for a group of large commissions) end with a
+    COMMIT sent as one more statement of the pipeline. In subprocesses, so that a hang fails the test instead of
+    stalling the run; over the Unix socket too where the server has one."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _LARGE_WRITES, str(tmp_path / "home"), postgres_url],
-                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
-    assert done.returncode == 0 and done.stdout.strip() == "written", done.stderr[-2000:]
+    urls = [postgres_url]
+    if Path("/var/run/postgresql/.s.PGSQL.5432").exists():
+        tcp = sa.engine.make_url(postgres_url)
+        urls.append(sa.engine.URL.create(tcp.drivername, tcp.username, tcp.password, None, None, tcp.database,
+                                         {**tcp.query, "host": "/var/run/postgresql"})
+                    .render_as_string(hide_password=False))
+    for n, url in enumerate(urls):
+        for size in (2_000_000 + n, 40_000_000 + n):  # the size is also the checkpoint's (unique) tree size
+            done = subprocess.run([sys.executable, "-c", _LARGE_WRITES, str(tmp_path / "home"), url, str(size)],
+                                  capture_output=True, text=True, timeout=60,
+                                  cwd=Path(__file__).resolve().parents[2])
+            assert done.returncode == 0, (url, size, done.stderr[-2000:])
+            assert done.stdout.split()[0] == "written" and done.stdout.split()[1].startswith("/") == (n == 1), \
+                done.stdout
