@@ -423,3 +423,13 @@ def test_parse_canonical_refuses_non_canonical_json(data: bytes) -> None:
                                   b'"\\u001f"'])
 def test_parse_canonical_accepts_canonical_json(data: bytes) -> None:
     assert canonical(parse_canonical(data)) == data
+
+
+def test_signing_with_more_keys_than_are_kept_expanded_stays_correct() -> None:
+    """Signing keys are expanded from their seeds once and kept (a few hundred): more keys than that, each used
+    twice in turn, still sign with their own key."""
+    seeds = [bytes([i % 256, i // 256]) * 16 for i in range(600)]
+    for _ in range(2):
+        for seed in seeds:
+            message = b"checkpoint " + seed
+            raw.verify(raw.public_key_from_seed(seed), message, raw.sign(seed, message))
