@@ -7,7 +7,9 @@ driver (building it, sending it in the pipeline, reading its result back) beside
 Writes are merged in order while each touches a table the statement does not touch yet. The parts of one
 statement run on one snapshot and do not see each other's rows, so two writes to the same table (an upsert sent
 in chunks, an update after an insert of the same rows) stay in separate statements, in their order. Nothing
-may read between the writes (they are sent at the end, with the commit).
+may read between the writes (they are sent at the end, with the commit). A statement also stops short of
+``MAX_STATEMENT_BYTES`` of values: PostgreSQL takes at most 1 GB in one message, and a group of large
+shipments and commissions may write hundreds of megabytes to several tables.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ _TARGET = re.compile(r'\s*(?:INSERT\s+INTO|UPDATE)\s+"?([A-Za-z_][A-Za-z0-9_]*)"
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 _MERGED: dict[tuple[str, ...], str] = {}
 _MAX_CACHED = 256  # distinct combinations of a group's writes: a handful in practice
+MAX_STATEMENT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Write:
     table: str
     sql: str
     params: tuple[Any, ...]
+    size: int = 0  # about how many bytes its values take: text and bytes at their length, anything else 8
 
 
 def write(sql: str, params: Sequence[Any]) -> Write:
@@ -40,18 +44,21 @@ def write(sql: str, params: Sequence[Any]) -> Write:
     numbers = {int(n) for n in _PLACEHOLDER.findall(sql)}
     if numbers != set(range(1, len(params) + 1)):
         raise ValueError(f"placeholders {sorted(numbers)} do not match {len(params)} parameter(s)")
-    return Write(found.group(1).lower(), sql, tuple(params))
+    size = sum(len(p) if isinstance(p, str | bytes) else 8 for p in params)
+    return Write(found.group(1).lower(), sql, tuple(params), size)
 
 
-def merged(writes: Sequence[Write]) -> list[tuple[str, tuple[Any, ...]]]:
-    """The statements (text, parameters) that make ``writes`` in order, as few as the rule above allows."""
+def merged(writes: Sequence[Write], max_bytes: int = MAX_STATEMENT_BYTES) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements (text, parameters) that make ``writes`` in order, as few as the rules above allow."""
     out: list[tuple[str, tuple[Any, ...]]] = []
     run: list[Write] = []
+    size = 0
     for w in writes:
-        if any(w.table == r.table for r in run):
+        if run and (any(w.table == r.table for r in run) or size + w.size > max_bytes):
             out.append(_statement(run))
-            run = []
+            run, size = [], 0
         run.append(w)
+        size += w.size
     if run:
         out.append(_statement(run))
     return out
@@ -82,4 +89,4 @@ def _shifted(sql: str, offset: int) -> str:
     return _PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
 
 
-__all__ = ["Write", "merged", "write"]
+__all__ = ["MAX_STATEMENT_BYTES", "Write", "merged", "write"]

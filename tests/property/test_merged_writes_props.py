@@ -33,9 +33,10 @@ writes = st.lists(st.builds(
     max_size=12)
 
 
-@given(writes)
-def test_merged_statements_make_the_same_writes_in_order_with_their_own_values(ws: list[Write]) -> None:
-    statements = merged(ws)
+@given(writes, st.integers(min_value=1, max_value=40))
+def test_merged_statements_make_the_same_writes_in_order_with_their_own_values(ws: list[Write],
+                                                                             max_bytes: int) -> None:
+    statements = merged(ws, max_bytes)
     made: list[str] = []
     for sql, params in statements:
         assert {int(n) for n in _HOLE.findall(sql)} == set(range(1, len(params) + 1))
@@ -53,15 +54,21 @@ def test_merged_statements_make_the_same_writes_in_order_with_their_own_values(w
         found = joined.find(text, position)
         assert found >= 0, text
         position = found + len(text)
-    # as few statements as the rule allows: a statement ends only where the next write's table is in it
+    # as few statements as the rules allow: a statement ends only where the next write's table is in it or its
+    # values would pass the bound; none passes the bound but a single write
     done = 0
-    for sql, _ in statements[:-1]:
-        done += len(_PART.findall(sql))
-        assert ws[done].table in _PART.findall(sql)
+    for i, (sql, _) in enumerate(statements):
+        parts = ws[done:done + len(_PART.findall(sql))]
+        size = sum(w.size for w in parts)
+        assert size <= max_bytes or len(parts) == 1
+        done += len(parts)
+        if i < len(statements) - 1:
+            assert ws[done].table in _PART.findall(sql) or size + ws[done].size > max_bytes
 
 
 def test_a_write_must_be_an_insert_or_update_whose_placeholders_match_its_values() -> None:
     assert write("INSERT INTO packs (a) VALUES ($1)", [1]).table == "packs"
+    assert write("INSERT INTO packs (a, b, c) VALUES ($1, $2, $3)", ["abc", b"xy", 5]).size == 3 + 2 + 8
     assert write('UPDATE "log_head" SET a = $1 WHERE id = $2', [1, 2]).table == "log_head"
     with pytest.raises(ValueError, match="not an INSERT or UPDATE"):
         write("SELECT $1", [1])
