@@ -1,8 +1,9 @@
 """A group's writes merged into few PostgreSQL statements (data-modifying ``WITH`` clauses).
 
 A group of one dispense wrote seven statements (packs, holdings, entries, Merkle nodes, chain heads, checkpoint,
-log head), and each cost the sequencer, whose one thread every append waits for, about 0.1 ms of CPU in the
-driver (building it, sending it in the pipeline, reading its result back) besides PostgreSQL's own work.
+log head), and each cost the sequencer, whose one thread every append waits for, CPU in the driver (building
+it, sending it in the pipeline, reading its result back): one statement instead of seven saved it 0.2-0.3 ms
+per group, about 8 % (measured group by group, alternating; docs/performance.md, twelfth session).
 
 Writes are merged in order while each touches a table the statement does not touch yet. The parts of one
 statement run on one snapshot and do not see each other's rows, so two writes to the same table (an upsert sent
