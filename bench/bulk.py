@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.common import analyze, database
+from bench.common import database, vacuum_analyze
 from bench.world import Signable, World, build_world, mixed, pool_sizes
 from ledger import events as ev
 from ledger.checkpoint import Checkpoint, sign_checkpoint
@@ -162,7 +162,7 @@ def big_ledger(kind: str, entries: int, *, say: Callable[[str], None] = print) -
             t1 = time.perf_counter()
             size = load(ledger, db, signed, say=say)
             t2 = time.perf_counter()
-            analyze(url)  # as autovacuum would have by the time a log is this big
+            vacuum_analyze(url)  # as autovacuum would have by the time a log is this big
             say(f"    built a {kind} ledger of {size} entries (signing {t1 - t0:.1f} s, loading {t2 - t1:.1f} s)")
             if os.environ.get("ATHAR_BENCH_KEEP"):
                 say(f"    kept for inspection: --data-dir {home} --db '{url}'")

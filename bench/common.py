@@ -255,7 +255,7 @@ def database(kind: str) -> Iterator[tuple[Path, str]]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def analyze(url: str) -> None:
+def vacuum_analyze(url: str) -> None:
     """Refresh the planner's statistics and, on PostgreSQL, reclaim dead row versions: what autovacuum does on a
     database in service soon after its tables grow or change.
 

@@ -16,7 +16,7 @@ import httpx
 
 from bench import bare, common, wrk_check
 from bench import floor as floor_mod
-from bench.common import Report, Server, analyze, athar_init, database, fraction, ms, pct, serve
+from bench.common import Report, Server, athar_init, database, fraction, ms, pct, serve, vacuum_analyze
 from bench.loadgen import Load, LoadResult, run, submit_all
 from bench.world import EXPIRY, GTIN, World, build_world, mixed, pool_sizes, sign_all
 from ledger import events as ev
@@ -61,7 +61,7 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
         get_floor, post_floor = _http_floor(report, workers, duration, world, pool, kind)
         with serve(home, url, workers) as srv:
             _set_up(world, srv.base, print)
-            analyze(url)  # the plans of a database in service, not of the empty tables the set-up started from
+            vacuum_analyze(url)  # the plans of a database in service, not of the empty tables the set-up started from
             # appends at 1/16/64 clients, appends beside lookups, the wrk cross-check, the national-peak runs
             # the last slice is for ``flush``: half here, half on a server whose disk flushes are slower
             slices = _split(pool, [share / 1.3 for share in (0.04, 0.12, 0.2, 0.2, 0.22, 0.22, 0.3)])

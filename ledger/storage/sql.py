@@ -363,7 +363,8 @@ _POSITIONAL_SQL: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 
 def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
-    """``%(name)s`` placeholders as ``$1``, ``$2``... (what a merged statement takes), and the names in order."""
+    """``%(name)s`` placeholders as ``$1``, ``$2``... (what the driver's raw cursor and a merged statement take),
+    and the names in order."""
     cached = _POSITIONAL_SQL.get(sql)
     if cached is None:
         names: list[str] = []
@@ -777,14 +778,17 @@ class SqlUnit:
         if not self._postgres:
             self.conn.execute(stmt, params)
             return
+        import psycopg
+
         sql, bound = _small_sql(self.conn.dialect, stmt)
         values = {**bound, **{k: _naive_utc(v) if isinstance(v, dt.datetime) else v for k, v in params.items()}}
+        positional, names = _positional(sql)
+        ordered = [values[n] for n in names]
         if self._deferred is not None:
-            positional, names = _positional(sql)
-            self._deferred.append(merged_writes.write(positional, [values[n] for n in names]))
+            self._deferred.append(merged_writes.write(positional, ordered))
             return
-        with self._driver() as raw, raw.cursor() as cur:
-            cur.execute(sql, values, prepare=True)
+        with self._driver() as raw, psycopg.RawCursor(raw) as cur:
+            cur.execute(positional, ordered, prepare=True)
 
     def _write_rows(self, stmt: sa.TextClause, rows_json: str) -> None:
         """Run a PostgreSQL write whose one parameter is a JSON array of rows, through the driver (in the unit's
