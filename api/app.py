@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         heavy = ThreadPoolExecutor(2, thread_name_prefix="athar-report")
         app_state = AppState(settings, ledger, db, committer, Reader(ledger), PublicReports(ledger),
                              RateLimiter(settings.public_reports_per_minute), executor, heavy,
-                             None if db.is_sqlite else AsyncScans(db))
+                             None if db.is_sqlite else AsyncScans(db), scans_inline=db.is_sqlite)
         app.state.athar = app_state
         watcher = (asyncio.create_task(_overdue_loop(app_state)) if settings.overdue_check_seconds > 0
                    else None)
