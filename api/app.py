@@ -16,12 +16,15 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api import problems
-from api.deps import AppState, RateLimiter
+from api.deps import AppState
 from api.fast_paths import EventSubmissions, PublicPackScans, PublicProofs
 from api.middleware import AccessLog, BodyLimit
 from api.observability import configure_logging
+from api.rate_limit import FILE_NAME as RATE_FILE
+from api.rate_limit import RateLimiter
 from api.routes import actors, batches, digital_link, events, health, log, oversight, packs, reports
 from api.settings import Settings
+from api.supervision import end_with_supervisor
 from ledger.errors import LedgerError
 from ledger.heap import settle_after_start
 from ledger.home import open_ledger
@@ -61,9 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # threads share the rest
         executor = ThreadPoolExecutor(max(2, settings.pool_size - 4), thread_name_prefix="athar-request")
         heavy = ThreadPoolExecutor(2, thread_name_prefix="athar-report")
-        app_state = AppState(settings, ledger, db, committer, Reader(ledger), PublicReports(ledger),
-                             RateLimiter(settings.public_reports_per_minute), executor, heavy,
-                             None if db.is_sqlite else AsyncScans(db), scans_inline=db.is_sqlite)
+        # counted across this server's workers when `athar serve` gave them a run directory
+        limiter = RateLimiter(settings.public_reports_per_minute,
+                              settings.run_dir / RATE_FILE if settings.run_dir else None)
+        app_state = AppState(settings, ledger, db, committer, Reader(ledger), PublicReports(ledger), limiter,
+                             executor, heavy, None if db.is_sqlite else AsyncScans(db), scans_inline=db.is_sqlite)
         app.state.athar = app_state
         watcher = (asyncio.create_task(_overdue_loop(app_state)) if settings.overdue_check_seconds > 0
                    else None)
@@ -79,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 committer.close()
                 executor.shutdown(wait=True, cancel_futures=True)
                 heavy.shutdown(wait=True, cancel_futures=True)
+                app_state.limiter.close()
                 db.dispose()
 
     app = FastAPI(title="athar", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
@@ -129,6 +135,7 @@ async def _overdue_loop(st: AppState) -> None:
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory api.app:app_from_env`` (what ``athar serve`` runs)."""
     name_this_process(API_WORKER)
+    end_with_supervisor()
     configure_logging()
     app = create_app(Settings.from_env())
     settle_after_start()  # not in create_app: tests build many apps in one process

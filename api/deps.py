@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
 
+from api.rate_limit import RateLimiter
 from api.settings import Settings
 from ledger import errors as E
 from ledger.queries import PackReport, Principal, Reader
@@ -26,29 +24,6 @@ from ledger.storage.async_scans import AsyncScans
 from ledger.storage.database import Database
 
 T = TypeVar("T")
-
-
-@dataclass
-class RateLimiter:
-    """A sliding one-minute window per client address (for anonymous reports)."""
-
-    per_minute: int
-    _hits: dict[str, deque[float]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._hits) > 10_000:  # forget idle addresses so the table cannot grow without bound
-                for idle in [k for k, h in self._hits.items() if not h or now - h[-1] > 60]:
-                    del self._hits[idle]
-            hits = self._hits.setdefault(key, deque())
-            while hits and now - hits[0] > 60:
-                hits.popleft()
-            if len(hits) >= self.per_minute:
-                return False
-            hits.append(now)
-            return True
 
 
 @dataclass

@@ -27,6 +27,8 @@ class Settings:
     overdue_check_seconds: int = 600
     #: the Unix socket of the sequencer process started by ``athar serve`` (None: each process appends itself)
     sequencer_socket: str | None = None
+    #: a directory private to one ``athar serve`` run, shared by its workers (None: the app keeps its state itself)
+    run_dir: Path | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -41,4 +43,5 @@ class Settings:
             max_transit_days=int(env.get("ATHAR_MAX_TRANSIT_DAYS", cls.max_transit_days)),
             overdue_check_seconds=int(env.get("ATHAR_OVERDUE_CHECK_SECONDS", cls.overdue_check_seconds)),
             sequencer_socket=env.get("ATHAR_SEQUENCER_SOCKET") or None,
+            run_dir=Path(env["ATHAR_RUN_DIR"]) if env.get("ATHAR_RUN_DIR") else None,
         )

@@ -26,6 +26,13 @@ from scanner_cli.options import DataDir, DbUrl, Json, home_path
 
 Host = Annotated[str, typer.Option(help="address to listen on")]
 Port = Annotated[int, typer.Option(help="port to listen on")]
+# A worker holds up to 24 PostgreSQL connections at its busiest (README, Production): more than four need
+# max_connections raised from PostgreSQL's default of 100, so more are asked for by name.
+MAX_DEFAULT_WORKERS = 4
+Workers = Annotated[int | None, typer.Option(
+    min=1, help=f"worker processes (default: one per core, at most {MAX_DEFAULT_WORKERS})", show_default=False)]
+ENV_RUN_DIR = "ATHAR_RUN_DIR"
+ENV_SUPERVISOR_PID = "ATHAR_SUPERVISOR_PID"  # api.supervision reads it: the CLI does not import the API
 
 
 def init(data_dir: DataDir = None, db: DbUrl = None,
@@ -50,16 +57,25 @@ def init(data_dir: DataDir = None, db: DbUrl = None,
 
 
 def serve(data_dir: DataDir = None, db: DbUrl = None, host: Host = "127.0.0.1", port: Port = 8000,
-          workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+          workers: Workers = None,
           sequencer: Annotated[bool, typer.Option(
               "--sequencer/--no-sequencer",
               help="append through one sequencer process (default); without it each worker appends itself")]
           = True) -> None:
     """Run the API server (uvicorn)."""
-    _serve(home_path(data_dir), db, host, port, workers, sequencer=sequencer)
+    _serve(home_path(data_dir), db, host, port, workers or default_workers(), sequencer=sequencer)
+
+
+def default_workers() -> int:
+    """One worker process per core this process may run on, at most ``MAX_DEFAULT_WORKERS``."""
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                      MAX_DEFAULT_WORKERS))
 
 
 def _serve(path: Path, db: str | None, host: str, port: int, workers: int, *, sequencer: bool = True) -> None:
+    import shutil
+    import tempfile
+
     import uvicorn
 
     from ledger.home import open_ledger
@@ -73,24 +89,34 @@ def _serve(path: Path, db: str | None, host: str, port: int, workers: int, *, se
     # runs, which then did all the work. One connection per turn of the loop spreads them.
     os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
     open_ledger(path, db)[1].dispose()  # fail fast, with a readable message, before forking workers
-    with _sequencer_process(path, db) if sequencer else contextlib.nullcontext():
-        render.console.print(f"athar API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs)")
-        # named, not imported: the CLI does not import the API (the workers do); one send per response
-        uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", proxy_headers=True, http="api.http_protocol:CoalescingHttpToolsProtocol")
+    # what the workers share besides the database: the sequencer's socket, the count of anonymous reports;
+    # mode 0700, so only this user reaches them
+    run_dir = tempfile.mkdtemp(prefix="athar-")
+    os.environ[ENV_RUN_DIR] = run_dir
+    if workers > 1:  # uvicorn then supervises worker processes, which must not outlive this one (api.supervision)
+        os.environ[ENV_SUPERVISOR_PID] = str(os.getpid())
+    try:
+        with _sequencer_process(path, db, run_dir) if sequencer else contextlib.nullcontext():
+            render.console.print(f"athar API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs, "
+                                 f"{workers} worker{'s' if workers > 1 else ''})")
+            # named, not imported: the CLI does not import the API (the workers do); one send per response
+            uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                        log_level="warning", proxy_headers=True,
+                        http="api.http_protocol:CoalescingHttpToolsProtocol")
+    finally:
+        os.environ.pop(ENV_RUN_DIR, None)
+        os.environ.pop(ENV_SUPERVISOR_PID, None)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def _sequencer_process(path: Path, db: str | None) -> Iterator[None]:
+def _sequencer_process(path: Path, db: str | None, run_dir: str) -> Iterator[None]:
     """Start the sequencer process (``ledger.sequencer_link``) and tell the workers where it listens. If it
     does not come up, the workers append by themselves."""
     import multiprocessing
-    import shutil
-    import tempfile
 
     from ledger.sequencer_link import STOP_SIGNAL, run_sequencer
 
-    run_dir = tempfile.mkdtemp(prefix="athar-")  # mode 0700: only this user may reach the socket
     socket_path = os.path.join(run_dir, "sequencer.sock")
     process = multiprocessing.get_context("spawn").Process(
         target=run_sequencer, args=(str(path), db, socket_path, os.getpid()), name="athar-sequencer", daemon=True)
@@ -112,12 +138,11 @@ def _sequencer_process(path: Path, db: str | None) -> Iterator[None]:
         if process.is_alive():
             process.kill()
             process.join(5)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def demo(data_dir: DataDir = None, db: DbUrl = None,
          serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the API afterwards")] = False,
-         host: Host = "127.0.0.1", port: Port = 8000, json_out: Json = False) -> None:
+         host: Host = "127.0.0.1", port: Port = 8000, workers: Workers = None, json_out: Json = False) -> None:
     """Build a realistic demo ledger (idempotent), verify it, and optionally serve it."""
     from fixtures.demo import build_demo
     from ledger.audit import verify_store
@@ -145,7 +170,7 @@ def demo(data_dir: DataDir = None, db: DbUrl = None,
                              f"({elapsed:.1f} s)")
         _print_links(home.keys / "actors", base)
     if serve_after:
-        _serve(path, db, host, port, 1)
+        _serve(path, db, host, port, workers or default_workers())
 
 
 def _print_summary(summary: DemoSummary, base: str) -> None:

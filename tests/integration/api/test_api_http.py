@@ -314,7 +314,7 @@ def test_public_reports_keep_personal_data_off_the_log_and_are_rate_limited(live
     assert "Fatima" not in text and "details_hash" in text
     assert any(a["kind"] == "report" for a in signed_get(live, "regulator", "/v1/alerts").json())
     codes = [live.http.post("/v1/reports", json={"gtin": GTIN, "category": "other"}).status_code for _ in range(4)]
-    assert codes.count(429) >= 1
+    assert codes == [201, 201, 429, 429]  # three a minute from one address (the fixture's setting)
     assert w.ledger.size() > 0
 
 
