@@ -44,8 +44,8 @@ class AppState:
     # Public pack scans read on the event loop (PostgreSQL only; None on SQLite): see ledger.storage.async_scans.
     scans: AsyncScans | None = None
     # On SQLite a public scan is a read of a local file that does not wait on writers (WAL), shorter than the hop
-    # to a request thread and back: read on the event loop, one worker served 2,000 scans/s by threads and
-    # 3,400/s this way (thirteenth session, docs/performance.md).
+    # to a request thread and back: read on the event loop when it needs only indexed columns, one worker served
+    # 2,000 scans/s by threads and 3,400/s this way (thirteenth session, docs/performance.md).
     scans_inline: bool = False
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -59,7 +59,9 @@ class AppState:
             if report is not None:
                 return report
         elif self.scans_inline:
-            return self.reader.pack(gtin, serial, lot=lot, expiry=expiry)
+            report = self.reader.public_pack_now(gtin, serial, lot=lot, expiry=expiry)
+            if report is not None:
+                return report
         return await self.run(lambda: self.reader.pack(gtin, serial, lot=lot, expiry=expiry))
 
     async def run_heavy(self, fn: Callable[..., T], *args: Any) -> T:

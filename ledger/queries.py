@@ -21,7 +21,7 @@ from ledger.provenance import BATCH_WIDE, SHIPMENT_KINDS, SINGLE_PACK, Step, con
 from ledger.recall import RecallReport, recall_report
 from ledger.risk import RiskReport, RiskThresholds, assess
 from ledger.service import Ledger
-from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Shipment
+from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Pack, Shipment
 from ledger.storage.async_scans import AsyncScans
 from ledger.storage.sql import SqlUnit, StoredCheckpoint, StoredEntry, TrailRow, prove_entries
 from ledger.verdict import Finding, Verdict, judge
@@ -175,6 +175,18 @@ class Reader:
         read, scan = await scans.pack_scan(gtin, serial, single=SINGLE_PACK, wide=BATCH_WIDE)
         if not read:
             return None
+        return self._public_report(scan, gtin, serial, lot=lot, expiry=expiry)
+
+    def public_pack_now(self, gtin: str, serial: str, *, lot: str | None = None,
+                        expiry: dt.date | None = None) -> PackReport | None:
+        """``public_pack`` read by the calling thread (SQLite: a local file, which writers do not hold up), with
+        the same bound on its work: None when the provenance needs an entry body or an actor not cached."""
+        with self.ledger.store.read_statements() as u:
+            scan = u.pack_scan(gtin, serial, single=SINGLE_PACK, wide=BATCH_WIDE)
+        return self._public_report(scan, gtin, serial, lot=lot, expiry=expiry)
+
+    def _public_report(self, scan: tuple[Pack, Batch, int, list[TrailRow]] | None, gtin: str, serial: str, *,
+                       lot: str | None, expiry: dt.date | None) -> PackReport | None:
         pack, batch, trail = (scan[0], scan[1], scan[3]) if scan is not None else (None, None, [])
         steps = self._steps_from_trail(trail, serial)
         if steps is None:
