@@ -27,7 +27,8 @@ def end_with_supervisor() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        if int(libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)) != 0:
+        args = (ctypes.c_int(_PR_SET_PDEATHSIG), *(ctypes.c_ulong(a) for a in (signal.SIGTERM, 0, 0, 0)))
+        if int(libc.prctl(*args)) != 0:  # typed: prctl is variadic, and takes unsigned longs after the option
             return False
     except (OSError, AttributeError):
         return False

@@ -23,12 +23,10 @@ from signing.keys import read_private_key, read_public_key
 if TYPE_CHECKING:
     from fixtures.demo import DemoSummary
 from scanner_cli.options import DataDir, DbUrl, Json, home_path
+from scanner_cli.serve_run import MAX_DEFAULT_WORKERS, default_workers, run_directory
 
 Host = Annotated[str, typer.Option(help="address to listen on")]
 Port = Annotated[int, typer.Option(help="port to listen on")]
-# A worker holds up to 24 PostgreSQL connections at its busiest (README, Production): more than four need
-# max_connections raised from PostgreSQL's default of 100, so more are asked for by name.
-MAX_DEFAULT_WORKERS = 4
 Workers = Annotated[int | None, typer.Option(
     min=1, help=f"worker processes (default: one per core, at most {MAX_DEFAULT_WORKERS})", show_default=False)]
 ENV_RUN_DIR = "ATHAR_RUN_DIR"
@@ -66,18 +64,7 @@ def serve(data_dir: DataDir = None, db: DbUrl = None, host: Host = "127.0.0.1", 
     _serve(home_path(data_dir), db, host, port, workers or default_workers(), sequencer=sequencer)
 
 
-def default_workers() -> int:
-    """One worker process per core this process may run on, at most ``MAX_DEFAULT_WORKERS``."""
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-                      MAX_DEFAULT_WORKERS))
-
-
 def _serve(path: Path, db: str | None, host: str, port: int, workers: int, *, sequencer: bool = True) -> None:
-    import shutil
-    import tempfile
-
-    import uvicorn
-
     from ledger.home import open_ledger
 
     os.environ[ENV_HOME] = str(path)
@@ -89,24 +76,28 @@ def _serve(path: Path, db: str | None, host: str, port: int, workers: int, *, se
     # runs, which then did all the work. One connection per turn of the loop spreads them.
     os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
     open_ledger(path, db)[1].dispose()  # fail fast, with a readable message, before forking workers
-    # what the workers share besides the database: the sequencer's socket, the count of anonymous reports;
-    # mode 0700, so only this user reaches them
-    run_dir = tempfile.mkdtemp(prefix="athar-")
-    os.environ[ENV_RUN_DIR] = run_dir
-    if workers > 1:  # uvicorn then supervises worker processes, which must not outlive this one (api.supervision)
-        os.environ[ENV_SUPERVISOR_PID] = str(os.getpid())
-    try:
-        with _sequencer_process(path, db, run_dir) if sequencer else contextlib.nullcontext():
-            render.console.print(f"athar API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs, "
-                                 f"{workers} worker{'s' if workers > 1 else ''})")
-            # named, not imported: the CLI does not import the API (the workers do); one send per response
-            uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                        log_level="warning", proxy_headers=True,
-                        http="api.http_protocol:CoalescingHttpToolsProtocol")
-    finally:
-        os.environ.pop(ENV_RUN_DIR, None)
-        os.environ.pop(ENV_SUPERVISOR_PID, None)
-        shutil.rmtree(run_dir, ignore_errors=True)
+    # what the workers share besides the database: the sequencer's socket, the count of anonymous reports
+    with run_directory() as run_dir:
+        os.environ[ENV_RUN_DIR] = run_dir
+        if workers > 1:  # uvicorn then supervises worker processes, which must not outlive it (api.supervision)
+            os.environ[ENV_SUPERVISOR_PID] = str(os.getpid())
+        try:
+            _serve_in(path, db, host, port, workers, run_dir, sequencer=sequencer)
+        finally:
+            os.environ.pop(ENV_RUN_DIR, None)
+            os.environ.pop(ENV_SUPERVISOR_PID, None)
+
+
+def _serve_in(path: Path, db: str | None, host: str, port: int, workers: int, run_dir: str, *,
+              sequencer: bool) -> None:
+    import uvicorn
+
+    with _sequencer_process(path, db, run_dir) if sequencer else contextlib.nullcontext():
+        render.console.print(f"athar API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs, "
+                             f"{workers} worker{'s' if workers > 1 else ''})")
+        # named, not imported: the CLI does not import the API (the workers do); one send per response
+        uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", proxy_headers=True, http="api.http_protocol:CoalescingHttpToolsProtocol")
 
 
 @contextlib.contextmanager

@@ -49,7 +49,8 @@ class ServerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "scanner_cli.main", "serve", "--data-dir", str(self.home), "--db",
-                 self.db_url, "--port", str(self.port)], cwd=REPO, env=self.env, stdout=out, stderr=out)
+                 self.db_url, "--port", str(self.port)], cwd=REPO, env=self.env, stdout=out, stderr=out,
+                start_new_session=True)  # a process group of its own, which kill9 takes down whole
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"athar serve exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
@@ -69,8 +70,10 @@ class ServerProcess:
         return self.proc.pid
 
     def kill9(self) -> None:
+        """SIGKILL to every process of the server at once (supervisor, workers, sequencer), as a machine's crash
+        stops them: none of them gets to finish what it was doing."""
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
     def stop(self) -> None:

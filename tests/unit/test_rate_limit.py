@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from api.rate_limit import RateLimiter
 
@@ -72,3 +76,19 @@ def test_worker_processes_share_one_count(tmp_path: Path) -> None:
     assert sum(int(out) for out, _err in results) == 100 * 5
     assert not RateLimiter(5, path).allow("203.0.113.9")  # a worker started later sees the same count
     assert RateLimiter(5, path).allow("203.0.113.100")
+
+
+def test_a_limiter_it_cannot_write_lets_the_report_through(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "public-reports.sqlite"
+    limiter = RateLimiter(1, path, busy_timeout=0.1)
+    assert limiter.allow("a")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holding the file
+    try:
+        with caplog.at_level(logging.WARNING, logger="athar.rate_limit"):
+            assert limiter.allow("a")  # over the limit, but not counted: let through rather than lost
+        assert "report limit not checked" in caplog.text
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not limiter.allow("a")  # counted again once the file is free
