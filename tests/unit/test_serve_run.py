@@ -13,8 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scanner_cli.serve_run import (MAX_DEFAULT_WORKERS, PID_FILE, cgroup_cpus, default_workers, run_directory,
-                                   sweep_stale)
+from scanner_cli.serve_run import (
+    MAX_DEFAULT_WORKERS,
+    PID_FILE,
+    cgroup_cpus,
+    default_workers,
+    run_directory,
+    sweep_stale,
+)
 from tests.integration.server import free_port
 from tests.support import make_world
 
