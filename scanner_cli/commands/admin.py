@@ -94,7 +94,7 @@ def _serve_in(path: Path, db: str | None, host: str, port: int, workers: int, ru
 
     with _sequencer_process(path, db, run_dir) if sequencer else contextlib.nullcontext():
         render.console.print(f"athar API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs, "
-                             f"{workers} worker{'s' if workers > 1 else ''})")
+                             f"{workers} worker{'s' if workers > 1 else ''})", soft_wrap=True)
         # named, not imported: the CLI does not import the API (the workers do); one send per response
         uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level="warning", proxy_headers=True, http="api.http_protocol:CoalescingHttpToolsProtocol")
