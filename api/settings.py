@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.paths import default_home
+from ledger.paths import ENV_RUN_DIR, default_home
 
 
 @dataclass(frozen=True)
@@ -43,5 +43,5 @@ class Settings:
             max_transit_days=int(env.get("ATHAR_MAX_TRANSIT_DAYS", cls.max_transit_days)),
             overdue_check_seconds=int(env.get("ATHAR_OVERDUE_CHECK_SECONDS", cls.overdue_check_seconds)),
             sequencer_socket=env.get("ATHAR_SEQUENCER_SOCKET") or None,
-            run_dir=Path(env["ATHAR_RUN_DIR"]) if env.get("ATHAR_RUN_DIR") else None,
+            run_dir=Path(env[ENV_RUN_DIR]) if env.get(ENV_RUN_DIR) else None,
         )

@@ -14,8 +14,8 @@ import os
 import signal
 import sys
 
-#: set by ``athar serve`` for its workers when it runs more than one
-ENV_SUPERVISOR_PID = "ATHAR_SUPERVISOR_PID"
+from ledger.paths import ENV_SUPERVISOR_PID
+
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 

@@ -7,6 +7,10 @@ from pathlib import Path
 
 ENV_HOME = "ATHAR_HOME"
 ENV_DATABASE_URL = "ATHAR_DATABASE_URL"
+#: set by ``athar serve`` for the processes it starts: the directory they share, and (with several workers) the
+#: process their lifetime is tied to (``api.supervision``)
+ENV_RUN_DIR = "ATHAR_RUN_DIR"
+ENV_SUPERVISOR_PID = "ATHAR_SUPERVISOR_PID"
 #: the checkpoint origin (and signed-note key name) when none is configured
 DEFAULT_ORIGIN = "athar.local/ledger"
 

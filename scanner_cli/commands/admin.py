@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ledger.paths import DEFAULT_ORIGIN, ENV_DATABASE_URL, ENV_HOME
+from ledger.paths import DEFAULT_ORIGIN, ENV_DATABASE_URL, ENV_HOME, ENV_RUN_DIR, ENV_SUPERVISOR_PID
 from scanner_cli import render
 from signing.keys import read_private_key, read_public_key
 
@@ -29,8 +29,6 @@ Host = Annotated[str, typer.Option(help="address to listen on")]
 Port = Annotated[int, typer.Option(help="port to listen on")]
 Workers = Annotated[int | None, typer.Option(
     min=1, help=f"worker processes (default: one per core, at most {MAX_DEFAULT_WORKERS})", show_default=False)]
-ENV_RUN_DIR = "ATHAR_RUN_DIR"
-ENV_SUPERVISOR_PID = "ATHAR_SUPERVISOR_PID"  # api.supervision reads it: the CLI does not import the API
 
 
 def init(data_dir: DataDir = None, db: DbUrl = None,
