@@ -38,6 +38,7 @@ class RateLimiter:
         # CLOCK_MONOTONIC is one clock for every process of the machine, and the file lasts one server run
         self.per_minute = per_minute
         self._clock = clock
+        self._busy_timeout = busy_timeout
         self._lock = threading.Lock()
         # autocommit mode: the transaction below is spelled out, so the check and the count are one step
         self._db = sqlite3.connect(str(path) if path else ":memory:", timeout=busy_timeout, isolation_level=None,
@@ -51,12 +52,16 @@ class RateLimiter:
         """Count one report from ``client`` unless it already filed ``per_minute`` in the last minute. Blocks for
         up to the busy timeout: call it off the event loop."""
         now = self._clock()
-        with self._lock:
-            try:
-                return self._count(client, now)
-            except sqlite3.Error as exc:
-                log.warning("report limit not checked, report let through: %s", exc)
-                return True
+        if not self._lock.acquire(timeout=self._busy_timeout):  # this worker's other checks, queued on the file
+            log.warning("report limit not checked in time, report let through")
+            return True
+        try:
+            return self._count(client, now)
+        except sqlite3.Error as exc:
+            log.warning("report limit not checked, report let through: %s", exc)
+            return True
+        finally:
+            self._lock.release()
 
     def _count(self, client: str, now: float) -> bool:
         self._db.execute("BEGIN IMMEDIATE")  # the write lock first: two workers cannot both see room for one

@@ -181,6 +181,14 @@ def _window_cpu(results: Sequence[LoadResult]) -> float:
 SETUP_ATTEMPTS = 5
 
 
+def _outcome_unknown(r: Any) -> bool:
+    """A 503 answered by athar (problem JSON, code ``outcome_unknown``), not by a proxy in front of it."""
+    try:
+        return bool(r.json().get("code") == "outcome_unknown")
+    except (ValueError, AttributeError):
+        return False
+
+
 def submit_all(base: str, payloads: Sequence[bytes], threads: int = 16) -> None:
     """Submit set-up events (untimed), in parallel; raise on the first refusal.
 
@@ -193,7 +201,7 @@ def submit_all(base: str, payloads: Sequence[bytes], threads: int = 16) -> None:
         def one(body: bytes) -> None:
             for _ in range(SETUP_ATTEMPTS):
                 r = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
-                if r.status_code != 503 or r.json().get("code") != "outcome_unknown":
+                if r.status_code != 503 or not _outcome_unknown(r):
                     break
             if r.status_code not in (200, 201):
                 raise RuntimeError(f"set-up event refused: {r.status_code} {r.text[:500]}")

@@ -33,6 +33,8 @@ from ledger.home import Home, HomeError
 
 #: the paths written for lookups at most (a sample of the chain's packs)
 MAX_LOOKUPS = 60_000
+#: appends/s assumed when suggesting a run's length (two cores serve about this many)
+RATE_HINT = 3_000
 
 
 def prepare(url: str, data_dir: Path, events: int, out: Path, say: Callable[[str], None] = print) -> dict[str, Path]:
@@ -70,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.events < 1:
         parser.error("--events must be at least 1")
+    try:  # before the server is touched: nothing is set up on it for files that could not be written
+        args.out.mkdir(parents=True, exist_ok=True)
+        probe = args.out / ".athar-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        print(f"error: cannot write the workload into {args.out}: {exc}", file=sys.stderr)
+        return 2
     try:
         files = prepare(args.url, args.data_dir, args.events, args.out)
     except HomeError as exc:
@@ -82,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     script = Path(__file__).with_name("wrk") / "requests.lua"
-    print(f"\nwrote {files['appends']}, {files['lookups']}, {files['vegeta']}\n\nfor example:\n"
-          f"  wrk -t2 -c64 -d30s --latency -s {script} {args.url} -- {files['appends']} 2 POST\n"
+    seconds = max(1, min(30, args.events // RATE_HINT))  # a run the prepared events last at that rate
+    print(f"\nwrote {files['appends']}, {files['lookups']}, {files['vegeta']}\n"
+          f"{args.events:,} events append once each ({args.events / RATE_HINT:.1f} s at {RATE_HINT:,} appends/s); "
+          "sent again they are replays (200), not appends\n\nfor example:\n"
+          f"  wrk -t2 -c64 -d{seconds}s --latency -s {script} {args.url} -- {files['appends']} 2 POST\n"
           f"  wrk -t2 -c64 -d30s --latency -s {script} {args.url} -- {files['lookups']} 2 GET\n"
-          f"  vegeta attack -format=json -targets={files['vegeta']} -rate=2000 -duration=30s | vegeta report")
+          f"  vegeta attack -format=json -targets={files['vegeta']} -rate=2000 -duration={seconds}s | vegeta report")
     return 0
 
 

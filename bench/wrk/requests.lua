@@ -28,6 +28,12 @@ function request()
   pos = pos + 1
   if pos > #items then
     pos = 1
+    if method == "POST" and not warned then
+      -- the rate wrk reports from here on counts replays (200, nothing appended) as requests
+      io.stderr:write("requests.lua: thread " .. id .. " ran out of prepared events; what it sends now are " ..
+                      "replays, not appends: prepare more events or run shorter\n")
+      warned = true
+    end
   end
   if method == "POST" then
     return wrk.format("POST", "/v1/events", {["Content-Type"] = "application/json"}, items[pos])

@@ -48,3 +48,13 @@ def test_a_data_directory_without_the_root_key_is_one_readable_line(tmp_path: Pa
     assert r.returncode == 2, r
     assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "root private key" in r.stderr
+
+
+def test_an_output_directory_it_cannot_write_stops_it_before_the_server_is_touched(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    r = subprocess.run([sys.executable, "-m", "bench.workload", "--data-dir", str(tmp_path / "nothing"),
+                        "--url", "http://127.0.0.1:9", "--events", "10", "--out", str(blocker)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r
+    assert r.stderr.startswith("error: cannot write the workload into") and len(r.stderr.strip().splitlines()) == 1

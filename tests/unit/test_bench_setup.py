@@ -1,5 +1,6 @@
 """The benchmark's set-up client resends an event whose outcome the server could not tell, as the API asks of
-every client, and still stops at a real refusal (``bench.loadgen.submit_all``)."""
+every client, and still stops at a real refusal, or at a 503 from something other than athar
+(``bench.loadgen.submit_all``)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ def server() -> Iterator[tuple[str, _Server]]:
             with state.lock:
                 state.seen[body] += 1
                 count = state.seen[body]
+            if body.startswith(b"proxy"):  # a proxy in front of the server, out of service
+                page = b"<html><body>503 Service Unavailable</body></html>"
+                self.send_response(503)
+                self.send_header("content-type", "text/html")
+                self.send_header("content-length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+                return
             if body.startswith(b"bad"):
                 status, answer = 409, {"code": "custody_violation", "status": 409}
             elif count <= state.unknown:
@@ -84,3 +93,10 @@ def test_a_refusal_is_not_sent_again(server: tuple[str, _Server]) -> None:
     with pytest.raises(RuntimeError, match="409"):
         submit_all(base, [b"bad event"], threads=1)
     assert state.seen[b"bad event"] == 1
+
+
+def test_a_503_that_is_not_athars_is_a_refusal_not_a_crash(server: tuple[str, _Server]) -> None:
+    base, state = server
+    with pytest.raises(RuntimeError, match="503"):
+        submit_all(base, [b"proxy down"], threads=1)
+    assert state.seen[b"proxy down"] == 1

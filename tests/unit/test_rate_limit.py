@@ -92,3 +92,16 @@ def test_a_limiter_it_cannot_write_lets_the_report_through(tmp_path: Path, caplo
         holder.execute("ROLLBACK")
         holder.close()
     assert not limiter.allow("a")  # counted again once the file is free
+
+
+def test_a_check_queued_behind_others_lets_the_report_through_in_time(caplog: pytest.LogCaptureFixture) -> None:
+    limiter = RateLimiter(1, busy_timeout=0.1)
+    assert limiter.allow("a")
+    limiter._lock.acquire()  # another request thread of this worker, stuck on the file
+    try:
+        with caplog.at_level(logging.WARNING, logger="athar.rate_limit"):
+            assert limiter.allow("a")
+        assert "not checked in time" in caplog.text
+    finally:
+        limiter._lock.release()
+    assert not limiter.allow("a")

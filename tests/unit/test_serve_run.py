@@ -3,6 +3,7 @@ run directory, removed at the end of a run, SIGTERM included, or by the next run
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -35,37 +36,45 @@ ROOT = Path(__file__).resolve().parents[2]
     ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),
     ({}, None),
     ({"cpu.max": "garbage\n"}, None),
+    # a service's own group (systemd's CPUQuota=) and the groups above it: the smallest quota counts
+    ({"system.slice/athar.service/cpu.max": "200000 100000\n", "system.slice/cpu.max": "max 100000\n"}, 2),
+    ({"system.slice/athar.service/cpu.max": "max 100000\n", "system.slice/cpu.max": "100000 100000\n"}, 1),
 ])
 def test_a_control_groups_cpu_quota(tmp_path: Path, files: dict[str, str], cpus: int | None) -> None:
+    root = tmp_path / "cgroup"
     for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert cgroup_cpus(tmp_path) == cpus
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    own = tmp_path / "self-cgroup"
+    own.write_text("0::/system.slice/athar.service\n")
+    assert cgroup_cpus(root, own) == cpus
 
 
 def test_default_workers_follow_the_quota_and_the_cap(tmp_path: Path) -> None:
+    own = tmp_path / "self-cgroup"
+    own.write_text("0::/\n")
     (tmp_path / "cpu.max").write_text("100000 100000\n")
-    assert default_workers(tmp_path) == 1
+    assert default_workers(tmp_path, own) == 1
     (tmp_path / "cpu.max").write_text("max 100000\n")
     cores = len(os.sched_getaffinity(0))
-    assert default_workers(tmp_path) == min(cores, MAX_DEFAULT_WORKERS)
+    assert default_workers(tmp_path, own) == min(cores, MAX_DEFAULT_WORKERS)
 
 
 def test_a_run_directory_is_private_and_removed_and_stale_ones_are_swept(tmp_path: Path) -> None:
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True).stdout.strip()
     stale, live, foreign = tmp_path / "athar-stale", tmp_path / "athar-live", tmp_path / "athar-soak-x"
-    for d, pid in ((stale, gone), (live, str(os.getpid())), (foreign, None)):
+    for d in (stale, live, foreign):
         d.mkdir()
-        if pid:
-            (d / PID_FILE).write_text(pid)
-    with run_directory(str(tmp_path)) as path:
-        run = Path(path)
-        assert (run / PID_FILE).read_text() == str(os.getpid())
-        assert run.stat().st_mode & 0o777 == 0o700
-        assert not stale.exists() and live.exists() and foreign.exists()
-    assert not run.exists()
-    assert sweep_stale(tmp_path) == []
+    (stale / PID_FILE).write_text("1\n")  # a live process id, but no run holds the lock: a killed run's
+    with open(live / PID_FILE, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live run (in another container, say) holds it
+        with run_directory(str(tmp_path)) as path:
+            run = Path(path)
+            assert (run / PID_FILE).read_text() == f"{os.getpid()}\n"
+            assert run.stat().st_mode & 0o777 == 0o700
+            assert not stale.exists() and live.exists() and foreign.exists()
+            assert sweep_stale(tmp_path) == []  # its own directory is held too
+        assert not run.exists()
+    assert sweep_stale(tmp_path) == [live]  # released: the next start sweeps it
 
 
 def test_sigterm_to_a_one_worker_server_removes_its_run_directory(tmp_path: Path) -> None:
@@ -86,10 +95,10 @@ def test_sigterm_to_a_one_worker_server_removes_its_run_directory(tmp_path: Path
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        runs = [p.parent for p in tmp.glob(f"athar-*/{PID_FILE}") if p.read_text() == str(proc.pid)]
+        runs = [p.parent for p in tmp.glob(f"athar-*/{PID_FILE}") if p.read_text().strip() == str(proc.pid)]
         assert len(runs) == 1, list(tmp.iterdir())
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert proc.wait(timeout=30) == 0  # a stop asked for, not a failure (systemd counts 143 one)
         assert not runs[0].exists()
     finally:
         if proc.poll() is None:
