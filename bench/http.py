@@ -9,7 +9,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -17,8 +17,8 @@ import httpx
 from bench import bare, common, wrk_check
 from bench import floor as floor_mod
 from bench.common import Report, Server, athar_init, database, fraction, ms, pct, serve, vacuum_analyze
-from bench.loadgen import Load, LoadResult, run, submit_all
-from bench.world import EXPIRY, GTIN, World, build_world, mixed, pool_sizes, sign_all
+from bench.loadgen import Load, LoadResult, run
+from bench.world import EXPIRY, GTIN, World, build_world, mixed, pool_sizes, set_up, sign_all
 from ledger import events as ev
 from ledger.home import Home
 
@@ -38,13 +38,6 @@ def _row_for(report: Report, bench: str, what: str, r: LoadResult, floor_rate: f
         print(f"    error sample: {e}")
 
 
-def _set_up(world: World, base: str, say: Callable[[str], None]) -> None:
-    for name, items in world.phases:
-        t = time.perf_counter()
-        submit_all(base, sign_all(world, items))
-        say(f"    set-up: {name} ({len(items)} events) in {time.perf_counter() - t:.1f} s")
-
-
 def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str] | None) -> None:
     duration = 5.0 if quick else 15.0
     # enough signed events for the target's 5,000 appends/s over the 64-client step (its slice is 0.2/1.3 of the
@@ -61,7 +54,7 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
         print(f"    signed {len(pool)} workload events in {time.perf_counter() - t:.1f} s (before any timing)")
         get_floor, post_floor = _http_floor(report, workers, duration, world, pool, kind)
         with serve(home, url, workers) as srv:
-            _set_up(world, srv.base, print)
+            set_up(world, srv.base, lambda line: print(f"    set-up: {line}"))
             vacuum_analyze(url)  # the plans of a database in service, not of the empty tables the set-up started from
             # appends at 1/16/64 clients, appends beside lookups, the wrk cross-check, the national-peak runs
             # the last slice is for ``flush``: half here, half on a server whose disk flushes are slower

@@ -27,8 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.loadgen import submit_all
-from bench.world import build_world, mixed, pool_sizes, sign_all
+from bench.world import build_world, mixed, pool_sizes, set_up, sign_all
 from ledger.home import Home, HomeError
 
 #: the paths written for lookups at most (a sample of the chain's packs)
@@ -41,10 +40,7 @@ def prepare(url: str, data_dir: Path, events: int, out: Path, say: Callable[[str
     """Set the supply chain up on the server at ``url`` and write the workload files into ``out``."""
     root = Home(data_dir).root_key()
     world = build_world(root, **{f"n_{k}": v for k, v in pool_sizes(events).items()})
-    for name, items in world.phases:
-        started = time.perf_counter()
-        submit_all(url, sign_all(world, items))
-        say(f"set up: {name} ({len(items):,} events) in {time.perf_counter() - started:.1f} s")
+    set_up(world, url, lambda line: say(f"set up: {line}"))
     started = time.perf_counter()
     pool = sign_all(world, mixed(world))
     say(f"signed {len(pool):,} workload events in {time.perf_counter() - started:.1f} s")

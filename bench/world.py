@@ -19,7 +19,8 @@ import json
 import math
 import multiprocessing as mp
 import random
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,3 +190,13 @@ def as_signed(payloads: Iterable[bytes]) -> list[SignedEvent]:
 
 
 __all__ = ["World", "build_world", "mixed", "pool_sizes", "sign_all"]
+
+
+def set_up(world: World, base: str, say: Callable[[str], None]) -> None:
+    """Submit the world's set-up phases, in order, to the server at ``base`` (each phase's events together)."""
+    from bench.loadgen import submit_all
+
+    for name, items in world.phases:
+        started = time.perf_counter()
+        submit_all(base, sign_all(world, items))
+        say(f"{name} ({len(items):,} events) in {time.perf_counter() - started:.1f} s")
