@@ -146,6 +146,7 @@ packs = sa.Table(
     sa.Column("dispensed_at", UTCDateTime, nullable=True),
     sa.Column("dispensed_index", sa.BigInteger, nullable=True),
     sa.Index("ix_packs_batch_holder", "gtin", "lot", "holder"),
+    postgresql_with={"fillfactor": 80},  # room for updates on the page (migration 0007)
 )
 
 holdings = sa.Table(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
 
 from ledger.storage.database import _alembic_config, migrate, open_database
+from tests.support import GTIN, make_world
 
 
 def test_0006_lists_the_packs_of_existing_shipments(db_url: str) -> None:
@@ -29,3 +31,24 @@ def test_0006_lists_the_packs_of_existing_shipments(db_url: str) -> None:
                                                     for s in sorted(["A1", "A2", "A\"3"])]
     finally:
         db.dispose()
+
+
+def test_0007_pack_updates_stay_on_their_page(postgres_url: str, tmp_path: Path) -> None:
+    """A commission fills the packs table's pages; a later handoff must still find room beside the pack (a
+    heap-only update: no index entries, less WAL). Every tenth pack of a fresh batch is changed as a dispense
+    changes it, in one transaction, and PostgreSQL counts the heap-only updates of that transaction."""
+    world = make_world(tmp_path / "home", postgres_url)
+    try:
+        serials = world.commission("FF1", 2000)
+        with world.db.writer.begin() as conn:
+            options = conn.execute(sa.text("SELECT reloptions FROM pg_class WHERE oid = 'packs'::regclass")).scalar()
+            assert options == ["fillfactor=80"]
+            changed = conn.execute(sa.text(
+                "UPDATE packs SET status = 'dispensed', dispensed_by = holder, dispensed_at = now(), "
+                "dispensed_index = 1 WHERE gtin = :g AND serial = ANY(:s)"),
+                {"g": GTIN, "s": serials[::10]}).rowcount
+            hot = conn.execute(sa.text("SELECT pg_stat_get_xact_tuples_hot_updated('packs'::regclass)")).scalar()
+        assert changed == 200
+        assert hot == changed  # without the migration's room on the page: 0 to 2 of 200
+    finally:
+        world.db.dispose()
