@@ -11,7 +11,7 @@ from ledger.entry import Entry, Receipt
 from ledger.provenance import Step
 from ledger.queries import BatchView, History, PackReport, ProvedEntry
 from ledger.state import Actor, AlertRecord, KeyRecord, Shipment
-from ledger.storage.sql import StoredEntry
+from ledger.storage.rows import StoredEntry
 
 HEX = r"^[0-9a-f]{64}$"
 

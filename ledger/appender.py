@@ -28,6 +28,7 @@ from ledger.merkle import CompactRange, NodeID, inclusion_plan, root_nodes
 from ledger.state import (
     KeyRecord,
 )
+from ledger.storage.rows import StoredEntry
 from ledger.storage.sql import SqlUnit
 from signing import KeyPair, PublicKey, canonical
 
@@ -108,8 +109,10 @@ class GroupAppend:
         self.changed_chains: set[str] = set()
         self.written: dict[str, _Written] = {}  # by event id, this group's entries
         self.known_ids: set[str] = set()  # event ids of this group's submissions already in the log
+        self.known: dict[str, StoredEntry] = {}  # their entries, where read with them
         if reads is not None:
-            self.known_ids = reads.existing_ids
+            self.known = reads.existing
+            self.known_ids = set(self.known)
             self.state.absorb(reads, wants, events)
         elif items:
             self.known_ids = u.existing_event_ids(event_ids)
@@ -148,7 +151,8 @@ class GroupAppend:
             prior_signed = next(e.signed for e, *_ in self.entries if e.index == mine.index)
             where = mine
         else:
-            stored = self.u.entry_by_event_id(event_id) if event_id in self.known_ids else None
+            stored = (self.known.get(event_id) or self.u.entry_by_event_id(event_id) if event_id in self.known_ids
+                      else None)
             if stored is None:
                 return None
             prior_signed = Entry.from_leaf(stored.leaf).signed

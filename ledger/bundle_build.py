@@ -10,7 +10,8 @@ from ledger import errors as E
 from ledger import events as ev
 from ledger.bundle import FORMAT, MANIFEST_PURPOSE
 from ledger.entry import Entry
-from ledger.storage.sql import SqlUnit, StoredEntry, prove_entries
+from ledger.storage.rows import StoredEntry
+from ledger.storage.sql import SqlUnit, prove_entries
 from signing import KeyPair, b64encode
 
 

@@ -23,7 +23,8 @@ from ledger.risk import RiskReport, RiskThresholds, assess
 from ledger.service import Ledger
 from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Pack, Shipment
 from ledger.storage.async_scans import AsyncScans
-from ledger.storage.sql import SqlUnit, StoredCheckpoint, StoredEntry, TrailRow, prove_entries
+from ledger.storage.rows import StoredEntry
+from ledger.storage.sql import SqlUnit, StoredCheckpoint, TrailRow, prove_entries
 from ledger.verdict import Finding, Verdict, judge
 
 OVERSIGHT = frozenset({Role.REGULATOR, Role.INSPECTOR})

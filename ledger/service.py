@@ -31,11 +31,11 @@ from ledger.entry import Receipt, SignedEvent
 from ledger.group_state import Carried
 from ledger.merkle import MissingNodeError, TreeRangeError, consistency_plan, inclusion_plan
 from ledger.state import KeyRecord
+from ledger.storage.rows import StoredEntry
 from ledger.storage.sql import (
     ProofMaterial,
     SqlStore,
     StoredCheckpoint,
-    StoredEntry,
     erase_personal_data,
     put_personal_data,
 )

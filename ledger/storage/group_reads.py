@@ -20,7 +20,7 @@ from typing import Any
 
 from ledger.identifiers import Channel, Role
 from ledger.state import Actor, KeyRecord, Pack, Shipment
-from ledger.storage.rows import pack_from_columns
+from ledger.storage.rows import ENTRY_COLUMNS, StoredEntry, entry_from_columns, pack_from_columns
 from ledger.storage.tables import as_utc
 
 HoldingKey = tuple[str, str, str]
@@ -42,7 +42,7 @@ class GroupWants:
 @dataclass
 class GroupReads:
     head: tuple[int, bytes, int]  # tree size, root, meta rows: as ``SqlUnit.lock_head_versioned``
-    existing_ids: set[str]
+    existing: dict[str, StoredEntry]  # the entries of the event ids asked that the log holds (replays)
     actors: dict[str, Actor]  # those found of the ids asked
     keys: dict[str, KeyRecord]
     shipments: dict[str, Shipment]
@@ -52,7 +52,8 @@ class GroupReads:
 
 _LOCK = ("SELECT tree_size, root_hash, (SELECT count(*) FROM meta) FROM log_head WHERE id = 1 "
          "FOR UPDATE OF log_head")
-_IDS = "SELECT event_id FROM log_entries WHERE event_id = ANY(%(ids)s::varchar[])"
+# whole entries: a replay is answered with its stored entry, without a read of its own
+_IDS = f"SELECT {ENTRY_COLUMNS} FROM log_entries WHERE event_id = ANY(%(ids)s::varchar[])"
 _ACTORS = ("SELECT id, name, role, region, city, gln, status, registered_index FROM actors "
            "WHERE id = ANY(%(ids)s::varchar[])")
 _KEYS = ("SELECT key_id, actor, public_key, status, added_index, retired_index FROM actor_keys "
@@ -124,7 +125,7 @@ def lock_and_read(raw: Any, wants: GroupWants) -> GroupReads:
     size, root, metas = lock[0]
     return GroupReads(
         head=(int(size), bytes(root), int(metas)),
-        existing_ids={r[0] for r in ids},
+        existing={r[5]: entry_from_columns(r) for r in ids},
         actors={r[0]: Actor(r[0], r[1], Role(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in actors},
         keys={r[0]: KeyRecord(*r) for r in keys},
         shipments={r[0]: _shipment(r) for r in shipments},

@@ -45,24 +45,9 @@ from ledger.storage import group_reads, merged_writes, rows
 from ledger.storage import tables as t
 from ledger.storage.database import Database, redact
 from ledger.storage.group_reads import GroupReads, GroupWants
+from ledger.storage.rows import StoredEntry
 
 CHUNK = 2000  # bound IN-lists and multi-row inserts (SQLite allows at most 32766 parameters)
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    index: int
-    entry_hash: bytes
-    leaf: bytes
-    chain: str
-    prev: bytes | None
-    event_id: str
-    event_type: str
-    actor: str
-    gtin: str | None
-    lot: str | None
-    received_at: dt.datetime
-    serial: str | None = None
 
 
 @dataclass
@@ -726,8 +711,7 @@ class SqlUnit:
 
     def entries(self, start: int, end: int) -> list[StoredEntry]:
         # a page of an audit: untyped columns, taken by position, cost half as much as typed rows by name
-        return [StoredEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], t.as_utc(r[10]), r[11])
-                for r in self.conn.execute(_ENTRIES_PAGE, {"start": start, "end": end})]
+        return [rows.entry_from_columns(r) for r in self.conn.execute(_ENTRIES_PAGE, {"start": start, "end": end})]
 
     def audit_rows(self, start: int, end: int) -> list[tuple[int, bytes, bytes, tuple[Any, ...]]]:
         """Entries ``start`` to ``end - 1`` as an audit compares them: index, entry hash, leaf, and the indexed
@@ -1078,8 +1062,7 @@ _AUDIT_ROWS = sa.text(
     "SELECT idx, entry_hash, leaf, chain, prev, event_id, actor, event_type, gtin, lot, serial "
     "FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
 _ENTRIES_PAGE = sa.text(
-    "SELECT idx, entry_hash, leaf, chain, prev, event_id, event_type, actor, gtin, lot, received_at, serial "
-    "FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
+    f"SELECT {rows.ENTRY_COLUMNS} FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
 
 
 def _stored(row: Any) -> StoredEntry:

@@ -351,13 +351,15 @@ def test_the_first_reads_sent_with_the_lock_are_those_read_one_by_one(tmp_path: 
             with side.ledger.store.write() as u:
                 pipelined = GroupState(u)
                 wants = pipelined.wants(parsed, key_ids)
-                wants.event_ids = sorted({e.event_id for e in events} | {"no-such-event"})
+                # recorded ids too (the shipments'), as a group of replays asks: their whole entries come back
+                wants.event_ids = sorted({e.event_id for e in events} | {"no-such-event"} | {s.id for s in in_transit})
                 assert u.pipelines_reads
                 reads = u.lock_and_read(wants)
                 pipelined.absorb(reads, wants, parsed)
                 one_by_one = GroupState(u)
                 one_by_one.prefetch(parsed, key_ids)
-                assert reads.existing_ids == u.existing_event_ids(wants.event_ids)
+                assert set(reads.existing) == u.existing_event_ids(wants.event_ids) >= {s.id for s in in_transit}
+                assert all(reads.existing[i] == u.entry_by_event_id(i) for i in reads.existing)
                 assert reads.head == u.lock_head_versioned()
             # the statements themselves answered it all: no holding was left to read one by one
             assert set(pipelined._holdings) <= set(reads.holdings)
@@ -564,3 +566,34 @@ def test_a_large_group_is_written_and_committed_without_hanging(tmp_path: Path, 
             assert done.returncode == 0, (url, size, done.stderr[-2000:])
             said, host = done.stdout.split()
             assert said == "written" and (n == 0 or host.startswith("/")), done.stdout  # the second, a socket
+
+
+def test_a_group_of_replays_is_answered_from_the_reads_sent_with_its_lock(tmp_path: Path, postgres_url: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients resending after a lost answer (a pharmacy's network coming back) send recorded events again. On
+    PostgreSQL their stored entries come back with the group's first reads, so a replay reads no entry one by
+    one (each was a round trip of the sequencer's, in order); the receipts are those of the first appends.
+    (A refused event sent again still has its alert looked up by id: ``reads`` is not empty.)"""
+    from ledger.storage.sql import SqlUnit
+
+    keys = {actor: KeyPair.generate() for actor in ACTORS}
+    side = Side(tmp_path / "p", postgres_url, keys)
+    try:
+        clock = Clock()
+        maker = EventBuilder("maphar", keys["maphar"], clock)
+        for lot in LOTS:
+            side.ledger.submit(maker.commission(GTIN, lot, dt.date(2028, 6, 30), "Amoxicilline 500 mg", SERIALS[lot]))
+        events = random_events(random.Random(7), keys, clock, 200)
+        first = side.ledger.append(events)
+        reads: list[str] = []
+        one_by_one = SqlUnit.entry_by_event_id
+        monkeypatch.setattr(SqlUnit, "entry_by_event_id",
+                            lambda self, event_id: reads.append(event_id) or one_by_one(self, event_id))
+        again = side.ledger.append(events)
+        pairs = [(a, b) for a, b in zip(first, again, strict=True) if not isinstance(a, E.LedgerError)]
+        assert len(pairs) >= 10
+        assert all(not isinstance(b, E.LedgerError) and b.replayed and (b.index, b.entry_hash) == (a.index, a.entry_hash)
+                   for a, b in pairs)
+        assert reads and not set(reads) & {b.event_id for _, b in pairs if not isinstance(b, E.LedgerError)}
+    finally:
+        side.db.dispose()
