@@ -592,8 +592,8 @@ def test_a_group_of_replays_is_answered_from_the_reads_sent_with_its_lock(tmp_pa
         again = side.ledger.append(events)
         pairs = [(a, b) for a, b in zip(first, again, strict=True) if not isinstance(a, E.LedgerError)]
         assert len(pairs) >= 10
-        assert all(not isinstance(b, E.LedgerError) and b.replayed and (b.index, b.entry_hash) == (a.index, a.entry_hash)
-                   for a, b in pairs)
+        assert all(not isinstance(b, E.LedgerError) and b.replayed
+                   and (b.index, b.entry_hash) == (a.index, a.entry_hash) for a, b in pairs)
         assert reads and not set(reads) & {b.event_id for _, b in pairs if not isinstance(b, E.LedgerError)}
     finally:
         side.db.dispose()
