@@ -20,7 +20,7 @@ from typing import Any
 from ledger import errors as E
 from ledger import events as ev
 from ledger.admission import TrustAnchors, check_signer, registered_public_key, verify_signature
-from ledger.causes import likely_cause
+from ledger.causes import likely_cause, needs_known_lots
 from ledger.custody import Context, decide
 from ledger.entry import Entry, Receipt, SignedEvent, indexed_columns
 from ledger.group_state import Carried, GroupState, overlay
@@ -215,7 +215,10 @@ class GroupAppend:
         pack = self.state.pack(gtin, serial) if isinstance(gtin, str) and isinstance(serial, str) else None
         if pack is not None:
             body["lot"] = pack.lot  # file the alert in the real batch chain; the scanned lot is in the evidence
-        known_lots = [b.lot for b in self.u.batches(gtin)] if isinstance(gtin, str) else []
+        # every lot of the GTIN, read only for the one cause that uses them (a suspect scan of a cloned pack
+        # costs no read of its product's batches)
+        known_lots = ([b.lot for b in self.u.batches(gtin)] if isinstance(gtin, str) and needs_known_lots(err)
+                      else [])
         cause = likely_cause(err, event, registered_lot=pack.lot if pack else None, known_lots=known_lots)
         if cause:
             body["cause"] = cause

@@ -26,6 +26,11 @@ def one_edit_apart(a: str, b: str) -> bool:
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
+def needs_known_lots(err: E.LedgerError) -> bool:
+    """Whether ``likely_cause`` looks at ``known_lots`` for this refusal."""
+    return isinstance(err, E.UnknownPack)
+
+
 def likely_cause(err: E.LedgerError, event: ev.Event, *, registered_lot: str | None = None,
                  known_lots: Sequence[str] = ()) -> str | None:
     if isinstance(err, E.MismatchError) and isinstance(event, ev.Dispense):

@@ -35,6 +35,7 @@ from ledger.state import (
     Pack,
     PoolPacks,
     PutActor,
+    PutAlert,
     PutBatch,
     PutKey,
     PutPacks,
@@ -98,6 +99,7 @@ class GroupState:
         self._dirty_holdings: set[HoldingKey] = set()
         self._dirty_shipments: dict[str, Shipment] = {}
         self._new_shipments: dict[str, Shipment] = {}  # shipped in this group, perhaps also closed in it
+        self._dirty_alerts: dict[str, AlertRecord] = {}  # filed or updated in this group
 
     def prefetch(self, events: Sequence[ev.Event], key_ids: Iterable[str]) -> None:
         """Read in a few queries what the group's events will ask for one by one: their actors and keys, the
@@ -255,7 +257,7 @@ class GroupState:
         return self._shipments[shipment_id]
 
     def alert(self, alert_id: str) -> AlertRecord | None:
-        return self.u.alert(alert_id)
+        return self._dirty_alerts[alert_id] if alert_id in self._dirty_alerts else self.u.alert(alert_id)
 
     # ---- changes ---------------------------------------------------------------------------------------------
 
@@ -273,6 +275,9 @@ class GroupState:
                     self._shipments[shipment.id] = self._dirty_shipments[shipment.id] = shipment
                     if shipment.status == "in_transit":
                         self._new_shipments.setdefault(shipment.id, shipment)
+                case PutAlert(alert):
+                    # a wave of suspect scans files an alert each: written with the group, not one statement each
+                    self._dirty_alerts[alert.id] = alert
                 case AddPacks(gtin, _lot, serials, _holder):
                     for s in serials:
                         self._packs.pop((gtin, s), None)
@@ -305,3 +310,6 @@ class GroupState:
             self.u.add_shipment_packs(listed_packs(self._new_shipments.values()))
             self._dirty_shipments.clear()
             self._new_shipments.clear()
+        if self._dirty_alerts:
+            self.u.put_alerts(list(self._dirty_alerts.values()))
+            self._dirty_alerts.clear()

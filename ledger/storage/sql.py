@@ -595,7 +595,7 @@ class SqlUnit:
                     if shipment.status == "in_transit":  # just shipped: record the packs it lists
                         self.add_shipment_packs(listed_packs([shipment]))
                 case PutAlert(alert):
-                    self._upsert(t.alerts, rows.alert_row(alert), ["id"])
+                    self.put_alerts([alert])
                 case _:  # pragma: no cover
                     raise AssertionError(change)
 
@@ -619,6 +619,9 @@ class SqlUnit:
         """Set holdings to the given quantities: (actor, gtin, lot, quantity)."""
         self._upsert_many(t.holdings, [{"actor": a, "gtin": g, "lot": lot, "quantity": q}
                                        for a, g, lot, q in holdings], ["actor", "gtin", "lot"])
+
+    def put_alerts(self, alerts: Sequence[AlertRecord]) -> None:
+        self._upsert_many(t.alerts, [rows.alert_row(a) for a in alerts], ["id"])
 
     def put_shipments(self, shipments: Sequence[Shipment]) -> None:
         """Write shipments (their ``shipment_packs`` rows are the caller's: see ``add_shipment_packs``)."""
