@@ -64,6 +64,11 @@ def precheck(signed: SignedEvent, key_of: dict[str, KeyRecord | None], trust: Tr
         return Prechecked(signed, error=err)
 
 
+def _alert_id(signed: SignedEvent) -> str:
+    """The id of the alert a refused submission is filed under: the same submission, the same alert."""
+    return "alert:" + hashlib.sha256(canonical(signed.to_json())).hexdigest()[:40]
+
+
 @dataclass
 class _Written:
     index: int
@@ -108,6 +113,7 @@ class GroupAppend:
         self.heads: ChainMap[str, tuple[bytes, int, int] | None] = overlay(carried.heads if carried else None)
         self.changed_chains: set[str] = set()
         self.written: dict[str, _Written] = {}  # by event id, this group's entries
+        self.suspects: list[tuple[SignedEvent, ev.Event, E.LedgerError]] = []  # refusals to file alerts for
         self.known_ids: set[str] = set()  # event ids of this group's submissions already in the log
         self.known: dict[str, StoredEntry] = {}  # their entries, where read with them
         if reads is not None:
@@ -137,7 +143,7 @@ class GroupAppend:
             decision = decide(event, Context(self.tree.size, self.now), self.state)
         except E.LedgerError as err:
             if err.raises_alert:
-                self._alert(signed, event, err)
+                self.suspects.append((signed, event, err))  # its alert is filed with the group's end (finish)
             raise
         return self._write(signed, event, decision.chain, decision.changes), False
 
@@ -182,28 +188,28 @@ class GroupAppend:
         self.written[signed.event_id] = written
         return written
 
-    def _alert(self, signed: SignedEvent, event: ev.Event, err: E.LedgerError) -> None:
-        """Keep a refused but properly signed submission in the log as evidence, signed by the ledger.
+    def _file_alerts(self) -> None:
+        """Keep each refused but properly signed suspect submission in the log as evidence, in an alert signed by
+        the ledger, after the group's events. The same refused submission sent again gets no second alert;
+        whether its alert is already filed is one read for the whole group (a wave of cloned packs scanned
+        across the country cost the sequencer one round trip each). The refusals stand even if an alert cannot
+        be filed; the clients still get them."""
+        named = [(_alert_id(signed), signed, event, err) for signed, event, err in self.suspects]
+        self.suspects = []
+        filed = self.u.existing_event_ids([a for a, *_ in named if a not in self.written]) if named else set()
+        for alert_id, signed, event, err in named:
+            if alert_id in filed or alert_id in self.written:
+                continue
+            try:
+                body = self._alert_body(alert_id, signed, event, err)
+                alert = ev.parse_event(body)
+                decision = decide(alert, Context(self.tree.size, self.now), self.state)
+                self._write(SignedEvent.create(body, self.ledger_key), alert, decision.chain, decision.changes)
+            except E.LedgerError:
+                continue
 
-        The refusal stands even if its alert cannot be filed; the client still gets it.
-        """
-        try:
-            body = self._alert_body(signed, event, err)
-            if body is None:
-                return
-            alert = ev.parse_event(body)
-            decision = decide(alert, Context(self.tree.size, self.now), self.state)
-            self._write(SignedEvent.create(body, self.ledger_key), alert, decision.chain, decision.changes)
-        except E.LedgerError:
-            return
-
-    def _alert_body(self, signed: SignedEvent, event: ev.Event, err: E.LedgerError) -> dict[str, Any] | None:
-        alert_id = "alert:" + hashlib.sha256(canonical(signed.to_json())).hexdigest()[:40]
-        if alert_id in self.written:
-            return None
-        prior = self.u.entry_by_event_id(alert_id)
-        if prior is not None and prior.event_type == "alert" and prior.actor == ev.LEDGER_ACTOR:
-            return None  # the same refused submission again: one alert is enough
+    def _alert_body(self, alert_id: str, signed: SignedEvent, event: ev.Event,
+                    err: E.LedgerError) -> dict[str, Any]:
         body: dict[str, Any] = {"v": ev.SCHEMA_VERSION, "type": "alert", "id": alert_id, "actor": ev.LEDGER_ACTOR,
                                 "time": ev.format_time(self.now), "kind": err.code, "message": err.message[:2000],
                                 "suspect": event.actor, "evidence": signed.to_json()}
@@ -231,6 +237,7 @@ class GroupAppend:
         new). Nothing below reads: the writes and the commit go out together, one round trip on PostgreSQL."""
         from ledger.checkpoint import Checkpoint, sign_checkpoint
 
+        self._file_alerts()
         with self.u.pipelined(commit=True):
             self.state.flush()
             if self.tree.size == self.start:
