@@ -8,6 +8,9 @@ its own, in any order) and written out with the paths of the chain's packs:
   appends.txt         one signed submission per line: the body of a ``POST /v1/events``
   lookups.txt         one path per line: ``GET /v1/packs/{gtin}/{serial}``
   vegeta-appends.json the same submissions as vegeta JSON targets (``vegeta attack -format=json``)
+  clones.txt          with --clones: each dispense of appends.txt again, by another pharmacy under a new id.
+                      Sent after appends.txt, each is refused (409 duplicate_dispense) and files an alert: a
+                      wave of cloned packs scanned across the country
 
 Each submission appends once; sent again it is a replay (200, nothing appended), so prepare at least as many
 events as the run will send. The actors are registered with the regulator root key of the data directory
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.world import build_world, mixed, pool_sizes, set_up, sign_all
+from bench.world import Signable, World, build_world, mixed, pool_sizes, set_up, sign_all
 from ledger.home import Home, HomeError
 
 #: the paths written for lookups at most (a sample of the chain's packs)
@@ -36,7 +39,8 @@ MAX_LOOKUPS = 60_000
 RATE_HINT = 3_000
 
 
-def prepare(url: str, data_dir: Path, events: int, out: Path, say: Callable[[str], None] = print) -> dict[str, Path]:
+def prepare(url: str, data_dir: Path, events: int, out: Path, say: Callable[[str], None] = print, *,
+            clones: bool = False) -> dict[str, Path]:
     """Set the supply chain up on the server at ``url`` and write the workload files into ``out``."""
     root = Home(data_dir).root_key()
     world = build_world(root, **{f"n_{k}": v for k, v in pool_sizes(events).items()})
@@ -49,12 +53,25 @@ def prepare(url: str, data_dir: Path, events: int, out: Path, say: Callable[[str
     files["appends"].write_bytes(b"".join(p + b"\n" for p in pool))
     sample = random.Random(3).sample(world.packs, min(MAX_LOOKUPS, len(world.packs)))
     files["lookups"].write_text("".join(f"/v1/packs/{gtin}/{serial}\n" for gtin, _lot, serial in sample))
+    if clones:
+        files["clones"] = out / "clones.txt"
+        files["clones"].write_bytes(b"".join(p + b"\n" for p in sign_all(world, cloned(world))))
     target = url.rstrip("/") + "/v1/events"
     with files["vegeta"].open("w") as f:
         for p in pool:
             f.write(json.dumps({"method": "POST", "url": target, "body": base64.b64encode(p).decode(),
                                 "header": {"Content-Type": ["application/json"]}}) + "\n")
     return files
+
+
+def cloned(world: World) -> list[Signable]:
+    """Each dispense of the pool again, by the next pharmacy, under a new id: refused once the first is in."""
+    pharmacies = sorted(a for a, role in world.roles.items() if role == "pharmacy")
+    out: list[Signable] = []
+    for actor, body in world.pool["dispense"]:
+        other = pharmacies[(pharmacies.index(actor) + 1) % len(pharmacies)]
+        out.append((other, {**body, "id": f"{body['id']}-clone", "actor": other}))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the running server")
     parser.add_argument("--events", type=int, default=100_000, help="signed events to prepare (each appends once)")
     parser.add_argument("--out", type=Path, default=Path("athar-load"), help="directory for the files")
+    parser.add_argument("--clones", action="store_true",
+                        help="also write clones.txt: the dispenses again at other pharmacies (refused, alerted)")
     args = parser.parse_args(argv)
     if args.events < 1:
         parser.error("--events must be at least 1")
@@ -77,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the workload into {args.out}: {exc}", file=sys.stderr)
         return 2
     try:
-        files = prepare(args.url, args.data_dir, args.events, args.out)
+        files = prepare(args.url, args.data_dir, args.events, args.out, clones=args.clones)
     except HomeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -95,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
           f"  wrk -t2 -c64 -d{seconds}s --latency -s {script} {args.url} -- {files['appends']} 2 POST\n"
           f"  wrk -t2 -c64 -d30s --latency -s {script} {args.url} -- {files['lookups']} 2 GET\n"
           f"  vegeta attack -format=json -targets={files['vegeta']} -rate=2000 -duration={seconds}s | vegeta report")
+    if "clones" in files:
+        print(f"  wrk -t2 -c64 -d{seconds}s --latency -s {script} {args.url} -- {files['clones']} 2 POST"
+              "   # after appends.txt: refusals, each filing an alert")
     return 0
 
 

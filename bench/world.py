@@ -189,7 +189,7 @@ def as_signed(payloads: Iterable[bytes]) -> list[SignedEvent]:
     return [SignedEvent.from_json(json.loads(p)) for p in payloads]
 
 
-__all__ = ["World", "build_world", "mixed", "pool_sizes", "sign_all"]
+__all__ = ["Signable", "World", "build_world", "mixed", "pool_sizes", "sign_all"]
 
 
 def set_up(world: World, base: str, say: Callable[[str], None]) -> None:

@@ -41,6 +41,23 @@ def test_prepared_appends_and_lookups_are_accepted(tmp_path: Path) -> None:
                 assert r.status_code == 200 and r.json()["verdict"] in ("AUTHENTIC", "ALREADY_DISPENSED"), r.text
 
 
+def test_clones_are_refused_once_their_dispenses_are_in(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    init_home(home, database_url=f"sqlite:///{tmp_path / 'ledger.db'}")
+    with running_server(Settings(data_dir=home)) as base:
+        files = prepare(base, home, 60, tmp_path / "load", say=lambda _line: None, clones=True)
+        clones = files["clones"].read_bytes().splitlines()
+        assert len(clones) == sum(1 for line in files["appends"].read_bytes().splitlines()
+                                  if json.loads(line)["event"]["type"] == "dispense")
+        with httpx.Client(base_url=base, timeout=30) as client:
+            for body in files["appends"].read_bytes().splitlines():
+                r = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+                assert r.status_code == 201, r.text
+            for body in clones[:10]:
+                r = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+                assert r.status_code == 409 and r.json()["code"] == "duplicate_dispense", r.text
+
+
 def test_a_data_directory_without_the_root_key_is_one_readable_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "bench.workload", "--data-dir", str(tmp_path / "nothing"),
                         "--url", "http://127.0.0.1:9", "--events", "10", "--out", str(tmp_path / "load")],
