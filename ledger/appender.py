@@ -3,9 +3,9 @@
 The expensive, state-free part of admitting an event (parsing it, canonicalising it, checking its Ed25519
 signature) is done before the lock by ``precheck``, in the submitting thread. Under the lock, for each event
 in order: idempotency, the signer's registry status, the custody rules, the entry and its chain link; then
-the alerts of the suspect refusals, after the group's events. The
-projection changes are applied at once (the next event's rules read them); the log rows (entries, Merkle
-nodes, chain heads) are kept and written together at the end, with one checkpoint for the whole group.
+the alerts of the suspect refusals, after the group's events. The projection changes are applied at once (the
+next event's rules read them); the log rows (entries, Merkle nodes, chain heads) are kept and written together
+at the end, with one checkpoint for the whole group.
 Receipts are built from what the group already holds: its own Merkle nodes and the perfect subtrees left of it.
 """
 
