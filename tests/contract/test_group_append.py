@@ -51,6 +51,12 @@ class Side:
         with self.ledger.store.read() as u:
             return u.snapshot()
 
+    def commission_lots(self, keys: dict[str, KeyPair], clock: Clock) -> None:
+        """The two test batches, commissioned by their manufacturer."""
+        maker = EventBuilder("maphar", keys["maphar"], clock)
+        for lot in LOTS:
+            self.ledger.submit(maker.commission(GTIN, lot, dt.date(2028, 6, 30), "Amoxicilline 500 mg", SERIALS[lot]))
+
     def positioned(self) -> dict[str, dict[Any, dict[str, Any]]]:
         """The projections with each log index written as the place of its entry among the events, or as the id
         of its alert: a group files its alerts after its events, appends one by one each right after its
@@ -349,9 +355,7 @@ def test_the_first_reads_sent_with_the_lock_are_those_read_one_by_one(tmp_path: 
     side = Side(tmp_path / "p", postgres_url, keys)
     try:
         clock = Clock()
-        maker = EventBuilder("maphar", keys["maphar"], clock)
-        for lot in LOTS:
-            side.ledger.submit(maker.commission(GTIN, lot, dt.date(2028, 6, 30), "Amoxicilline 500 mg", SERIALS[lot]))
+        side.commission_lots(keys, clock)
         rng = random.Random(seed)
         side.ledger.append(random_events(rng, keys, clock, 120))  # shipments, receipts, dispenses...
         with side.ledger.store.read() as u:
@@ -596,9 +600,7 @@ def test_a_group_of_replays_is_answered_from_the_reads_sent_with_its_lock(tmp_pa
     side = Side(tmp_path / "p", postgres_url, keys)
     try:
         clock = Clock()
-        maker = EventBuilder("maphar", keys["maphar"], clock)
-        for lot in LOTS:
-            side.ledger.submit(maker.commission(GTIN, lot, dt.date(2028, 6, 30), "Amoxicilline 500 mg", SERIALS[lot]))
+        side.commission_lots(keys, clock)
         events = random_events(random.Random(7), keys, clock, 200)
         first = side.ledger.append(events)
         reads: list[str] = []
