@@ -11,6 +11,7 @@ Receipts are built from what the group already holds: its own Merkle nodes and t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 from collections import ChainMap
@@ -31,7 +32,7 @@ from ledger.state import (
 )
 from ledger.storage.rows import StoredEntry
 from ledger.storage.sql import SqlUnit
-from signing import KeyPair, PublicKey, canonical
+from signing import KeyPair, PublicKey, SigningError, canonical
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,10 @@ class GroupAppend:
         whether its alert is already filed is one read for the whole group (a wave of cloned packs scanned
         across the country cost the sequencer one round trip each). The refusals stand even if an alert cannot
         be filed; the clients still get them."""
-        named = [(_alert_id(signed), signed, event, err) for signed, event, err in self.suspects]
+        named = []
+        for signed, event, err in self.suspects:
+            with contextlib.suppress(SigningError):  # not encodable, so not fileable: the refusal stands alone
+                named.append((_alert_id(signed), signed, event, err))
         self.suspects = []
         filed = self.u.existing_event_ids([a for a, *_ in named if a not in self.written]) if named else set()
         for alert_id, signed, event, err in named:
@@ -206,7 +210,7 @@ class GroupAppend:
                 alert = ev.parse_event(body)
                 decision = decide(alert, Context(self.tree.size, self.now), self.state)
                 self._write(SignedEvent.create(body, self.ledger_key), alert, decision.chain, decision.changes)
-            except E.LedgerError:
+            except (E.LedgerError, SigningError):  # one alert that cannot be filed must not sink the group
                 continue
 
     def _alert_body(self, alert_id: str, signed: SignedEvent, event: ev.Event,
