@@ -115,7 +115,7 @@ class GroupAppend:
         self.heads: ChainMap[str, tuple[bytes, int, int] | None] = overlay(carried.heads if carried else None)
         self.changed_chains: set[str] = set()
         self.written: dict[str, _Written] = {}  # by event id, this group's entries
-        self.suspects: list[tuple[SignedEvent, ev.Event, E.LedgerError]] = []  # refusals to file alerts for
+        self.suspects: list[tuple[str, dict[str, Any]]] = []  # alerts to file (id, body) for refusals
         self.known_ids: set[str] = set()  # event ids of this group's submissions already in the log
         self.known: dict[str, StoredEntry] = {}  # their entries, where read with them
         if reads is not None:
@@ -141,11 +141,13 @@ class GroupAppend:
         public = check_signer(signed, event, self.tree.size, self.state, self.trust)
         if not item.signature_ok:
             verify_signature(signed, public)
+        if isinstance(event, ev.AlertUpdate) and self.suspects:
+            self._file_alerts()  # it may name the alert of a refusal of this group: filed before it, as one by one
         try:
             decision = decide(event, Context(self.tree.size, self.now), self.state)
         except E.LedgerError as err:
             if err.raises_alert:
-                self.suspects.append((signed, event, err))  # its alert is filed with the group's end (finish)
+                self._suspect(signed, event, err)
             raise
         return self._write(signed, event, decision.chain, decision.changes), False
 
@@ -190,23 +192,26 @@ class GroupAppend:
         self.written[signed.event_id] = written
         return written
 
+    def _suspect(self, signed: SignedEvent, event: ev.Event, err: E.LedgerError) -> None:
+        """Write the alert of a suspect refusal from the state at the refusal (its lot, its likely cause); it is
+        filed with the group's end (``_file_alerts``)."""
+        with contextlib.suppress(E.LedgerError, SigningError):  # not fileable: the refusal stands alone
+            alert_id = _alert_id(signed)
+            self.suspects.append((alert_id, self._alert_body(alert_id, signed, event, err)))
+
     def _file_alerts(self) -> None:
         """Keep each refused but properly signed suspect submission in the log as evidence, in an alert signed by
-        the ledger, after the group's events. The same refused submission sent again gets no second alert;
-        whether its alert is already filed is one read for the whole group (a wave of cloned packs scanned
-        across the country cost the sequencer one round trip each). The refusals stand even if an alert cannot
-        be filed; the clients still get them."""
-        named = []
-        for signed, event, err in self.suspects:
-            with contextlib.suppress(SigningError):  # not encodable, so not fileable: the refusal stands alone
-                named.append((_alert_id(signed), signed, event, err))
-        self.suspects = []
-        filed = self.u.existing_event_ids([a for a, *_ in named if a not in self.written]) if named else set()
-        for alert_id, signed, event, err in named:
+        the ledger, after the group's events (before an alert update among them, which may name one). The same
+        refused submission sent again gets no second alert; whether its alert is already filed is one read for
+        all of them (a wave of cloned packs scanned across the country cost the sequencer one round trip each).
+        An alert's chain is decided where it stands in the log, as the audit replays it. The refusals stand even
+        if an alert cannot be filed; the clients still get them."""
+        named, self.suspects = self.suspects, []
+        filed = self.u.existing_event_ids([a for a, _ in named if a not in self.written]) if named else set()
+        for alert_id, body in named:
             if alert_id in filed or alert_id in self.written:
                 continue
             try:
-                body = self._alert_body(alert_id, signed, event, err)
                 alert = ev.parse_event(body)
                 decision = decide(alert, Context(self.tree.size, self.now), self.state)
                 self._write(SignedEvent.create(body, self.ledger_key), alert, decision.chain, decision.changes)

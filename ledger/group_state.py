@@ -3,8 +3,8 @@
 A group holds the log-head lock, so nothing else changes the ledger while it runs. Its custody decisions
 read packs, holdings and shipments that its own earlier events just changed; round-tripping every such
 read and write to the database cost several statements per event. Here the packs a group names are read
-in one query before it starts, every read after that is served from memory, and the pack, holding and
-shipment rows it changes are written together by ``flush``, in the same transaction, before the commit.
+in one query before it starts, every read after that is served from memory, and the pack, holding, shipment
+and alert rows it changes are written together by ``flush``, in the same transaction, before the commit.
 
 Changes that touch many rows by a predicate (``PoolPacks``) or create many (``AddPacks``) go to the
 database at once; the rows they touch are flushed before and forgotten after, so memory never disagrees
@@ -298,7 +298,7 @@ class GroupState:
                         self._batches[(change.batch.gtin, change.batch.lot)] = change.batch
 
     def flush(self) -> None:
-        """Write the changed packs, holdings and shipments (a few multi-row statements)."""
+        """Write the changed packs, holdings, shipments and alerts (a few multi-row statements)."""
         if self._dirty_packs:
             self.u.apply([PutPacks(tuple(self._dirty_packs.values()))])
             self._dirty_packs.clear()

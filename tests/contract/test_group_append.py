@@ -381,6 +381,8 @@ def test_the_first_reads_sent_with_the_lock_are_those_read_one_by_one(tmp_path: 
                 one_by_one.prefetch(parsed, key_ids)
                 assert set(reads.existing) == u.existing_event_ids(wants.event_ids) >= {s.id for s in in_transit}
                 assert all(reads.existing[i] == u.entry_by_event_id(i) for i in reads.existing)
+                assert all(type(e.leaf) is bytes and type(e.entry_hash) is bytes  # memoryview would compare equal
+                           and e.received_at.tzinfo is not None for e in reads.existing.values())
                 assert reads.head == u.lock_head_versioned()
             # the statements themselves answered it all: no holding was left to read one by one
             assert set(pipelined._holdings) <= set(reads.holdings)
@@ -666,3 +668,66 @@ def test_a_wave_of_suspect_scans_files_its_alerts_with_the_group(tmp_path: Path,
             assert {a.id: a.status for a in u.alerts(kind="duplicate_dispense")}[first] == "investigating"
     finally:
         world.db.dispose()
+
+
+def _alert_id(signed: SignedEvent) -> str:
+    import hashlib
+
+    from signing import canonical
+    return "alert:" + hashlib.sha256(canonical(signed.to_json())).hexdigest()[:40]
+
+
+def _clone_and_update(tmp: Path, db_url: str, grouped: bool) -> list[str]:
+    from tests.support import make_world
+
+    world = make_world(tmp, db_url)
+    try:
+        serials = world.commission("CL1", 3)
+        world.deliver("maphar", "ph-rabat", "CL1", serials)
+        world.ledger.append([world.as_("ph-rabat").dispense(GTIN, s) for s in serials])
+        clone = world.as_("ph-fes").dispense(GTIN, serials[0])
+        update = world.as_("regulator").sign("alert_update", alert=_alert_id(clone), status="investigating")
+        results = (world.ledger.append([clone, update]) if grouped
+                   else [world.ledger.append([clone])[0], world.ledger.append([update])[0]])
+        return [type(r).__name__ for r in results]
+    finally:
+        world.db.dispose()
+
+
+def test_an_alert_update_in_the_group_of_its_refusal_decides_like_one_by_one(tmp_path: Path, db_url: str) -> None:
+    """A group files its alerts after its events, but before an alert update among them, which may name one."""
+    apart = _clone_and_update(tmp_path / "a", f"sqlite:///{tmp_path / 'apart.db'}", grouped=False)
+    assert apart == ["DuplicateDispense", "Receipt"]
+    assert _clone_and_update(tmp_path / "t", db_url, grouped=True) == apart
+
+
+def test_an_alert_says_what_was_known_at_its_refusal(tmp_path: Path, db_url: str) -> None:
+    """A scan of a product nobody registered, then in the same group the commission that registers it: the alert,
+    filed at the group's end, still gives the cause as at the refusal (as one by one). Its chain is decided where
+    it stands in the log (the batch's, now registered), as the audit replays it; the log stays whole."""
+    from ledger.audit import verify_store
+    from tests.support import make_world
+
+    causes = {}
+    for grouped in (False, True):
+        world = make_world(tmp_path / str(grouped), db_url if grouped else f"sqlite:///{tmp_path / 'apart.db'}")
+        try:
+            scan = world.as_("ph-rabat").dispense(GTIN, "LATE1", lot="L9")  # no batch of this GTIN yet
+            commission = world.as_("maphar").commission(GTIN, "L9", dt.date(2029, 1, 1), "X", ["LATE1"])
+            if grouped:
+                world.ledger.append([scan, commission])
+            else:
+                world.ledger.append([scan])
+                world.ledger.append([commission])
+            with world.ledger.store.read() as u:
+                record = u.alert(_alert_id(scan))
+            assert record is not None
+            causes[grouped] = record.cause
+            audit, diff = rebuild(world.ledger.store, world.ledger.config.trust, world.ledger.config.origin)
+            assert audit.ok and diff.clean, diff.differences
+            assert verify_store(world.ledger.store, world.ledger.config.trust, world.ledger.config.origin).ok
+        finally:
+            world.db.dispose()
+    assert causes[True] == causes[False]
+    assert causes[True] == ("the GTIN was never registered here: falsified, or imported outside the national "
+                            "supply chain")
