@@ -4,6 +4,7 @@ Benchmarks (names for --only):
   floor     per-event CPU floor: RFC 8785 encoding, Ed25519 verify, SHA-256 (one core)
   appends   signed appends/s and latency at 1, 16, 64 clients over HTTP (real `athar serve`)
   flush     signed appends at 64 clients when every disk flush takes 2 ms longer (PostgreSQL commit_delay)
+  suspects  a wave of cloned packs: dispenses at the wrong pharmacy, each refused with an alert, at 64 clients
   lookups   pack verifications/s and latency at 64 clients, alone and with appends alongside
   batch     commission one 100,000-pack batch over HTTP, then look its packs up
   peak      open-loop traffic at Morocco's peak (200 appends/s + 150 lookups/s) and at twice it: latencies
@@ -24,8 +25,9 @@ import time
 
 from bench.common import Report, pg_available
 
-ALL = ("floor", "appends", "flush", "lookups", "peak", "wrk", "batch", "proofs", "audit", "storage", "queueing", "scan")
-HTTP = {"appends", "flush", "lookups", "peak", "wrk", "batch"}
+ALL = ("floor", "appends", "flush", "suspects", "lookups", "peak", "wrk", "batch", "proofs", "audit", "storage",
+       "queueing", "scan")
+HTTP = {"appends", "flush", "suspects", "lookups", "peak", "wrk", "batch"}
 BIG = {"proofs", "audit", "storage"}
 
 

@@ -18,7 +18,7 @@ from bench import bare, common, wrk_check
 from bench import floor as floor_mod
 from bench.common import Report, Server, athar_init, database, fraction, ms, pct, serve, vacuum_analyze
 from bench.loadgen import Load, LoadResult, run
-from bench.world import EXPIRY, GTIN, World, build_world, mixed, pool_sizes, set_up, sign_all
+from bench.world import EXPIRY, GTIN, World, build_world, cloned, mixed, pool_sizes, set_up, sign_all
 from ledger import events as ev
 from ledger.home import Home
 
@@ -67,6 +67,8 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
                     _row_for(report, "appends", f"signed appends, {clients} client(s) [{tag}]", res,
                              fl.appends_per_s(cores), "≥ 5,000/s, p99 ≤ 50 ms" if clients == 64 else "",
                              f"{fraction(res.rate, post_floor)} of the HTTP floor for a POST; {note}")
+            if only is None or "suspects" in only:
+                _suspects(report, srv, world, duration, tag)
             if only is None or "lookups" in only:
                 paths = [f"/v1/packs/{g}/{s}" for g, _, s in random.Random(3).sample(world.packs,
                                                                                          min(60_000, len(world.packs)))]
@@ -93,6 +95,16 @@ def run_http(report: Report, kind: str, quick: bool, workers: int, only: set[str
             # setting), against the plain server's figure measured just before with the other half of the slice
             _slow_flush(report, kind, home, url, workers, slices[6][half:], duration, tag, fl.appends_per_s(cores),
                         plain)
+
+
+def _suspects(report: Report, srv: Server, world: World, duration: float, tag: str) -> None:
+    """A wave of cloned packs: the pool's dispenses again at another pharmacy, each refused (a duplicate dispense,
+    or a pack its dispenser never received) with an alert filed in the log."""
+    clones = sign_all(world, cloned(world)[:40_000])
+    (res,), note = run([Load("suspects", srv.base, "POST", clones, 64, procs=2, ok_status=(409,))], duration,
+                       srv.pid)
+    _row_for(report, "suspects", f"suspect scans refused with an alert, 64 clients [{tag}]", res, None,
+             "", f"each answered 409 and alerted; {note}")
 
 
 def _http_floor(report: Report, workers: int, duration: float, world: World, pool: Sequence[bytes], kind: str

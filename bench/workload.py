@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.world import Signable, World, build_world, mixed, pool_sizes, set_up, sign_all
+from bench.world import build_world, cloned, mixed, pool_sizes, set_up, sign_all
 from ledger.home import Home, HomeError
 
 #: the paths written for lookups at most (a sample of the chain's packs)
@@ -62,16 +62,6 @@ def prepare(url: str, data_dir: Path, events: int, out: Path, say: Callable[[str
             f.write(json.dumps({"method": "POST", "url": target, "body": base64.b64encode(p).decode(),
                                 "header": {"Content-Type": ["application/json"]}}) + "\n")
     return files
-
-
-def cloned(world: World) -> list[Signable]:
-    """Each dispense of the pool again, by the next pharmacy, under a new id: refused once the first is in."""
-    pharmacies = sorted(a for a, role in world.roles.items() if role == "pharmacy")
-    out: list[Signable] = []
-    for actor, body in world.pool["dispense"]:
-        other = pharmacies[(pharmacies.index(actor) + 1) % len(pharmacies)]
-        out.append((other, {**body, "id": f"{body['id']}-clone", "actor": other}))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

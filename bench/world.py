@@ -151,6 +151,16 @@ def mixed(world: World, seed: int = 7) -> list[Signable]:
     return items
 
 
+def cloned(world: World) -> list[Signable]:
+    """Each dispense of the pool again, by the next pharmacy, under a new id: refused once the first is in."""
+    pharmacies = sorted(a for a, role in world.roles.items() if role == "pharmacy")
+    out: list[Signable] = []
+    for actor, body in world.pool["dispense"]:
+        other = pharmacies[(pharmacies.index(actor) + 1) % len(pharmacies)]
+        out.append((other, {**body, "id": f"{body['id']}-clone", "actor": other}))
+    return out
+
+
 # ---- signing, in parallel ---------------------------------------------------------------------------------
 
 _KEYS: dict[str, KeyPair] = {}
@@ -189,7 +199,7 @@ def as_signed(payloads: Iterable[bytes]) -> list[SignedEvent]:
     return [SignedEvent.from_json(json.loads(p)) for p in payloads]
 
 
-__all__ = ["Signable", "World", "build_world", "mixed", "pool_sizes", "sign_all"]
+__all__ = ["Signable", "World", "build_world", "cloned", "mixed", "pool_sizes", "sign_all"]
 
 
 def set_up(world: World, base: str, say: Callable[[str], None]) -> None:
