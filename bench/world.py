@@ -152,7 +152,8 @@ def mixed(world: World, seed: int = 7) -> list[Signable]:
 
 
 def cloned(world: World) -> list[Signable]:
-    """Each dispense of the pool again, by the next pharmacy, under a new id: refused once the first is in."""
+    """Each dispense of the pool again, by the next pharmacy, under a new id: refused, with an alert, whether the
+    first is in (a duplicate dispense) or not (a pack that pharmacy never received)."""
     pharmacies = sorted(a for a, role in world.roles.items() if role == "pharmacy")
     out: list[Signable] = []
     for actor, body in world.pool["dispense"]:
