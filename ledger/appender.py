@@ -161,8 +161,9 @@ class GroupAppend:
             prior_signed = next(e.signed for e, *_ in self.entries if e.index == mine.index)
             where = mine
         else:
-            stored = (self.known.get(event_id) or self.u.entry_by_event_id(event_id) if event_id in self.known_ids
-                      else None)
+            stored = None
+            if event_id in self.known_ids:  # read with the group's lock where the database allows, else here
+                stored = self.known.get(event_id) or self.u.entry_by_event_id(event_id)
             if stored is None:
                 return None
             prior_signed = Entry.from_leaf(stored.leaf).signed
