@@ -147,12 +147,13 @@ def cpu_note(before: CpuSnapshot, after: CpuSnapshot, loadgen_cpu: float, reques
     wall = after.wall - before.wall
     if wall <= 0:
         return ""
+    cores = os.cpu_count() or 1
     server, sequencer = after.server - before.server, after.sequencer - before.sequencer
     machine = after.machine - before.machine
     other = max(0.0, machine - server - loadgen_cpu)
     of_which = f" (sequencer {sequencer / wall:.2f})" if sequencer > 0 else ""
     note = (f"cores busy: server {server / wall:.2f}{of_which}, load generator {loadgen_cpu / wall:.2f}, "
-            f"other (PostgreSQL...) {other / wall:.2f}; machine {machine / wall:.2f} of {os.cpu_count()}")
+            f"other (PostgreSQL...) {other / wall:.2f}; machine {machine / wall:.2f} of {cores}")
     if requests > 0:
         def us(seconds: float) -> str:
             return f"{1e6 * seconds / requests:,.0f}"
@@ -160,7 +161,19 @@ def cpu_note(before: CpuSnapshot, after: CpuSnapshot, loadgen_cpu: float, reques
         seq = f" (sequencer {us(sequencer)})" if sequencer > 0 else ""
         note += (f"; CPU per request {us(machine)} µs: server {us(server)}{seq}, PostgreSQL and the rest "
                  f"{us(other)}, load generator {us(loadgen_cpu)}")
+        bound = cpu_bound(requests, server + other, cores)
+        if bound is not None:
+            note += f"; at that CPU per request {cores} cores serve at most {bound:,.0f}/s"
     return note
+
+
+def cpu_bound(requests: int, serving_cpu: float, cores: int) -> float | None:
+    """Requests per second ``cores`` could serve if they did nothing else, at the CPU per request measured
+    (server and PostgreSQL, not the load generator, which could run elsewhere): the ceiling that closing the
+    gap to it (queueing, the sequencer's serial cycle) could reach without making a request cheaper."""
+    if requests <= 0 or serving_cpu <= 0:
+        return None
+    return cores * requests / serving_cpu
 
 
 # ---- PostgreSQL ------------------------------------------------------------------------------------------
