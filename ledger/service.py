@@ -29,7 +29,17 @@ from ledger.checkpoint import (
 )
 from ledger.entry import Receipt, SignedEvent
 from ledger.group_state import Carried
-from ledger.merkle import MissingNodeError, TreeRangeError, consistency_plan, inclusion_plan
+from ledger.merkle import (
+    MissingNodeError,
+    ProofError,
+    ProofPlan,
+    TreeRangeError,
+    consistency_plan,
+    inclusion_plan,
+    verify_consistency,
+    verify_inclusion,
+)
+from ledger.node_cache import NodeCache
 from ledger.state import KeyRecord
 from ledger.storage.rows import StoredEntry
 from ledger.storage.sql import (
@@ -78,6 +88,7 @@ class Ledger:
         self.clock = clock
         self._keys: dict[str, KeyRecord | None] = {}
         self._carried: Carried | None = None  # what the last group committed by this process leaves to the next
+        self._nodes = NodeCache()  # perfect Merkle nodes read for proofs, which never change
 
     # ---- set-up -------------------------------------------------------------------------------------------
 
@@ -189,31 +200,59 @@ class Ledger:
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         with self.store.read_statements() as u, _proof_errors():
             plan = inclusion_plan(index, tree_size)
-            return plan.proof(_within(u.proof_material(plan.ids), tree_size).nodes)
+            got = u.proof_material(plan.ids)
+            _within(got, tree_size)
+            return plan.proof(got.nodes)
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         with self.store.read_statements() as u, _proof_errors():
             plan = consistency_plan(first, second)
-            return plan.proof(_within(u.proof_material(plan.ids), second).nodes)
+            got = u.proof_material(plan.ids)
+            _within(got, second)
+            return plan.proof(got.nodes)
 
+    # What the API serves: these two keep the nodes they read (``NodeCache``) and ask for the others only.
     def inclusion_at_checkpoint(self, index: int, tree_size: int) -> CheckedProof:
         """An inclusion proof against the checkpoint of ``tree_size`` (NotFound if there is none), with the hash
-        of the stored leaf, read together (one statement on PostgreSQL): what the API serves."""
-        with self.store.read_statements() as u, _proof_errors():
+        of the stored leaf, read together (one statement on PostgreSQL)."""
+        def proven(got: ProofMaterial, proof: list[bytes]) -> bool:
+            return got.leaf_hash is not None and _holds(verify_inclusion, got.leaf_hash, index, tree_size, proof,
+                                                         got.root)
+
+        with _proof_errors():
             plan = inclusion_plan(index, tree_size)
-            got = u.proof_material(plan.ids, checkpoint=tree_size, index=index)
-            if got.root is None:
-                raise E.NotFound(f"no checkpoint for tree size {tree_size}")
-            # a checkpoint is written with its tree's nodes
-            return CheckedProof(plan.proof(got.nodes), got.root, leaf_hash=got.leaf_hash)
+            got, proof = self._kept_proof(plan, proven, checkpoint=tree_size, index=index)
+            return CheckedProof(proof, _root(got.root, tree_size), leaf_hash=got.leaf_hash)
 
     def consistency_at_checkpoints(self, first: int, second: int) -> CheckedProof:
-        with self.store.read_statements() as u, _proof_errors():
+        def proven(got: ProofMaterial, proof: list[bytes]) -> bool:
+            return _holds(verify_consistency, first, second, got.first_root, got.root, proof)
+
+        with _proof_errors():
             plan = consistency_plan(first, second)
-            got = u.proof_material(plan.ids, checkpoint=second, first=first)
-            if got.first_root is None or got.root is None:
-                raise E.NotFound(f"no checkpoint for tree size {first if got.first_root is None else second}")
-            return CheckedProof(plan.proof(got.nodes), got.root, first_root=got.first_root)
+            got, proof = self._kept_proof(plan, proven, checkpoint=second, first=first)
+            first_root = _root(got.first_root, first)
+            return CheckedProof(proof, _root(got.root, second), first_root=first_root)
+
+    def _kept_proof(self, plan: ProofPlan, proven: Callable[[ProofMaterial, list[bytes]], bool],
+                    **asked: int) -> tuple[ProofMaterial, list[bytes]]:
+        """The proof from the nodes kept and one read of the rest. A proof made with kept nodes is checked
+        against the signed roots: if it fails (the database was put back to an earlier state under this
+        process, see ``ledger.node_cache``), the kept nodes are dropped and the proof is made from the database
+        alone, as it always was, which a client then checks itself."""
+        known, missing = self._nodes.split(plan.ids)
+        with self.store.read_statements() as u:
+            got = u.proof_material(missing, **asked)
+        self._nodes.learn(got.nodes, got.log_size)
+        if got.root is None or ("first" in asked and got.first_root is None):
+            return got, []  # no such checkpoint: the caller says so
+        proof = plan.proof({**known, **got.nodes})
+        if known and not proven(got, proof):
+            self._nodes.clear()
+            with self.store.read_statements() as u:
+                got = u.proof_material(plan.ids, **asked)
+            proof = plan.proof(got.nodes)
+        return got, proof
 
     # ---- reads -----------------------------------------------------------------------------------------------
 
@@ -261,10 +300,23 @@ class Ledger:
             return u.entries(start, min(end, start + MAX_ENTRIES_PAGE))
 
 
-def _within(got: ProofMaterial, tree_size: int) -> ProofMaterial:
+def _root(root: bytes | None, tree_size: int) -> bytes:
+    if root is None:
+        raise E.NotFound(f"no checkpoint for tree size {tree_size}")
+    return root
+
+
+def _holds(check: Callable[..., None], *args: Any) -> bool:
+    try:
+        check(*args)
+    except ProofError:
+        return False
+    return True
+
+
+def _within(got: ProofMaterial, tree_size: int) -> None:
     if tree_size > got.log_size:
         raise E.InvalidQuery(f"tree size {tree_size} is larger than the log ({got.log_size} entries)")
-    return got
 
 
 @contextlib.contextmanager

@@ -934,7 +934,9 @@ class SqlUnit:
         import psycopg
 
         out = ProofMaterial({})
-        arrays = _node_arrays(wanted)
+        # with no node to read, a node that cannot exist: empty arrays carry no element type, which would make
+        # the driver prepare a statement of its own, one PostgreSQL kept planning afresh (0.32 against 0.21 ms)
+        arrays = _node_arrays(wanted or [NodeID(-1, -1)])
         with self._driver() as raw, psycopg.RawCursor(raw) as cur:
             found = cur.execute(_PROOF_PG, (checkpoint, first, index, arrays["levels"], arrays["idxs"])).fetchall()
         for lv, i, h in found:
