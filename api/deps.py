@@ -19,7 +19,7 @@ from ledger.read_auth import authenticate_read
 from ledger.request_signing import HEADER_ACTOR, HEADER_KEY, HEADER_SIGNATURE, HEADER_TIME
 from ledger.sequencer import GroupCommitter
 from ledger.sequencer_link import RemoteCommitter
-from ledger.service import Ledger, PublicReports
+from ledger.service import CheckedProof, Ledger, PublicReports
 from ledger.storage.async_scans import AsyncScans
 from ledger.storage.database import Database
 
@@ -63,6 +63,22 @@ class AppState:
             if report is not None:
                 return report
         return await self.run(lambda: self.reader.pack(gtin, serial, lot=lot, expiry=expiry))
+
+    async def inclusion_proof(self, index: int, tree_size: int) -> CheckedProof:
+        """What ``GET /v1/log/proof/inclusion`` serves: read on the event loop where that can answer (PostgreSQL),
+        else by a request thread."""
+        if self.scans is not None:
+            proof = await self.ledger.inclusion_at_checkpoint_on(self.scans, index, tree_size)
+            if proof is not None:
+                return proof
+        return await self.run(self.ledger.inclusion_at_checkpoint, index, tree_size)
+
+    async def consistency_proof(self, first: int, second: int) -> CheckedProof:
+        if self.scans is not None:
+            proof = await self.ledger.consistency_at_checkpoints_on(self.scans, first, second)
+            if proof is not None:
+                return proof
+        return await self.run(self.ledger.consistency_at_checkpoints, first, second)
 
     async def run_heavy(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.heavy, fn, *args)

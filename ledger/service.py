@@ -14,7 +14,7 @@ import hashlib
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ledger import errors as E
 from ledger import events as ev
@@ -31,8 +31,8 @@ from ledger.entry import Receipt, SignedEvent
 from ledger.group_state import Carried
 from ledger.merkle import (
     MissingNodeError,
+    NodeID,
     ProofError,
-    ProofPlan,
     TreeRangeError,
     consistency_plan,
     inclusion_plan,
@@ -211,48 +211,42 @@ class Ledger:
             _within(got, second)
             return plan.proof(got.nodes)
 
-    # What the API serves: these two keep the nodes they read (``NodeCache``) and ask for the others only.
+    # What the API serves: these keep the nodes they read (``NodeCache``) and ask for the others only.
     def inclusion_at_checkpoint(self, index: int, tree_size: int) -> CheckedProof:
         """An inclusion proof against the checkpoint of ``tree_size`` (NotFound if there is none), with the hash
         of the stored leaf, read together (one statement on PostgreSQL)."""
-        def proven(got: ProofMaterial, proof: list[bytes]) -> bool:
-            return got.leaf_hash is not None and _holds(verify_inclusion, got.leaf_hash, index, tree_size, proof,
-                                                         got.root)
-
         with _proof_errors():
-            plan = inclusion_plan(index, tree_size)
-            got, proof = self._kept_proof(plan, proven, checkpoint=tree_size, index=index)
-            return CheckedProof(proof, _root(got.root, tree_size), leaf_hash=got.leaf_hash)
+            return self._served(_ServedProof(self._nodes, tree_size, index=index))
 
     def consistency_at_checkpoints(self, first: int, second: int) -> CheckedProof:
-        def proven(got: ProofMaterial, proof: list[bytes]) -> bool:
-            return _holds(verify_consistency, first, second, got.first_root, got.root, proof)
-
         with _proof_errors():
-            plan = consistency_plan(first, second)
-            got, proof = self._kept_proof(plan, proven, checkpoint=second, first=first)
-            first_root = _root(got.first_root, first)
-            return CheckedProof(proof, _root(got.root, second), first_root=first_root)
+            return self._served(_ServedProof(self._nodes, second, first=first))
 
-    def _kept_proof(self, plan: ProofPlan, proven: Callable[[ProofMaterial, list[bytes]], bool],
-                    **asked: int) -> tuple[ProofMaterial, list[bytes]]:
-        """The proof from the nodes kept and one read of the rest. A proof made with kept nodes is checked
-        against the signed roots: if it fails (the database was put back to an earlier state under this
-        process, see ``ledger.node_cache``), the kept nodes are dropped and the proof is made from the database
-        alone, as it always was, which a client then checks itself."""
-        known, missing = self._nodes.split(plan.ids)
-        with self.store.read_statements() as u:
-            got = u.proof_material(missing, **asked)
-        self._nodes.learn(got.nodes, got.log_size)
-        if got.root is None or ("first" in asked and got.first_root is None):
-            return got, []  # no such checkpoint: the caller says so
-        proof = plan.proof({**known, **got.nodes})
-        if known and not proven(got, proof):
-            self._nodes.clear()
+    async def inclusion_at_checkpoint_on(self, reads: ProofReads, index: int, tree_size: int) -> CheckedProof | None:
+        """``inclusion_at_checkpoint`` read by ``reads`` on the caller's event loop; None if it could not read."""
+        with _proof_errors():
+            return await self._served_on(reads, _ServedProof(self._nodes, tree_size, index=index))
+
+    async def consistency_at_checkpoints_on(self, reads: ProofReads, first: int, second: int) -> CheckedProof | None:
+        with _proof_errors():
+            return await self._served_on(reads, _ServedProof(self._nodes, second, first=first))
+
+    def _served(self, proof: _ServedProof) -> CheckedProof:
+        while True:  # twice at most: see _ServedProof.finish
             with self.store.read_statements() as u:
-                got = u.proof_material(plan.ids, **asked)
-            proof = plan.proof(got.nodes)
-        return got, proof
+                got = u.proof_material(proof.missing, **proof.asked)
+            done = proof.finish(got, self._nodes)
+            if done is not None:
+                return done
+
+    async def _served_on(self, reads: ProofReads, proof: _ServedProof) -> CheckedProof | None:
+        while True:
+            got = await reads.proof_material(proof.missing, **proof.asked)
+            if got is None:
+                return None
+            done = proof.finish(got, self._nodes)
+            if done is not None:
+                return done
 
     # ---- reads -----------------------------------------------------------------------------------------------
 
@@ -300,18 +294,57 @@ class Ledger:
             return u.entries(start, min(end, start + MAX_ENTRIES_PAGE))
 
 
+class ProofReads(Protocol):
+    """Reads a proof's material on an event loop (``ledger.storage.async_scans.AsyncScans``)."""
+
+    async def proof_material(self, ids: Sequence[NodeID], *, checkpoint: int = -1, first: int = -1,
+                             index: int = -1) -> ProofMaterial | None: ...
+
+
+class _ServedProof:
+    """One served proof: an inclusion proof of ``index`` or a consistency proof from ``first``, against the
+    checkpoint of ``size``; the nodes this process keeps, and those to read."""
+
+    def __init__(self, nodes: NodeCache, size: int, *, index: int | None = None, first: int | None = None) -> None:
+        self.size, self.index, self.first = size, index, first
+        if index is not None:
+            self.plan = inclusion_plan(index, size)
+            self.asked = {"checkpoint": size, "index": index}
+        else:
+            assert first is not None
+            self.plan = consistency_plan(first, size)
+            self.asked = {"checkpoint": size, "first": first}
+        self.known, self.missing = nodes.split(self.plan.ids)
+
+    def finish(self, got: ProofMaterial, nodes: NodeCache) -> CheckedProof | None:
+        """The proof from the kept nodes and those read. Made with kept nodes, it is checked against the signed
+        roots: if it fails (the database was put back to an earlier state under this process, see
+        ``ledger.node_cache``), the kept nodes are dropped and None asks for every node to be read, the proof
+        then made from the database alone, as it always was, and checked by the client."""
+        nodes.learn(got.nodes, got.log_size)
+        first_root = _root(got.first_root, self.first) if self.first is not None else None
+        root = _root(got.root, self.size)
+        hashes = self.plan.proof({**self.known, **got.nodes})
+        if self.known:
+            try:
+                if self.index is not None:
+                    if got.leaf_hash is None:
+                        raise ProofError("no stored leaf")
+                    verify_inclusion(got.leaf_hash, self.index, self.size, hashes, root)
+                else:
+                    assert self.first is not None and first_root is not None
+                    verify_consistency(self.first, self.size, first_root, root, hashes)
+            except ProofError:
+                nodes.clear()
+                self.known, self.missing = {}, list(self.plan.ids)
+                return None
+        return CheckedProof(hashes, root, first_root=first_root, leaf_hash=got.leaf_hash)
+
+
 def _root(root: bytes | None, tree_size: int) -> bytes:
     if root is None:
         raise E.NotFound(f"no checkpoint for tree size {tree_size}")
     return root
-
-
-def _holds(check: Callable[..., None], *args: Any) -> bool:
-    try:
-        check(*args)
-    except ProofError:
-        return False
-    return True
 
 
 def _within(got: ProofMaterial, tree_size: int) -> None:

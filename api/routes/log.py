@@ -71,7 +71,7 @@ async def entries(st: State, who: Who, start: Size, end: Size) -> EntriesOut:
 async def inclusion(st: State, index: Size, tree_size: Size) -> ProofOut:
     if not index < tree_size:
         raise E.InvalidQuery(f"index {index} must be smaller than tree_size {tree_size}")
-    p = await st.run(st.ledger.inclusion_at_checkpoint, index, tree_size)
+    p = await st.inclusion_proof(index, tree_size)
     return ProofOut(tree_size=tree_size, root_hash=p.root.hex(), hashes=[h.hex() for h in p.hashes],
                     leaf_index=index, leaf_hash=p.leaf_hash.hex() if p.leaf_hash else None)
 
@@ -81,7 +81,7 @@ async def inclusion(st: State, index: Size, tree_size: Size) -> ProofOut:
 async def consistency(st: State, first: Size, second: Size) -> ProofOut:
     if not 0 < first <= second:
         raise E.InvalidQuery(f"need 0 < first <= second, got first={first} second={second}")
-    p = await st.run(st.ledger.consistency_at_checkpoints, first, second)
+    p = await st.consistency_proof(first, second)
     assert p.first_root is not None
     return ProofOut(tree_size=second, root_hash=p.root.hex(), hashes=[h.hex() for h in p.hashes],
                     first=first, first_root_hash=p.first_root.hex())

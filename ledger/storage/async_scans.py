@@ -1,4 +1,5 @@
-"""Public pack scans read on PostgreSQL's asynchronous driver, on the caller's event loop, in batches.
+"""Public pack scans, in batches, and served proofs read on PostgreSQL's asynchronous driver, on the caller's
+event loop.
 
 A scan is one statement (``SqlUnit.pack_scan``). Handing it to a request thread and back cost about a quarter
 of a served scan's CPU (measured: 922-959 -> 1,169-1,227 scans/s at 64 clients when the scan ran on the loop),
@@ -12,6 +13,10 @@ together as one statement (``pack_scans_sql``: the scan run for each pair of an 
 wake-up of the server and one result for the lot, where each of those cost a scan about as much CPU as its
 statement's execution (group commit, for reads). Each pack's rows are exactly those its own scan would read,
 and all come from one snapshot, as on the thread path.
+
+A served proof is one statement too (``SqlUnit.proof_material``), read here on the same connections; the hop to
+a request thread and back cost a proof served to one client about 0.4 ms of its 1.5 ms (p50), 0.6-1.0 ms at
+p95, on a 10^6-entry ledger. When every connection is busy a proof goes to the request threads instead.
 """
 
 from __future__ import annotations
@@ -19,14 +24,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
 
+from ledger.merkle import NodeID
 from ledger.state import Batch, Pack
 from ledger.storage.database import Database, redact
-from ledger.storage.sql import TrailRow, pack_scan_rows, pack_scans_sql
+from ledger.storage.sql import (
+    PROOF_PG,
+    ProofMaterial,
+    TrailRow,
+    pack_scan_rows,
+    pack_scans_sql,
+    proof_material_rows,
+    proof_params,
+)
 
 logger = logging.getLogger("athar.ledger")
 
@@ -68,6 +82,7 @@ class AsyncScans:
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._queue: list[_Scan] = []
         self._batches: set[asyncio.Task[None]] = set()
+        self._proofs = 0  # proofs being read, each on a connection of its own
         self._dispatch_due = False
         self._closed = False
         self._failing = False
@@ -87,9 +102,44 @@ class AsyncScans:
         # a cancelled caller cancels only its own wait: its scan, maybe already sent, is answered to nobody
         return await scan.answer
 
+    async def proof_material(self, ids: Sequence[NodeID], *, checkpoint: int = -1, first: int = -1,
+                             index: int = -1) -> ProofMaterial | None:
+        """``SqlUnit.proof_material``'s answer, or None when it cannot be read here now (every connection busy,
+        or the database unreachable): the caller then reads it through the engine."""
+        if self._closed or len(self._batches) + self._proofs >= self._size:
+            return None
+        self._proofs += 1
+        try:
+            try:
+                conn = self._idle.pop() if self._idle else await self._connect()
+            except psycopg.Error as exc:
+                self._failed("could not connect to", exc)
+                return None
+            try:
+                async with psycopg.AsyncRawCursor(conn) as cur:
+                    await cur.execute(PROOF_PG, proof_params(ids, checkpoint, first, index), prepare=True)
+                    rows = await cur.fetchall()
+            except psycopg.Error as exc:
+                self._failed("failed on", exc)
+                await self._drop(conn)
+                return None
+            except BaseException:
+                await asyncio.shield(_discard(conn))  # cancelled mid-statement: its state is not known
+                raise
+            await self._release(conn)
+            try:
+                return proof_material_rows(rows)
+            except Exception:  # a defect, not an outage: said in the log, and the proof goes to the threads
+                logger.exception("asynchronous proof read failed")
+                return None
+        finally:
+            self._proofs -= 1
+            if self._queue:
+                self._dispatch()  # scans that waited for this connection
+
     def _dispatch(self) -> None:
         self._dispatch_due = False
-        while self._queue and len(self._batches) < self._size:
+        while self._queue and len(self._batches) + self._proofs < self._size:
             kinds = self._queue[0].kinds  # one statement per kind of scan (there is one kind today)
             batch = [s for s in self._queue if s.kinds == kinds][:MAX_BATCH]
             taken = {id(s) for s in batch}
@@ -126,15 +176,17 @@ class AsyncScans:
         except psycopg.Error as exc:
             # a restarted server, a dropped connection: this connection is done; the next batch opens another
             self._failed("failed on", exc)
-            # after a restart the idle ones are as stale: each would fail a batch of its own
-            stale, self._idle = [conn, *self._idle], []
-            for c in stale:
-                await _discard(c)
+            await self._drop(conn)
             return [UNREAD] * len(batch)
         except BaseException:
             # cancelled mid-statement (the server is closing down): the connection's state is not known
             await asyncio.shield(_discard(conn))
             raise
+        await self._release(conn)
+        return [(True, pack_scan_rows(r)) for r in rows]
+
+    async def _release(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A connection whose statement succeeded: kept for the next one, unless closing down."""
         if self._closed:
             await _discard(conn)
         else:
@@ -142,7 +194,13 @@ class AsyncScans:
         if self._failing:
             self._failing = False
             logger.info("asynchronous scans read %s again", self._url)
-        return [(True, pack_scan_rows(r)) for r in rows]
+
+    async def _drop(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A connection whose statement failed: after a restart the idle ones are as stale, each would fail a
+        statement of its own."""
+        stale, self._idle = [conn, *self._idle], []
+        for c in stale:
+            await _discard(c)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(**self._params)

@@ -126,7 +126,7 @@ _NODES_PG = sa.text(_NODES_PG_SQL)
 # (run on the driver, with native placeholders: $1 the checkpoint's size, $2 the earlier one's, $3 the entry, $4
 # and $5 the nodes' levels and indexes; SQLAlchemy's statement and result handling cost a served proof more CPU
 # than the driver's)
-_PROOF_PG = (
+PROOF_PG = (
     "SELECT -1, tree_size, NULL FROM log_head WHERE id = 1 UNION ALL "
     "SELECT -2, tree_size, root_hash FROM checkpoints WHERE tree_size = $1 UNION ALL "
     "SELECT -4, tree_size, root_hash FROM checkpoints WHERE tree_size = $2 UNION ALL "
@@ -933,24 +933,8 @@ class SqlUnit:
                                  old.root_hash if old else None, leaf_hash(entry.leaf) if entry else None)
         import psycopg
 
-        out = ProofMaterial({})
-        # with no node to read, a node that cannot exist: empty arrays carry no element type, which would make
-        # the driver prepare a statement of its own, one PostgreSQL kept planning afresh (0.32 against 0.21 ms)
-        arrays = _node_arrays(wanted or [NodeID(-1, -1)])
         with self._driver() as raw, psycopg.RawCursor(raw) as cur:
-            found = cur.execute(_PROOF_PG, (checkpoint, first, index, arrays["levels"], arrays["idxs"])).fetchall()
-        for lv, i, h in found:
-            if lv >= 0:
-                out.nodes[NodeID(lv, i)] = bytes(h)
-            elif lv == -1:
-                out.log_size = int(i)
-            elif lv == -2:
-                out.root = bytes(h)
-            elif lv == -4:
-                out.first_root = bytes(h)
-            else:
-                out.leaf_hash = bytes(h)
-        return out
+            return proof_material_rows(cur.execute(PROOF_PG, proof_params(wanted, checkpoint, first, index)).fetchall())
 
     def nodes_completed(self, start: int, end: int) -> dict[NodeID, bytes]:
         """The stored Merkle nodes that appending leaves ``start`` to ``end - 1`` completes, in one statement of
@@ -1050,6 +1034,31 @@ def listed_packs(shipments: Iterable[Shipment]) -> list[tuple[str, str, str]]:
 def _node_arrays(ids: Sequence[NodeID]) -> dict[str, list[int]]:
     """Node ids as the two array parameters the node statements join to."""
     return {"levels": [n.level for n in ids], "idxs": [n.index for n in ids]}
+
+
+def proof_params(ids: Sequence[NodeID], checkpoint: int, first: int, index: int) -> tuple[Any, ...]:
+    """``PROOF_PG``'s parameters (-1: not asked for)."""
+    # with no node to read, a node that cannot exist: empty arrays carry no element type, which would make the
+    # driver prepare a statement of its own, one PostgreSQL kept planning afresh (0.32 against 0.21 ms)
+    arrays = _node_arrays(ids or [NodeID(-1, -1)])
+    return checkpoint, first, index, arrays["levels"], arrays["idxs"]
+
+
+def proof_material_rows(rows: Iterable[Sequence[Any]]) -> ProofMaterial:
+    """``PROOF_PG``'s rows as what they say: nodes, and the rows of negative level it adds (see there)."""
+    out = ProofMaterial({})
+    for lv, i, h in rows:
+        if lv >= 0:
+            out.nodes[NodeID(lv, i)] = bytes(h)
+        elif lv == -1:
+            out.log_size = int(i)
+        elif lv == -2:
+            out.root = bytes(h)
+        elif lv == -4:
+            out.first_root = bytes(h)
+        else:
+            out.leaf_hash = bytes(h)
+    return out
 
 
 @overload
