@@ -169,8 +169,9 @@ def cpu_note(before: CpuSnapshot, after: CpuSnapshot, loadgen_cpu: float, reques
 
 def cpu_bound(requests: int, serving_cpu: float, cores: int) -> float | None:
     """Requests per second ``cores`` could serve if they did nothing else, at the CPU per request measured
-    (server and PostgreSQL, not the load generator, which could run elsewhere): the ceiling that closing the
-    gap to it (queueing, the sequencer's serial cycle) could reach without making a request cheaper."""
+    (``serving_cpu``: the server and the rest of the machine, PostgreSQL and anything else running, but not the
+    load generator, which could run elsewhere): the ceiling that closing the gap to it (queueing, the
+    sequencer's serial cycle) could reach without making a request cheaper."""
     if requests <= 0 or serving_cpu <= 0:
         return None
     return cores * requests / serving_cpu

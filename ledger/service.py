@@ -317,11 +317,12 @@ class _ServedProof:
         self.known, self.missing = nodes.split(self.plan.ids)
 
     def finish(self, got: ProofMaterial, nodes: NodeCache) -> CheckedProof | None:
-        """The proof from the kept nodes and those read. Made with kept nodes, it is checked against the signed
-        roots: if it fails (the database was put back to an earlier state under this process, see
-        ``ledger.node_cache``), the kept nodes are dropped and None asks for every node to be read, the proof
-        then made from the database alone, as it always was, and checked by the client."""
-        nodes.learn(got.nodes, got.log_size)
+        """The proof from the kept nodes and those read. Made with kept nodes, it is checked against the root of
+        the checkpoint read with them (and the stored leaf's hash): if it fails (the database was put back to an
+        earlier state under this process, see ``ledger.node_cache``), the kept nodes are dropped and None asks
+        for every node to be read, the proof then made from the database alone, as it always was, and checked
+        by the client against the signed checkpoint."""
+        nodes.learn(got.nodes)
         first_root = _root(got.first_root, self.first) if self.first is not None else None
         root = _root(got.root, self.size)
         hashes = self.plan.proof({**self.known, **got.nodes})

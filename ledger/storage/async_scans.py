@@ -105,9 +105,10 @@ class AsyncScans:
     async def proof_material(self, ids: Sequence[NodeID], *, checkpoint: int = -1, first: int = -1,
                              index: int = -1) -> ProofMaterial | None:
         """``SqlUnit.proof_material``'s answer, or None when it cannot be read here now (every connection busy,
-        or the database unreachable): the caller then reads it through the engine."""
-        if self._closed or len(self._batches) + self._proofs >= self._size:
-            return None
+        scans waiting for one, the database unreachable, a defect): the caller then reads it through the
+        engine."""
+        if self._closed or self._queue or len(self._batches) + self._proofs >= self._size:
+            return None  # scans waiting for a connection come first: a pack is being dispensed
         self._proofs += 1
         try:
             try:
@@ -122,6 +123,10 @@ class AsyncScans:
             except psycopg.Error as exc:
                 self._failed("failed on", exc)
                 await self._drop(conn)
+                return None
+            except Exception:  # a defect, not an outage: said in the log, and the proof goes to the threads
+                logger.exception("asynchronous proof read failed")
+                await _discard(conn)  # its state is not known
                 return None
             except BaseException:
                 await asyncio.shield(_discard(conn))  # cancelled mid-statement: its state is not known

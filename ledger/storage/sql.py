@@ -1038,9 +1038,10 @@ def _node_arrays(ids: Sequence[NodeID]) -> dict[str, list[int]]:
 
 def proof_params(ids: Sequence[NodeID], checkpoint: int, first: int, index: int) -> tuple[Any, ...]:
     """``PROOF_PG``'s parameters (-1: not asked for)."""
-    # with no node to read, a node that cannot exist: empty arrays carry no element type, which would make the
-    # driver prepare a statement of its own, one PostgreSQL kept planning afresh (0.32 against 0.21 ms)
-    arrays = _node_arrays(ids or [NodeID(-1, -1)])
+    # with no node to read, a node that cannot exist (a leaf before the first; a row it matched would be read as
+    # a node, which no plan asks for): empty arrays carry no element type, which would make the driver prepare a
+    # statement of its own, one PostgreSQL kept planning afresh (0.32 against 0.21 ms)
+    arrays = _node_arrays(ids or [NodeID(0, -1)])
     return checkpoint, first, index, arrays["levels"], arrays["idxs"]
 
 

@@ -186,3 +186,78 @@ def test_served_proofs_are_read_on_the_loop_and_by_the_threads_when_it_steps_asi
         assert inclusion_doc["leaf_hash"] == want_inclusion.leaf_hash.hex()  # type: ignore[union-attr]
         assert consistency_doc["hashes"] == [h.hex() for h in want_consistency.hashes]
         assert consistency_doc["root_hash"] == want_consistency.root.hex()
+
+
+def _sessions(url: str) -> int:
+    engine = sa.create_engine(url.split("?")[0])
+    try:
+        with engine.begin() as conn:
+            return len(list(conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = :n"),
+                                         {"n": sa.engine.make_url(url).query["application_name"]})))
+    finally:
+        engine.dispose()
+
+
+def test_a_scan_waiting_for_a_proofs_connection_gets_it_when_the_proof_ends(world: World, app_url: str) -> None:
+    size = world.ledger.size()
+    world.db.dispose()
+    locker = sa.create_engine(app_url.replace("application_name=proof-", "application_name=lock-"))
+
+    async def run() -> tuple[CheckedProof | None, Any]:
+        scans = AsyncScans(world.db, size=1)
+        try:
+            with locker.connect() as conn:
+                conn.execute(sa.text("LOCK TABLE merkle_nodes IN ACCESS EXCLUSIVE MODE"))  # the proof waits on it
+                proof = asyncio.ensure_future(world.ledger.inclusion_at_checkpoint_on(scans, 0, size))
+                await asyncio.sleep(0.2)
+                scan = asyncio.ensure_future(scans.pack_scan(GTIN, "X", single=SINGLE_PACK, wide=BATCH_WIDE))
+                await asyncio.sleep(0.2)
+                assert _sessions(app_url) == 1  # the scan waits for the proof's connection: no second one
+                assert not scan.done()
+                conn.rollback()
+            return await proof, await asyncio.wait_for(scan, 5)  # the proof's end starts the waiting scan
+        finally:
+            await scans.close()
+
+    try:
+        proof, scan = asyncio.run(run())
+    finally:
+        locker.dispose()
+    assert proof is not None and scan == (True, None)  # read on the loop: no such pack
+
+
+def test_a_proof_arriving_with_a_scan_lets_the_scan_go_first(world: World) -> None:
+    size = world.ledger.size()
+
+    async def run() -> tuple[Any, CheckedProof | None, CheckedProof | None]:
+        scans = AsyncScans(world.db)
+        try:
+            # in the same turn of the event loop: the scan queues first, and the proof steps aside to the threads
+            scan = asyncio.ensure_future(scans.pack_scan(GTIN, "X", single=SINGLE_PACK, wide=BATCH_WIDE))
+            proof = asyncio.ensure_future(world.ledger.inclusion_at_checkpoint_on(scans, 0, size))
+            found, aside = await scan, await proof
+            return found, aside, await world.ledger.inclusion_at_checkpoint_on(scans, 0, size)
+        finally:
+            await scans.close()
+
+    found, aside, later = asyncio.run(run())
+    assert found == (True, None) and aside is None and later is not None
+
+
+def test_a_defect_in_sending_a_proof_is_logged_and_the_proof_steps_aside(
+        world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> tuple[object, ...]:
+        raise TypeError("a parameter of an unexpected type")
+
+    monkeypatch.setattr(async_scans, "proof_params", broken)
+
+    async def run() -> CheckedProof | None:
+        scans = AsyncScans(world.db)
+        try:
+            return await world.ledger.inclusion_at_checkpoint_on(scans, 0, world.ledger.size())
+        finally:
+            await scans.close()
+
+    with caplog.at_level(logging.ERROR, logger="athar.ledger"):
+        assert asyncio.run(run()) is None
+    assert "asynchronous proof read failed" in caplog.text and "unexpected type" in caplog.text

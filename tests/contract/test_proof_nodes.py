@@ -91,7 +91,7 @@ def test_a_kept_node_that_no_longer_holds_is_dropped_and_the_proof_read_again(wo
     ledger, size = world.ledger, world.ledger.size()
     plan = inclusion_plan(1, size)
     ledger.inclusion_at_checkpoint(1, size)
-    ledger._nodes.learn({n: bytes(32) for n in plan.ids}, size)  # every node of the path now wrong
+    ledger._nodes.learn({n: bytes(32) for n in plan.ids})  # every node of the path now wrong
     got = ledger.inclusion_at_checkpoint(1, size)
     assert got.leaf_hash is not None
     verify_inclusion(got.leaf_hash, 1, size, got.hashes, got.root)
@@ -100,7 +100,7 @@ def test_a_kept_node_that_no_longer_holds_is_dropped_and_the_proof_read_again(wo
     assert asked[-1] == set() and again == got
     first = max(1, size - 3)
     ledger.consistency_at_checkpoints(first, size)
-    ledger._nodes.learn({n: bytes(32) for n in consistency_plan(first, size).ids}, size)
+    ledger._nodes.learn({n: bytes(32) for n in consistency_plan(first, size).ids})
     got = ledger.consistency_at_checkpoints(first, size)
     assert got.first_root is not None
     verify_consistency(first, size, got.first_root, got.root, got.hashes)

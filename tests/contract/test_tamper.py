@@ -16,7 +16,8 @@ from ledger.audit import AuditReport, verify_store
 from ledger.builder import EventBuilder
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.entry import EVENT_PURPOSE, Entry, SignedEvent
-from ledger.merkle import CompactRange, leaf_hash, root_nodes
+from ledger.home import open_ledger
+from ledger.merkle import CompactRange, ProofError, leaf_hash, root_nodes, verify_inclusion
 from signing import KeyPair, b64encode, canonical
 from tests.support import GTIN, World, make_world
 
@@ -248,6 +249,26 @@ def test_deleted_merkle_node(world: World) -> None:
     drop_triggers(world)
     sql(world, "DELETE FROM merkle_nodes WHERE level = 1 AND idx = 3")
     failed_at(world, 6, "Merkle node")
+
+
+def test_an_edited_node_a_worker_keeps_is_served_as_it_was_and_the_audit_finds_it(world: World) -> None:
+    # what docs and ledger.node_cache say: a process serving proofs answers from the nodes it keeps, which an edit
+    # of their rows does not reach; a process that reads them serves a proof that fails; the audit names the node
+    size = world.ledger.size()
+    kept = world.ledger.inclusion_at_checkpoint(TARGET, size)  # its path's nodes are now kept
+    drop_triggers(world)
+    sql(world, "UPDATE merkle_nodes SET hash = :h WHERE level = 1 AND idx = :i", h=b"\xee" * 32, i=(TARGET >> 1) ^ 1)
+    assert world.ledger.inclusion_at_checkpoint(TARGET, size) == kept
+    assert kept.leaf_hash is not None
+    verify_inclusion(kept.leaf_hash, TARGET, size, kept.hashes, kept.root)
+    fresh, db = open_ledger(world.home.path, world.db.url)
+    try:
+        read = fresh.inclusion_at_checkpoint(TARGET, size)
+        with pytest.raises(ProofError):
+            verify_inclusion(kept.leaf_hash, TARGET, size, read.hashes, read.root)
+    finally:
+        db.dispose()
+    failed_at(world, ((TARGET >> 1) ^ 1) << 1, "Merkle node")
 
 
 def test_rolled_back_head(world: World) -> None:
