@@ -6,6 +6,9 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
 
 from ledger.builder import EventBuilder, root_builder
 from ledger.home import Home, init_home, open_ledger
@@ -104,3 +107,25 @@ def make_world(path: Path, db_url: str, clock: Clock | None = None,
         world.keys[actor_id] = key
         ledger.submit(world.root.register_actor(actor_id, name, role, region, key.public.b64))
     return world
+
+
+# ---- PostgreSQL sessions of one application (its URL's application_name), seen from a session of another ----
+
+
+def pg_activity(url: str, select: str, where: str = "") -> list[Any]:
+    """``select`` over the sessions of the URL's application (``where``: more conditions)."""
+    engine = sa.create_engine(url.split("?")[0])
+    try:
+        with engine.begin() as conn:
+            return list(conn.execute(sa.text(f"SELECT {select} FROM pg_stat_activity WHERE application_name = :n "
+                                             f"{where}"), {"n": sa.engine.make_url(url).query["application_name"]}))
+    finally:
+        engine.dispose()
+
+
+def pg_sessions(url: str) -> int:
+    return len(pg_activity(url, "pid"))
+
+
+def pg_kill_sessions(url: str) -> int:
+    return len(pg_activity(url, "pg_terminate_backend(pid)"))

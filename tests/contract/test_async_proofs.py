@@ -26,7 +26,7 @@ from ledger.storage import async_scans
 from ledger.storage.async_scans import AsyncScans
 from ledger.storage.sql import ProofMaterial
 from tests.integration.server import running_server
-from tests.support import GTIN, World, make_world
+from tests.support import GTIN, World, make_world, pg_kill_sessions, pg_sessions
 
 
 @pytest.fixture
@@ -43,17 +43,6 @@ def world(tmp_path: Path, app_url: str) -> Iterator[World]:
     w.deliver("dist-north", "ph-rabat", "PRF", serials[:2])
     yield w
     w.db.dispose()
-
-
-def _kill_sessions(url: str) -> int:
-    engine = sa.create_engine(url.split("?")[0])
-    try:
-        with engine.begin() as conn:
-            return len(list(conn.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :n"),
-                {"n": sa.engine.make_url(url).query["application_name"]})))
-    finally:
-        engine.dispose()
 
 
 def _fresh(world: World) -> Ledger:
@@ -98,7 +87,7 @@ def test_a_killed_connection_steps_aside_once_then_reconnects(world: World, app_
         try:
             got = [await world.ledger.inclusion_at_checkpoint_on(scans, 0, size)]
             world.db.dispose()  # the engine's sessions go; the loop's stays
-            assert _kill_sessions(app_url) == 1
+            assert pg_kill_sessions(app_url) == 1
             for _ in range(2):
                 got.append(await world.ledger.inclusion_at_checkpoint_on(scans, 1, size))
             return got
@@ -135,12 +124,13 @@ def test_with_every_connection_busy_a_proof_steps_aside_at_once(world: World, ap
     assert busy is None and free is not None
 
 
-def test_a_defect_in_reading_a_proof_is_logged_and_the_proof_steps_aside(
-        world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(rows: object) -> ProofMaterial:
-        raise ValueError("a row of an unexpected shape")
+@pytest.mark.parametrize("where", ["proof_params", "proof_material_rows"])
+def test_a_defect_in_sending_or_reading_a_proof_is_logged_and_the_proof_steps_aside(
+        world: World, where: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> object:
+        raise ValueError("something of an unexpected shape")
 
-    monkeypatch.setattr(async_scans, "proof_material_rows", broken)
+    monkeypatch.setattr(async_scans, where, broken)
 
     async def run() -> CheckedProof | None:
         scans = AsyncScans(world.db)
@@ -188,16 +178,6 @@ def test_served_proofs_are_read_on_the_loop_and_by_the_threads_when_it_steps_asi
         assert consistency_doc["root_hash"] == want_consistency.root.hex()
 
 
-def _sessions(url: str) -> int:
-    engine = sa.create_engine(url.split("?")[0])
-    try:
-        with engine.begin() as conn:
-            return len(list(conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = :n"),
-                                         {"n": sa.engine.make_url(url).query["application_name"]})))
-    finally:
-        engine.dispose()
-
-
 def test_a_scan_waiting_for_a_proofs_connection_gets_it_when_the_proof_ends(world: World, app_url: str) -> None:
     size = world.ledger.size()
     world.db.dispose()
@@ -212,7 +192,7 @@ def test_a_scan_waiting_for_a_proofs_connection_gets_it_when_the_proof_ends(worl
                 await asyncio.sleep(0.2)
                 scan = asyncio.ensure_future(scans.pack_scan(GTIN, "X", single=SINGLE_PACK, wide=BATCH_WIDE))
                 await asyncio.sleep(0.2)
-                assert _sessions(app_url) == 1  # the scan waits for the proof's connection: no second one
+                assert pg_sessions(app_url) == 1  # the scan waits for the proof's connection: no second one
                 assert not scan.done()
                 conn.rollback()
             return await proof, await asyncio.wait_for(scan, 5)  # the proof's end starts the waiting scan
@@ -242,22 +222,3 @@ def test_a_proof_arriving_with_a_scan_lets_the_scan_go_first(world: World) -> No
 
     found, aside, later = asyncio.run(run())
     assert found == (True, None) and aside is None and later is not None
-
-
-def test_a_defect_in_sending_a_proof_is_logged_and_the_proof_steps_aside(
-        world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: object) -> tuple[object, ...]:
-        raise TypeError("a parameter of an unexpected type")
-
-    monkeypatch.setattr(async_scans, "proof_params", broken)
-
-    async def run() -> CheckedProof | None:
-        scans = AsyncScans(world.db)
-        try:
-            return await world.ledger.inclusion_at_checkpoint_on(scans, 0, world.ledger.size())
-        finally:
-            await scans.close()
-
-    with caplog.at_level(logging.ERROR, logger="athar.ledger"):
-        assert asyncio.run(run()) is None
-    assert "asynchronous proof read failed" in caplog.text and "unexpected type" in caplog.text

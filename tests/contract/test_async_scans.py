@@ -23,7 +23,7 @@ from ledger.storage import async_scans
 from ledger.storage.async_scans import Answer, AsyncScans
 from ledger.storage.database import open_database
 from tests.integration.server import running_server
-from tests.support import GTIN, GTIN_B, World, make_world
+from tests.support import GTIN, GTIN_B, World, make_world, pg_activity, pg_kill_sessions, pg_sessions
 
 
 @pytest.fixture
@@ -39,30 +39,10 @@ def world(tmp_path: Path, app_url: str) -> Iterator[World]:
     w.db.dispose()
 
 
-def _activity(url: str, select: str, where: str = "") -> list[Any]:
-    """``select`` over the sessions of the URL's application (``where``: more conditions), from a session of
-    another name."""
-    engine = sa.create_engine(url.split("?")[0])
-    try:
-        with engine.begin() as conn:
-            return list(conn.execute(sa.text(f"SELECT {select} FROM pg_stat_activity WHERE application_name = :n "
-                                             f"{where}"), {"n": sa.engine.make_url(url).query["application_name"]}))
-    finally:
-        engine.dispose()
-
-
-def _sessions(url: str) -> int:
-    return len(_activity(url, "pid"))
-
-
-def _kill_sessions(url: str) -> int:
-    return len(_activity(url, "pg_terminate_backend(pid)"))
-
-
 def _last_scans(url: str, statement: str) -> list[Any]:
     """When the application's sessions whose last statement is like ``statement`` began it: the thread path's
     scan (``SELECT packs.gtin...``) or the loop's batch (``SELECT q.n, s.*...``)."""
-    return sorted(r[0] for r in _activity(url, "query_start", f"AND query LIKE '{statement}'"))
+    return sorted(r[0] for r in pg_activity(url, "query_start", f"AND query LIKE '{statement}'"))
 
 
 async def _scan(scans: AsyncScans, serial: str, gtin: str = GTIN) -> Answer:
@@ -131,7 +111,7 @@ def test_a_killed_connection_steps_aside_once_then_reconnects(world: World, app_
         try:
             read = [(await _scan(scans, serial))[0]]
             world.db.dispose()  # the engine's sessions go; the scan's stays
-            assert _kill_sessions(app_url) == 1
+            assert pg_kill_sessions(app_url) == 1
             for _ in range(2):
                 read.append((await _scan(scans, serial))[0])
             return read
@@ -172,11 +152,11 @@ def test_close_releases_its_connections(world: World, app_url: str) -> None:
             for s in serials:  # one scan per turn of the loop: a batch each, while connections are free
                 waiting.append(asyncio.ensure_future(_scan(scans, s)))
                 await asyncio.sleep(0.05)
-            assert _sessions(app_url) == 3  # never more than its size: the other three queue
+            assert pg_sessions(app_url) == 3  # never more than its size: the other three queue
             conn.rollback()
         answers = list(await asyncio.gather(*waiting))
         await scans.close()
-        assert _sessions(app_url) == 0
+        assert pg_sessions(app_url) == 0
         assert await _scan(scans, serials[0]) == (False, None)  # closed: the thread path answers
         return answers
 
@@ -237,7 +217,7 @@ def test_a_batch_on_a_killed_connection_steps_aside_whole(world: World, app_url:
         try:
             await _scan(scans, serials[0])
             world.db.dispose()
-            assert _kill_sessions(app_url) == 1
+            assert pg_kill_sessions(app_url) == 1
             failed = await asyncio.gather(*(_scan(scans, s) for s in serials))
             again = await asyncio.gather(*(_scan(scans, s) for s in serials))
             return failed, again
@@ -265,7 +245,7 @@ def test_a_caller_that_stops_waiting_leaves_its_batch_and_the_pool_usable(world:
                 conn.rollback()
             answers = list(await asyncio.gather(*waiting[1:]))
             after = await _scan(scans, serials[0])
-            assert _sessions(app_url) == 1  # the same connection served on
+            assert pg_sessions(app_url) == 1  # the same connection served on
             return answers, after
         finally:
             await scans.close()
@@ -299,10 +279,10 @@ def test_close_does_not_wait_for_ever_on_a_stuck_statement(world: World, app_url
         assert asyncio.run(run()) == (False, None)  # told to read elsewhere, not left waiting
     finally:
         locker.dispose()
-    assert _sessions(app_url) == 0
+    assert pg_sessions(app_url) == 0
 
 
-def test_the_server_answers_public_scans_on_its_loop_and_closes_its_sessions(world: World, app_url: str) -> None:
+def test_the_server_answers_public_scans_on_its_loop_and_closes_itspg_sessions(world: World, app_url: str) -> None:
     serial = world.commission("SRV", 2)[0]
     world.db.dispose()
     settings = Settings(data_dir=world.home.path, database_url=app_url)
@@ -320,4 +300,4 @@ def test_the_server_answers_public_scans_on_its_loop_and_closes_its_sessions(wor
         assert linked.status_code == 200 and linked.json() == first.json()
         unknown = http.get(f"/v1/packs/{GTIN}/NOT-A-PACK")
         assert unknown.status_code == 200 and unknown.json()["verdict"] == "UNKNOWN"
-    assert _sessions(app_url) == 0  # the server closed them all as it stopped
+    assert pg_sessions(app_url) == 0  # the server closed them all as it stopped
