@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 
 from ledger.merkle import NodeID
 
-#: nodes kept per process (about 250 bytes each with the dictionary's own cost, 16 MB in all): the upper 15
-#: levels of a 10^6-entry tree, or the upper levels of a larger one, where proofs share the most
+#: nodes kept per process (about 250 bytes each with the dictionary's own cost, 16 MB in all): as many as the
+#: upper 15 levels of a 10^6-entry tree hold
 CAPACITY = 1 << 16
 
 

@@ -16,7 +16,8 @@ and all come from one snapshot, as on the thread path.
 
 A served proof is one statement too (``SqlUnit.proof_material``), read here on the same connections; the hop to
 a request thread and back cost a proof served to one client about 0.4 ms of its 1.5 ms (p50), 0.6-1.0 ms at
-p95, on a 10^6-entry ledger. When every connection is busy a proof goes to the request threads instead.
+p95, on a 10^6-entry ledger. When every connection is busy, or scans are waiting for one, a proof goes to the
+request threads instead.
 """
 
 from __future__ import annotations
