@@ -1,6 +1,6 @@
 """Served proofs read on the event loop (``AsyncScans.proof_material``, through ``Ledger.*_on``) answer exactly
 as the request threads do, or step aside (None) so that the threads answer: on real PostgreSQL, with a killed
-connection, every connection busy, and a defect in reading the rows."""
+connection, every connection busy, scans waiting, and defects."""
 
 from __future__ import annotations
 
@@ -45,14 +45,16 @@ def world(tmp_path: Path, app_url: str) -> Iterator[World]:
     w.db.dispose()
 
 
-def _fresh(world: World) -> Ledger:
+@pytest.fixture
+def fresh(world: World) -> Iterator[Ledger]:
     """Another process's ledger: nothing kept, proofs read by the thread path."""
-    ledger, _db = open_ledger(world.home.path, world.db.url)
-    return ledger
+    ledger, db = open_ledger(world.home.path, world.db.url)
+    yield ledger
+    db.dispose()
 
 
-def test_proofs_on_the_loop_match_the_thread_path(world: World) -> None:
-    loop_side, thread_side = world.ledger, _fresh(world)
+def test_proofs_on_the_loop_match_the_thread_path(world: World, fresh: Ledger) -> None:
+    loop_side, thread_side = world.ledger, fresh
     size = world.ledger.size()
 
     async def run() -> None:
@@ -95,7 +97,7 @@ def test_a_killed_connection_steps_aside_once_then_reconnects(world: World, app_
             await scans.close()
 
     first, killed, again = asyncio.run(run())
-    assert first is not None and killed is None and again == _fresh(world).inclusion_at_checkpoint(1, size)
+    assert first is not None and killed is None and again == world.ledger.inclusion_at_checkpoint(1, size)
 
 
 def test_with_every_connection_busy_a_proof_steps_aside_at_once(world: World, app_url: str) -> None:
@@ -145,9 +147,9 @@ def test_a_defect_in_sending_or_reading_a_proof_is_logged_and_the_proof_steps_as
 
 
 def test_served_proofs_are_read_on_the_loop_and_by_the_threads_when_it_steps_aside(
-        world: World, app_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        world: World, app_url: str, fresh: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     size = world.ledger.size()
-    expected = _fresh(world)
+    expected = fresh
     read_on_loop: list[int] = []
     real = AsyncScans.proof_material
     step_aside = False
