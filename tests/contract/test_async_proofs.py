@@ -46,6 +46,14 @@ def world(tmp_path: Path, app_url: str) -> Iterator[World]:
 
 
 @pytest.fixture
+def locker(app_url: str) -> Iterator[sa.Engine]:
+    """Sessions of another application name, to take table locks the loop's statements then wait on."""
+    engine = sa.create_engine(app_url.replace("application_name=proof-", "application_name=lock-"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def fresh(world: World) -> Iterator[Ledger]:
     """Another process's ledger: nothing kept, proofs read by the thread path."""
     ledger, db = open_ledger(world.home.path, world.db.url)
@@ -100,9 +108,8 @@ def test_a_killed_connection_steps_aside_once_then_reconnects(world: World, app_
     assert first is not None and killed is None and again == world.ledger.inclusion_at_checkpoint(1, size)
 
 
-def test_with_every_connection_busy_a_proof_steps_aside_at_once(world: World, app_url: str) -> None:
+def test_with_every_connection_busy_a_proof_steps_aside_at_once(world: World, locker: sa.Engine) -> None:
     size = world.ledger.size()
-    locker = sa.create_engine(app_url.replace("application_name=proof-", "application_name=lock-"))
 
     async def run() -> tuple[CheckedProof | None, CheckedProof | None]:
         scans = AsyncScans(world.db, size=1)
@@ -119,10 +126,7 @@ def test_with_every_connection_busy_a_proof_steps_aside_at_once(world: World, ap
         finally:
             await scans.close()
 
-    try:
-        busy, free = asyncio.run(run())
-    finally:
-        locker.dispose()
+    busy, free = asyncio.run(run())
     assert busy is None and free is not None
 
 
@@ -180,10 +184,10 @@ def test_served_proofs_are_read_on_the_loop_and_by_the_threads_when_it_steps_asi
         assert consistency_doc["root_hash"] == want_consistency.root.hex()
 
 
-def test_a_scan_waiting_for_a_proofs_connection_gets_it_when_the_proof_ends(world: World, app_url: str) -> None:
+def test_a_scan_waiting_for_a_proofs_connection_gets_it_when_the_proof_ends(world: World, app_url: str,
+                                                                            locker: sa.Engine) -> None:
     size = world.ledger.size()
     world.db.dispose()
-    locker = sa.create_engine(app_url.replace("application_name=proof-", "application_name=lock-"))
 
     async def run() -> tuple[CheckedProof | None, Any]:
         scans = AsyncScans(world.db, size=1)
@@ -201,10 +205,7 @@ def test_a_scan_waiting_for_a_proofs_connection_gets_it_when_the_proof_ends(worl
         finally:
             await scans.close()
 
-    try:
-        proof, scan = asyncio.run(run())
-    finally:
-        locker.dispose()
+    proof, scan = asyncio.run(run())
     assert proof is not None and scan == (True, None)  # read on the loop: no such pack
 
 
