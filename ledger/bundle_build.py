@@ -1,18 +1,23 @@
-"""Building offline bundles on the server (the format and its verification are in ``ledger.bundle``)."""
+"""Building offline bundles on the server (the formats and their verification are in ``ledger.bundle`` and
+``ledger.pack_bundle``)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ledger import errors as E
 from ledger import events as ev
+from ledger import pack_bundle as pb
 from ledger.bundle import FORMAT, MANIFEST_PURPOSE
 from ledger.entry import Entry
+from ledger.merkle import NodeID, inclusion_plan
+from ledger.provenance import Step
+from ledger.state import Batch, Pack
 from ledger.storage.rows import StoredEntry
 from ledger.storage.sql import SqlUnit, prove_entries
-from signing import KeyPair, b64encode
+from signing import KeyPair, PublicKey, b64encode
 
 
 def build_bundle(u: SqlUnit, ledger_key: KeyPair, chains: Iterable[str], *, created: dt.datetime) -> dict[str, Any]:
@@ -44,4 +49,38 @@ def build_bundle(u: SqlUnit, ledger_key: KeyPair, chains: Iterable[str], *, crea
         "manifest_signature": b64encode(ledger_key.sign(MANIFEST_PURPOSE, manifest)),
         "entries": [{"index": e.index, "entry": Entry.from_leaf(e.leaf).to_json(),
                      "proof": [h.hex() for h in proof]} for e, proof in proved],
+    }
+
+
+def build_pack_bundle(u: SqlUnit, ledger_key: KeyPair, pack: Pack, batch: Batch, tree_size: int,
+                      steps: Sequence[Step], *, created: dt.datetime) -> dict[str, Any]:
+    """A one-pack bundle (``ledger.pack_bundle``) at ``tree_size``, the log size ``pack``, ``batch`` and ``steps``
+    were read at (in one snapshot)."""
+    cp = u.checkpoint(tree_size)
+    if cp is None or not steps:
+        raise E.StorageUnavailable(f"no checkpoint of tree size {tree_size}, or no commissioning of the pack, was "
+                                   "read with it: try again")
+    last = steps[-1]
+    plan = inclusion_plan(last.index, tree_size)
+    nodes = u.nodes([*plan.ids, *(NodeID(0, s.index) for s in steps)])
+    whole = signer = None
+    if last.type in pb.WHOLE_ENTRY_KINDS:
+        stored = u.entry(last.index)
+        assert stored is not None  # the snapshot that named it holds it: entries are never deleted
+        entry = Entry.from_leaf(stored.leaf)
+        whole = entry.to_json()
+        key = u.key(entry.signed.key_id)
+        signer = PublicKey.from_b64(key.public_key) if key is not None else None
+    statement = pb.statement_json(
+        tree_size=tree_size, root=cp.root_hash, created=created, pack=pack,
+        batch=pb.AttestedBatch(batch.gtin, batch.lot, batch.expiry, batch.product, batch.manufacturer, batch.status,
+                               batch.status_reason),
+        steps=[pb.AttestedStep(s.index, s.type, s.actor, s.time, nodes[NodeID(0, s.index)]) for s in steps],
+        actors={s.actor: pb.AttestedActor(s.actor_name, s.role, s.region) for s in steps}, signer=signer)
+    return {
+        "format": pb.FORMAT,
+        "checkpoint": cp.note,
+        "statement": statement,
+        "signature": b64encode(ledger_key.sign(pb.STATEMENT_PURPOSE, statement)),
+        "anchor": {"index": last.index, "proof": b64encode(b"".join(plan.proof(nodes))), "entry": whole},
     }

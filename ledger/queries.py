@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger import errors as E
-from ledger.bundle_build import build_bundle
+from ledger.bundle_build import build_bundle, build_pack_bundle
 from ledger.entry import Entry
 from ledger.identifiers import Role, batch_chain
 from ledger.provenance import BATCH_WIDE, SHIPMENT_KINDS, SINGLE_PACK, Step, concerns, concerns_pack
@@ -267,6 +267,17 @@ class Reader:
                 raise E.NotFound("no batch matches: name batches, a region or an actor")
             return build_bundle(u, self.ledger.config.ledger_key, [batch_chain(g, lot) for g, lot in wanted],
                                 created=self.ledger.clock())
+
+    def pack_bundle(self, gtin: str, serial: str) -> dict[str, Any]:
+        """A one-pack bundle (``ledger.pack_bundle``): public, like the pack's verdict and provenance."""
+        with self.ledger.store.read() as u:
+            scan = u.pack_scan(gtin, serial, single=SINGLE_PACK, wide=BATCH_WIDE)
+            if scan is None:
+                raise E.UnknownPack(f"no pack with GTIN {gtin} and serial {serial} was ever registered: there is "
+                                 "nothing to bundle (scan it for a verdict)")
+            pack, batch, size, trail = scan
+            return build_pack_bundle(u, self.ledger.config.ledger_key, pack, batch, size,
+                                     self._steps(u, trail, serial), created=self.ledger.clock())
 
     # ---- oversight -------------------------------------------------------------------------------------------
 

@@ -109,7 +109,22 @@ class AlertRecord:
     updated_index: int | None = None
 
 
-def is_expired(batch: Batch, now: dt.datetime) -> bool:
+class BatchFacts(Protocol):
+    """What a verdict needs to know of a batch: a ``Batch``, or a one-pack bundle's signed account of one."""
+
+    @property
+    def lot(self) -> str: ...
+    @property
+    def expiry(self) -> dt.date: ...
+    @property
+    def product(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def status_reason(self) -> str | None: ...
+
+
+def is_expired(batch: BatchFacts, now: dt.datetime) -> bool:
     """A batch may be used up to and including its expiry date (GS1 AI 17: 'expiration date')."""
     return now.date() > batch.expiry
 

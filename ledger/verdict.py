@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ledger.state import Batch, Pack, is_expired
+from ledger.state import BatchFacts, Pack, is_expired
 
 
 class Verdict(StrEnum):
@@ -31,7 +31,7 @@ class Finding:
     reason: str
 
 
-def judge(pack: Pack | None, batch: Batch | None, *, gtin: str, serial: str, lot: str | None,
+def judge(pack: Pack | None, batch: BatchFacts | None, *, gtin: str, serial: str, lot: str | None,
           expiry: dt.date | None, now: dt.datetime, scanner: str | None = None,
           scanner_holds_pooled: bool = False) -> Finding:
     """Decide the verdict. One verdict per scan, checked in this order: UNKNOWN, MISMATCH, then the batch's

@@ -35,3 +35,15 @@ async def get_pack(gtin: str, serial: str, st: State, who: MaybeWho,
                    lot: str | None = Query(default=None, max_length=LOT_MAX),
                    expiry: str | None = Query(default=None, description="YYYY-MM-DD or GS1 YYMMDD")) -> JSONResponse:
     return JSONResponse(await scan_pack(st, gtin, serial, lot, expiry, who))
+
+
+@router.get("/{gtin}/{serial}/bundle", summary="A one-pack verification bundle",
+            description="Public. A few kilobytes that let a scanner check this pack with no network: the pack's "
+                        "state and provenance signed by the ledger key at a signed checkpoint, with an inclusion "
+                        "proof of its latest step (and that step's signed entry when it is a dispense, an undo, a "
+                        "recall, a quarantine or a release). Verify it with `athar bundle verify`; "
+                        "`athar scan --offline` takes it like a batch bundle.",
+            responses=responses(404, 422, 503))
+async def get_pack_bundle(gtin: str, serial: str, st: State) -> JSONResponse:
+    g, s = ids.gtin14(gtin), ids.serial(serial)
+    return JSONResponse(await st.run(lambda: st.reader.pack_bundle(g, s)))
