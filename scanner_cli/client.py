@@ -119,6 +119,10 @@ class AtharClient:
                                                params={"lot": lot, "expiry": expiry}, signed=True).json()
         return result
 
+    def pack_bundle(self, gtin: str, serial: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/v1/packs/{gtin}/{_seg(serial)}/bundle").json()
+        return result
+
     def batch(self, gtin: str, lot: str) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", f"/v1/batches/{gtin}/{_seg(lot)}", signed=True).json()
         return result

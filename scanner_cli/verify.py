@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger import errors as E
+from ledger import pack_bundle
 from ledger.admission import TrustAnchors
 from ledger.bundle import VerifiedBundle, verify_bundle
 from ledger.checkpoint import CheckpointError, open_checkpoint, verifier_key
@@ -23,6 +24,7 @@ from ledger.entry import Entry, SignedEvent
 from ledger.events import parse_time
 from ledger.identifiers import DISPENSERS
 from ledger.merkle import ProofError, verify_inclusion
+from ledger.pack_bundle import VerifiedPackBundle, verify_pack_bundle
 from ledger.provenance import pack_steps
 from ledger.verdict import Finding, Verdict
 from scanner_cli.client import AtharClient, Identity
@@ -53,7 +55,9 @@ class Step:
     role: str
     region: str
     time: str
-    signature: str  # "verified" (checked here against the pinned keys) or "not checked" (as told by the API)
+    # "verified" (checked here against the pinned keys), "signed by the ledger" (named in a one-pack bundle's
+    # statement) or "not checked" (as told by the API)
+    signature: str
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -99,10 +103,25 @@ def read_bundle(path: Path) -> Any:
         raise BundleFileError(f"cannot read bundle {path}: {exc}") from exc
 
 
-def bundle_summary(vb: VerifiedBundle) -> dict[str, Any]:
+OfflineBundle = VerifiedBundle | VerifiedPackBundle
+
+
+def verify_offline(doc: Any, trust: TrustAnchors) -> OfflineBundle:
+    """A batch bundle or a one-pack bundle, verified against the pinned keys (by its ``format``)."""
+    if isinstance(doc, Mapping) and doc.get("format") == pack_bundle.FORMAT:
+        return verify_pack_bundle(doc, trust)
+    return verify_bundle(doc, trust)
+
+
+def bundle_summary(vb: OfflineBundle) -> dict[str, Any]:
+    if isinstance(vb, VerifiedPackBundle):
+        return {"tree_size": vb.checkpoint.size, "root_hash": vb.checkpoint.root.hex(),
+                "origin": vb.checkpoint.origin, "created": vb.created.isoformat(), "kind": "one pack",
+                "pack": {"gtin": vb.pack.gtin, "serial": vb.pack.serial, "lot": vb.pack.lot},
+                "steps": len(vb.steps), "latest_entry_signed": vb.anchor is not None}
     chains = {e.chain for e in vb.entries}
     return {"tree_size": vb.checkpoint.size, "root_hash": vb.checkpoint.root.hex(), "origin": vb.checkpoint.origin,
-            "created": vb.created.isoformat(), "chains": len(chains), "entries": len(vb.entries),
+            "created": vb.created.isoformat(), "kind": "batches", "chains": len(chains), "entries": len(vb.entries),
             "actors": len(vb.state.actors), "batches": len(vb.state.batches),
             "packs": len(vb.state.packs_)}
 
@@ -129,9 +148,38 @@ def _fill_from_bundle(result: ScanResult, vb: VerifiedBundle, code: PackCode) ->
         result.provenance = bundle_provenance(vb, code.gtin, batch.lot, code.serial)
 
 
-def offline_verdict(vb: VerifiedBundle, code: PackCode, actor: str | None,
+def _pack_bundle_verdict(vb: VerifiedPackBundle, code: PackCode, actor: str | None,
+                         now: dt.datetime | None) -> ScanResult:
+    assert code.serial is not None
+    when = f"one-pack bundle of {vb.created.strftime('%Y-%m-%d %H:%M UTC')}, tree size {vb.checkpoint.size}"
+    if not vb.holds(code.gtin, code.serial):
+        return ScanResult(code, Verdict.UNKNOWN, f"this bundle is for pack {vb.pack.serial} of GTIN {vb.pack.gtin}, "
+                          "not this one: the pack cannot be checked offline (this is not a finding on the pack; "
+                          "check it online)", "offline", verification=f"not in the {when}")
+    known = vb.actors.get(actor) if actor else None
+    scanner = actor if known is None or known.role in {r.value for r in DISPENSERS} else None
+    finding = vb.verdict(lot=code.lot, expiry=code.expiry, scanner=scanner, now=now)
+    signed = (f"; its latest step's entry ({vb.steps[-1].type}) signed by its actor" if vb.anchor is not None
+              else "")
+    b = vb.batch
+    result = ScanResult(code, finding.verdict, finding.reason, "offline", product=b.product,
+                        manufacturer=b.manufacturer, lot=b.lot, expiry=b.expiry,
+                        verification=f"the ledger's signed statement, verified offline against the pinned keys "
+                                     f"({when}){signed}")
+    for s in vb.steps:
+        shown = vb.actors.get(s.actor)
+        proven = "verified" if vb.anchor is not None and s.index == vb.anchor.index else "signed by the ledger"
+        result.provenance.append(Step(s.index, s.type, s.actor, shown.name if shown else s.actor,
+                                      shown.role if shown else "", shown.region if shown else "",
+                                      s.time.isoformat(), proven))
+    return result
+
+
+def offline_verdict(vb: OfflineBundle, code: PackCode, actor: str | None,
                     now: dt.datetime | None = None) -> ScanResult:
     """The verdict from a verified bundle; a pack of a batch the bundle does not hold is UNKNOWN, saying so."""
+    if isinstance(vb, VerifiedPackBundle):
+        return _pack_bundle_verdict(vb, code, actor, now)
     assert code.serial is not None
     when = f"bundle of {vb.created.strftime('%Y-%m-%d %H:%M UTC')}, tree size {vb.checkpoint.size}"
     pack = vb.state.pack(code.gtin, code.serial)

@@ -1,11 +1,12 @@
-"""athar bundle: export an offline verification bundle, and verify one with the pinned keys."""
+"""athar bundle: export an offline verification bundle (batches, or one pack), and verify one with the pinned
+keys."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -28,7 +29,7 @@ from scanner_cli.identity import (
     usage,
 )
 from scanner_cli.options import DataDir, Json
-from scanner_cli.verify import BundleFileError, bundle_summary, read_bundle
+from scanner_cli.verify import BundleFileError, bundle_summary, read_bundle, verify_offline
 
 app = typer.Typer(help="Offline bundles: what an inspector carries to check packs with no network.",
                   no_args_is_help=True)
@@ -58,18 +59,49 @@ def export(out: Annotated[Path, typer.Option("--out", help="bundle file to write
     with client(url, me) as api:
         doc = api.bundle(batches=batches, region=region, actor=holder)
     summary = bundle_summary(verify_bundle(doc, trust)) if trust is not None else None
-    try:
-        tmp = out.with_name(out.name + ".part")
-        tmp.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
-        os.replace(tmp, out)
-    except OSError as exc:
-        usage(f"cannot write {out}: {exc}")
+    _write(out, doc)
     if json_out:
         render.emit_json({"file": str(out), "verified": summary is not None, **(summary or {}),
                           "entries": len(doc.get("entries", []))})
         return
     render.console.print(f"[green]bundle written[/] {out}: {len(doc.get('entries', []))} entries, tree size "
                          f"{doc.get('manifest', {}).get('tree_size')}", highlight=False)
+    render.console.print("  verified against the pinned keys" if summary else
+                         "  [yellow]not verified here[/] (no pinned keys: pass --ledger-key/--root-key or --data-dir)",
+                         highlight=False)
+
+
+def _write(out: Path, doc: Any) -> int:
+    """Write the bundle whole or not at all; its size in bytes."""
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
+    try:
+        tmp = out.with_name(out.name + ".part")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        usage(f"cannot write {out}: {exc}")
+    return len(text.encode())
+
+
+@app.command()
+def pack(gtin: Annotated[str, typer.Argument(help="the pack's GTIN (14 digits)")],
+         serial: Annotated[str, typer.Argument(help="the pack's serial (GS1 AI 21)")],
+         out: Annotated[Path, typer.Option("--out", help="bundle file to write")],
+         url: Url = DEFAULT_URL, data_dir: DataDir = None, ledger_key: LedgerKey = None, root_key: RootKey = None,
+         json_out: Json = False) -> None:
+    """Fetch one pack's bundle (public: a few kilobytes, the ledger's signed statement on the pack with its
+    latest step proven), verify it when keys are pinned, and write it for `athar scan --offline`."""
+    g, s = valid(ids.gtin14, gtin), valid(ids.serial, serial)
+    trust = pinned_trust(data_dir, ledger_key, root_key, required=False)
+    with client(url, None) as api:
+        doc = api.pack_bundle(g, s)
+    summary = bundle_summary(verify_offline(doc, trust)) if trust is not None else None
+    size = _write(out, doc)
+    if json_out:
+        render.emit_json({"file": str(out), "bytes": size, "verified": summary is not None, **(summary or {})})
+        return
+    render.console.print(f"[green]bundle written[/] {out}: pack {s} of GTIN {g}, {size:,} bytes, tree size "
+                         f"{doc.get('statement', {}).get('tree_size')}", highlight=False)
     render.console.print("  verified against the pinned keys" if summary else
                          "  [yellow]not verified here[/] (no pinned keys: pass --ledger-key/--root-key or --data-dir)",
                          highlight=False)
@@ -84,7 +116,7 @@ def verify(file: Annotated[Path, typer.Argument(help="the bundle file")], data_d
     try:
         with long_task():
             doc = read_bundle(file)
-            vb = verify_bundle(doc, trust)
+            vb = verify_offline(doc, trust)
     except BundleFileError as exc:
         usage(str(exc))
     except E.IntegrityError as err:
@@ -98,6 +130,15 @@ def verify(file: Annotated[Path, typer.Argument(help="the bundle file")], data_d
         render.emit_json({"file": str(file), "ok": True, **summary})
         return
     render.console.print(f"[green]intact[/]: {file}", highlight=False)
+    if summary["kind"] == "one pack":
+        p = summary["pack"]
+        render.console.print(f"  checkpoint  {summary['origin']}, tree size {summary['tree_size']}, root "
+                             f"{summary['root_hash'][:16]}...\n  created     {summary['created']}\n"
+                             f"  contents    one pack: {p['serial']} of GTIN {p['gtin']}, lot {p['lot']}; "
+                             f"{summary['steps']} steps signed by the ledger"
+                             + (", the latest also by its actor" if summary["latest_entry_signed"] else ""),
+                             highlight=False)
+        return
     render.console.print(f"  checkpoint  {summary['origin']}, tree size {summary['tree_size']}, root "
                          f"{summary['root_hash'][:16]}...\n  created     {summary['created']}\n"
                          f"  contents    {summary['chains']} chains, {summary['entries']} entries, {summary['actors']} "

@@ -21,7 +21,6 @@ from rich.table import Table
 from rich.text import Text
 
 from ledger import errors as E
-from ledger.bundle import VerifiedBundle, verify_bundle
 from ledger.heap import long_task
 from ledger.verdict import Verdict
 from scanner_cli import exit_codes, render
@@ -43,11 +42,13 @@ from scanner_cli.scantext import PackCode, ScanTextError, parse_scanned_text
 from scanner_cli.verify import (
     SEVERITY,
     BundleFileError,
+    OfflineBundle,
     ScanResult,
     offline_verdict,
     online_verdict,
     read_bundle,
     tampered,
+    verify_offline,
 )
 
 COLOURS = {Verdict.AUTHENTIC: "bold green", Verdict.TAMPERED: "bold white on red", Verdict.UNKNOWN: "bold red",
@@ -132,7 +133,7 @@ def _scan_offline(path: Path, inputs: Iterator[Scanned], show: _Show, actor: str
                   ledger_key: Path | None, root_key: Path | None) -> None:
     trust = pinned_trust(data_dir, ledger_key, root_key)
     assert trust is not None
-    vb: VerifiedBundle | None = None
+    vb: OfflineBundle | None = None
     failure = ""
     with long_task():  # once per session, tens of thousands of objects: the collector would scan them repeatedly
         try:
@@ -140,7 +141,7 @@ def _scan_offline(path: Path, inputs: Iterator[Scanned], show: _Show, actor: str
         except BundleFileError as exc:
             usage(str(exc))
         try:
-            vb = verify_bundle(doc, trust)
+            vb = verify_offline(doc, trust)
         except E.IntegrityError as err:
             failure = f"the bundle {path} fails verification: {err.message}"
             render.fail_line(failure)
