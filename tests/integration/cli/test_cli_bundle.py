@@ -31,6 +31,7 @@ class Offline:
     cli: Cli
     bundle: Path
     doc: dict[str, Any]
+    packs: dict[str, Path]  # one-pack bundles by serial
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +59,19 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Offline]:
         assert "verified against the pinned keys" in r.out
         denied = cli("bundle", "export", "--out", str(root / "x.json"), "--region", "Oriental", actor="ph-rabat")
         assert denied.code == 4 and not (root / "x.json").exists()
+        packs = {}
+        for serial in ("OF1", "OF2", "OR1"):  # public: no identity
+            packs[serial] = root / f"{serial}.pack.json"
+            r = cli("bundle", "pack", GTIN, serial, "--out", str(packs[serial]), "--json")
+            assert r.code == 0, r.err
+            assert r.json()["verified"] and r.json()["bytes"] == packs[serial].stat().st_size < 4096
+        r = cli("bundle", "pack", GTIN, "NEVER1", "--out", str(root / "never.json"))
+        assert r.code != 0 and "was ever registered" in r.err and not (root / "never.json").exists()
     finally:
         server.stop()
     # from here on nothing listens: any network use would fail
     cli.url = f"http://127.0.0.1:{free_port()}"
-    yield Offline(cli, out, json.loads(out.read_text()))
+    yield Offline(cli, out, json.loads(out.read_text()), packs)
 
 
 def test_bundle_verify(offline: Offline) -> None:
@@ -177,3 +186,37 @@ def test_unreadable_bundle(offline: Offline, tmp_path: Path) -> None:
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1
     r = offline.cli("scan", "--offline", str(tmp_path / "missing.json"), "--text", element("OF2", "OFF1"))
     assert r.code == 2 and "does not exist" in r.err
+
+
+def test_one_pack_bundles(offline: Offline) -> None:
+    r = offline.cli("bundle", "verify", str(offline.packs["OF1"]))
+    assert r.code == 0 and "one pack: OF1" in r.out and "the latest also by its actor" in r.out, r.out
+    for serial, lot, verdict, exit_code in [("OF1", "OFF1", "ALREADY_DISPENSED", 12), ("OF2", "OFF1", "AUTHENTIC", 0),
+                                            ("OR1", "OFF2", "RECALLED", 13)]:
+        r = offline.cli("scan", "--offline", str(offline.packs[serial]), "--text", element(serial, lot), "--json")
+        assert r.code == exit_code, r.err
+        doc = r.json_lines()[0]
+        assert doc["verdict"] == verdict and doc["mode"] == "offline" and "signed statement" in doc["verification"]
+        assert doc["provenance"][0]["type"] == "commission"
+    # the dispense travels whole: its step is verified; the others are the ledger's signed word
+    r = offline.cli("scan", "--offline", str(offline.packs["OF1"]), "--text", element("OF1", "OFF1"), "--json")
+    assert [s["signature"] for s in r.json_lines()[0]["provenance"]] == [
+        "signed by the ledger", "signed by the ledger", "verified"]
+    # a pack this bundle is not for: no finding, exit 10 like a pack outside a batch bundle
+    r = offline.cli("scan", "--offline", str(offline.packs["OF2"]), "--text", element("OF3", "OFF1"), "--json")
+    assert r.code == 10 and "not this one" in r.json_lines()[0]["reason"]
+    # a pharmacy that does not hold the pack
+    r = offline.cli("scan", "--offline", str(offline.packs["OF2"]), "--text", element("OF2", "OFF1"),
+                    actor="ph-fes")
+    assert r.code == 16 and "NOT_IN_CUSTODY" in r.out
+
+
+def test_tampered_one_pack_bundle(offline: Offline, tmp_path: Path) -> None:
+    doc = json.loads(offline.packs["OF2"].read_text())
+    doc["statement"]["pack"]["holder"] = "ph-fes"
+    bad = tmp_path / "tampered.pack.json"
+    bad.write_text(json.dumps(doc))
+    r = offline.cli("bundle", "verify", str(bad))
+    assert r.code == 20 and len(r.err.strip().splitlines()) == 1 and "statement is not signed" in r.err
+    r = offline.cli("scan", "--offline", str(bad), "--text", element("OF2", "OFF1"), "--json")
+    assert r.code == 20 and r.json_lines()[0]["verdict"] == "TAMPERED"
