@@ -21,6 +21,7 @@ from bench.world import as_signed, build_world, mixed, pool_sizes, sign_all
 from ledger.audit_signatures import helpers_for
 from ledger.home import Home
 from ledger.merkle import verify_consistency, verify_inclusion
+from ledger.pack_bundle import verify_pack_bundle
 from ledger.queries import Reader
 
 LOG_TABLES = ("log_entries", "merkle_nodes", "checkpoints", "chain_heads", "log_head")
@@ -38,6 +39,7 @@ def run(report: Report, kind: str, quick: bool, only: set[str], workers: int = 1
         with big_ledger(kind, size) as b:
             if "proofs" in only and size in (1_000, 100_000, 1_000_000):
                 proofs(report, b, kind)
+                pack_bundles(report, b, kind, workers)
                 if size == biggest:
                     served_proofs(report, b, kind, workers)
             if "storage" in only and size in (10_000, biggest):
@@ -127,6 +129,46 @@ def served_proofs(report: Report, b: BigLedger, kind: str, workers: int, n: int 
                    target="≤ 2 ms at 10^6",
                    note=f"GET /v1/log/proof/{what} from a real `athar serve`, one keep-alive client, {len(rows)} "
                         f"requests, each verified against the signed root; largest answer {largest:,} B (JSON, hex)")
+
+
+def pack_bundles(report: Report, b: BigLedger, kind: str, workers: int, n: int = 300) -> None:
+    """One-pack bundles as a client gets them: ``GET /v1/packs/{gtin}/{serial}/bundle`` from a real ``athar
+    serve`` on this ledger, one keep-alive connection; each bundle verified with the pinned keys, its size as sent."""
+    packs = random.Random(8).sample(b.world.packs, min(n, len(b.world.packs)))
+    paths = [f"/v1/packs/{gtin}/{serial}/bundle" for gtin, _, serial in packs]
+
+    async def fetch() -> list[tuple[float, int, bytes]]:
+        conn = await Connection.open(srv.base)
+        try:
+            for p in paths[:30]:  # warm the connection, the worker and the statement cache
+                await conn.request("GET", p)
+            out: list[tuple[float, int, bytes]] = []
+            for p in paths:
+                t = time.perf_counter()
+                status, body = await conn.request("GET", p)
+                out.append((time.perf_counter() - t, status, body))
+            return out
+        finally:
+            conn.close()
+
+    with serve(b.home, b.url, workers) as srv:
+        got = asyncio.run(fetch())
+    sizes: dict[str, list[int]] = {}
+    verify_times: list[float] = []
+    for _, status, body in got:
+        assert status == 200, body[:300]
+        t = time.perf_counter()
+        bundle = verify_pack_bundle(json.loads(body), b.ledger.config.trust)
+        verify_times.append(time.perf_counter() - t)
+        sizes.setdefault(bundle.steps[-1].type, []).append(len(body))
+    everything = [x for v in sizes.values() for x in v]
+    by_kind = ", ".join(f"{k} {len(v)}: largest {max(v):,} B" for k, v in sorted(sizes.items()))
+    report.add("proofs", f"one-pack bundle at {b.size:,} entries [{kind}]",
+               f"largest {max(everything):,} B, p50 {int(pct(everything, 50)):,} B; served p50 "
+               f"{ms(pct([t for t, _, _ in got], 50))} p95 {ms(pct([t for t, _, _ in got], 95))}",
+               target="≤ 4 kB", note=f"GET /v1/packs/{{gtin}}/{{serial}}/bundle from a real `athar serve`, {len(got)} "
+                                     f"random packs, one keep-alive client, each verified offline (p50 "
+                                     f"{ms(pct(verify_times, 50))}); by the pack's latest step: {by_kind}")
 
 
 def _random_leaves(b: BigLedger, rng: random.Random, n: int) -> dict[int, bytes]:
