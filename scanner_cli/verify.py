@@ -235,8 +235,11 @@ def _ask(client: AtharClient, code: PackCode) -> dict[str, Any]:
 
 def online_verdict(client: AtharClient, code: PackCode, identity: Identity | None,
                    trust: TrustAnchors | None) -> ScanResult:
-    """The API's verdict, cross-checked against a locally verified bundle when an identity is given."""
+    """The API's verdict, cross-checked against a locally verified bundle when keys are pinned: the batch's bundle
+    when an identity is given (custody is checked from it), else the pack's own one-pack bundle."""
     result = _server_result(code, _ask(client, code))
+    if identity is None and trust is not None and result.verdict is not Verdict.TAMPERED:
+        return _confirmed_by_pack_bundle(client, code, result, trust)
     if identity is None or trust is None or result.verdict is Verdict.TAMPERED:
         if identity is not None and trust is None:
             result.verification = "verdict from the API (not checked locally: no pinned keys)"
@@ -263,6 +266,38 @@ def online_verdict(client: AtharClient, code: PackCode, identity: Identity | Non
     _fill_from_bundle(result, vb, code)
     result.verification = (f"server verdict confirmed by a bundle verified against the pinned keys "
                            f"(tree size {vb.checkpoint.size})")
+    return result
+
+
+def _confirmed_by_pack_bundle(client: AtharClient, code: PackCode, result: ScanResult,
+                              trust: TrustAnchors) -> ScanResult:
+    """The public verdict checked against the pack's one-pack bundle (a few kilobytes)."""
+    assert code.serial is not None
+    try:
+        doc = client.pack_bundle(code.gtin, code.serial)
+    except E.UnknownPack as err:
+        if result.verdict is Verdict.UNKNOWN:
+            result.verification = "verdict from the API: the ledger has no bundle of a pack never registered"
+            return result
+        return tampered(code, f"the server says {result.verdict.value} but has no bundle of the pack: "
+                              f"{err.message}", "online")
+    except (E.NotFound, E.AuthError) as err:
+        result.verification = f"verdict from the API (not checked locally: {err.message})"
+        return result
+    try:
+        vb = verify_pack_bundle(doc, trust)
+    except E.IntegrityError as err:
+        return tampered(code, f"the bundle the server sent fails verification: {err.message}", "online")
+    if not vb.holds(code.gtin, code.serial):
+        return tampered(code, f"the server sent the bundle of pack {vb.pack.serial} of GTIN {vb.pack.gtin}", "online")
+    local = vb.verdict(lot=code.lot, expiry=code.expiry)
+    if local.verdict != result.verdict:  # a write may have landed in between: ask once more
+        result = _server_result(code, _ask(client, code))
+    if local.verdict != result.verdict:
+        return tampered(code, f"the server says {result.verdict.value} but the signed one-pack bundle says "
+                        f"{local.verdict.value} ({local.reason})", "online")
+    result.verification = (f"server verdict confirmed by the pack's one-pack bundle, verified against the pinned "
+                           f"keys (tree size {vb.checkpoint.size})")
     return result
 
 

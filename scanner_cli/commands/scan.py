@@ -108,7 +108,8 @@ def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (
                       ledger_key, root_key)
     else:
         identity = resolve_identity(key, actor, data_dir)
-        trust = pinned_trust(data_dir, ledger_key, root_key) if identity is not None else None
+        # pinned keys are required with an identity, used when present without one
+        trust = pinned_trust(data_dir, ledger_key, root_key, required=identity is not None)
         with client(url, identity) as api:
             for item in inputs:
                 if item.code is None:

@@ -136,6 +136,7 @@ def test_labels_and_online_verdicts(cli: Cli, tmp_path: Path) -> None:
     (doc,) = r.json_lines()  # the DataMatrix and the QR of one label are one pack
     assert doc["verdict"] == "AUTHENTIC" and doc["code"]["serial"] == "SCAN1" and doc["product"]
     assert [s["type"] for s in doc["provenance"]][:2] == ["commission", "ship"]
+    assert "confirmed by the pack's one-pack bundle" in doc["verification"]  # the data directory pins the keys
 
     # the holding pharmacy, with its identity: cross-checked against a locally verified bundle
     r = cli("scan", str(by_serial["SCAN1"]), actor="ph-rabat")
@@ -258,6 +259,20 @@ def test_online_tampering_is_detected(cli: Cli, tmp_path: Path) -> None:
     trust = pinned_trust(cli.data_dir, None, None)
     with AtharClient("http://lying.example", identity, transport=httpx.MockTransport(lying)) as api:
         result = online_verdict(api, parse_scanned_text(code.replace(GS, "\x1d")), identity, trust)
-    real.close()
+        # with no identity, the pack's one-pack bundle catches it
+        public = online_verdict(api, parse_scanned_text(code.replace(GS, "\x1d")), None, trust)
     assert result.verdict is Verdict.TAMPERED
     assert "server says AUTHENTIC but the signed bundle says ALREADY_DISPENSED" in result.reason
+    assert public.verdict is Verdict.TAMPERED
+    assert "server says AUTHENTIC but the signed one-pack bundle says ALREADY_DISPENSED" in public.reason
+
+    def hiding(request: httpx.Request) -> httpx.Response:
+        """Lies about the verdict and says the pack has no bundle."""
+        if request.url.path.endswith("/bundle"):
+            return httpx.Response(404, json={"code": "unknown_pack", "detail": "never registered"})
+        return lying(request)
+
+    with AtharClient("http://hiding.example", None, transport=httpx.MockTransport(hiding)) as api:
+        public = online_verdict(api, parse_scanned_text(code.replace(GS, "\x1d")), None, trust)
+    real.close()
+    assert public.verdict is Verdict.TAMPERED and "has no bundle of the pack" in public.reason
