@@ -58,15 +58,18 @@ def build_pack_bundle(u: SqlUnit, ledger_key: KeyPair, pack: Pack, batch: Batch,
     were read at (in one snapshot)."""
     cp = u.checkpoint(tree_size)
     if cp is None or not steps:
-        raise E.StorageUnavailable(f"no checkpoint of tree size {tree_size}, or no commissioning of the pack, was "
-                                   "read with it: try again")
+        # the log head and its checkpoint are written in one transaction, and every pack has its commissioning
+        raise E.IntegrityError(f"no checkpoint of tree size {tree_size}, or no commissioning of pack {pack.serial}, "
+                               "is stored: run athar audit verify")
     last = steps[-1]
     plan = inclusion_plan(last.index, tree_size)
     nodes = u.nodes([*plan.ids, *(NodeID(0, s.index) for s in steps)])
     whole = signer = None
     if last.type in pb.WHOLE_ENTRY_KINDS:
         stored = u.entry(last.index)
-        assert stored is not None  # the snapshot that named it holds it: entries are never deleted
+        if stored is None:
+            raise E.IntegrityError(f"entry {last.index}, named by pack {pack.serial}'s trail, is not stored",
+                                   index=last.index)
         entry = Entry.from_leaf(stored.leaf)
         whole = entry.to_json()
         key = u.key(entry.signed.key_id)

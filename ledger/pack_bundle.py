@@ -5,8 +5,13 @@ of serials: megabytes. A one-pack bundle holds instead a **statement signed by t
 state and its batch's at one checkpoint, and the pack's provenance steps, each named by its entry's index and
 leaf hash. It also holds the signed checkpoint and, for the pack's latest step, an RFC 9162 inclusion proof of
 that leaf (its hashes concatenated, 32·⌈log2 n⌉ bytes, in base64 like the checkpoint's root). The latest step's
-entry travels whole, signed by its actor, when it carries no volumes: a dispense, an undo, a recall, a
-quarantine or a release.
+entry travels whole, signed by its actor, when everything in it is already public: a dispense, a recall, a
+quarantine. (A commission or a shipment lists a batch or a pallet of serials, and volumes; an undo carries the
+pharmacy's free-text reason; a release, the regulator's.)
+
+The bundle is public, like the pack's verdict, and says no more: not who holds the pack (the public provenance
+names who shipped it, not to whom), so custody (NOT_IN_CUSTODY) is not judged from it. A pharmacy checks custody
+offline from a batch bundle of its stock.
 
 What it proves and what it takes on the ledger's word:
 
@@ -16,8 +21,10 @@ What it proves and what it takes on the ledger's word:
   auditor, a witness) can show that the cited leaves are not what it says.
 * The latest step's leaf is in the signed tree (the proof is checked). When its entry is included, the actor's
   signature is checked (with the key the statement names for that actor, or a pinned key), and so is its
-  agreement with the signed state: a dispense leaves the pack dispensed by that actor at that entry, an undo
-  leaves it not dispensed, a recall leaves the batch recalled.
+  agreement with the signed state: a dispense leaves the pack dispensed by that actor at that entry, a recall
+  leaves the batch recalled, a quarantine quarantined. A pack said dispensed must name a dispense among its steps.
+* Taken on the ledger's word as well: that the statement is the latest (an old bundle still verifies; it says
+  when it was made and at which tree size), and that the named key was not revoked.
 * Earlier steps are named, not proven: their entries list whole batches (megabytes), which is what a batch
   bundle is for.
 """
@@ -43,9 +50,8 @@ from signing.errors import SigningError
 
 FORMAT = "athar-pack-bundle/1"
 STATEMENT_PURPOSE = "pack-statement"
-# the entry of the pack's latest step travels whole only for these kinds: they name one pack or none and carry no
-# volumes; a commission or a shipment lists a batch or a pallet of serials
-WHOLE_ENTRY_KINDS = frozenset({"dispense", "undo_dispense", "recall", "quarantine", "release"})
+# the entry of the pack's latest step travels whole only for these kinds: all they hold is public already
+WHOLE_ENTRY_KINDS = frozenset({"dispense", "recall", "quarantine"})
 PACK_STATUSES = frozenset({"active", "in_transit", "dispensed", "destroyed"})
 BATCH_STATUSES = frozenset({"active", "recalled", "quarantined"})
 
@@ -99,12 +105,11 @@ class VerifiedPackBundle:
 
     def verdict(self, *, lot: str | None = None, expiry: dt.date | None = None, scanner: str | None = None,
                 now: dt.datetime | None = None) -> Finding:
-        """The verdict on this bundle's pack. Custody (NOT_IN_CUSTODY) is judged only for a pack moved by serial:
-        whether a scanner holds stock moved by quantity is not in a one-pack bundle."""
-        if self.pack.holder is None:
-            scanner = None
+        """The public verdict on this bundle's pack. ``scanner`` tells a pharmacy's double scan of a pack it
+        dispensed; custody is not judged (the bundle does not say who holds the pack)."""
         return judge(self.pack, self.batch, gtin=self.pack.gtin, serial=self.pack.serial, lot=lot, expiry=expiry,
-                     now=now or dt.datetime.now(dt.UTC), scanner=scanner)
+                     now=now or dt.datetime.now(dt.UTC),
+                     scanner=scanner if scanner is not None and scanner == self.pack.dispensed_by else None)
 
 
 # ---- building (the server fills it from one snapshot; see ``ledger.bundle_build``) --------------------------
@@ -118,11 +123,13 @@ def statement_json(*, tree_size: int, root: bytes, created: dt.datetime, pack: P
     return {
         "format": FORMAT, "tree_size": tree_size, "root_hash": b64encode(root), "created": ev.format_time(created),
         "pack": {"gtin": pack.gtin, "serial": pack.serial, "lot": pack.lot, "status": pack.status,
-                 "holder": pack.holder, "dispensed_by": pack.dispensed_by,
+                 "dispensed_by": pack.dispensed_by,
                  "dispensed_at": ev.format_time(pack.dispensed_at) if pack.dispensed_at else None,
                  "dispensed_index": pack.dispensed_index},
         "batch": {"gtin": batch.gtin, "lot": batch.lot, "expiry": batch.expiry.isoformat(), "product": batch.product,
-                  "manufacturer": batch.manufacturer, "status": batch.status, "status_reason": batch.status_reason},
+                  "manufacturer": batch.manufacturer, "status": batch.status,
+                  # an active batch's reason is a release's, which the public verdict does not show
+                  "status_reason": batch.status_reason if batch.status != "active" else None},
         "steps": [{"index": s.index, "type": s.type, "actor": s.actor, "time": ev.format_time(s.time),
                    "hash": b64encode(s.hash)} for s in steps],
         "actors": {a: {"name": x.name, "role": x.role, "region": x.region} for a, x in sorted(actors.items())},
@@ -151,7 +158,7 @@ def verify_pack_bundle(doc: Any, trust: TrustAnchors) -> VerifiedPackBundle:
         raise _fail("the bundle has no statement")
     try:
         trust.ledger.verify(STATEMENT_PURPOSE, dict(st), b64decode(str(doc.get("signature", ""))))
-    except (BadSignatureError, SigningError) as exc:
+    except (BadSignatureError, SigningError, ValueError, RecursionError) as exc:
         raise _fail("the statement is not signed by the pinned ledger key") from exc
     if st.get("format") != FORMAT or st.get("tree_size") != cp.size or st.get("root_hash") != b64encode(cp.root):
         raise _fail("the statement and the checkpoint describe different trees")
@@ -159,7 +166,7 @@ def verify_pack_bundle(doc: Any, trust: TrustAnchors) -> VerifiedPackBundle:
         pack, batch, steps, actors, signer, created = _read_statement(st)
     except (KeyError, TypeError, ValueError, E.LedgerError, SigningError) as exc:
         raise _fail(f"the statement is malformed: {exc}") from exc
-    _check_steps(steps, cp.size)
+    _check_steps(steps, cp.size, pack)
     anchor = _check_anchor(doc.get("anchor"), steps[-1], cp, pack, batch, signer, trust)
     return VerifiedPackBundle(cp, created, pack, batch, tuple(steps), actors, anchor)
 
@@ -168,7 +175,7 @@ def _read_statement(st: Mapping[str, Any]) -> tuple[Pack, AttestedBatch, list[At
                                                     dict[str, AttestedActor], PublicKey | None, dt.datetime]:
     p, b = st["pack"], st["batch"]
     dispensed_at = p["dispensed_at"]
-    pack = Pack(_text(p["gtin"]), _text(p["serial"]), _text(p["lot"]), _text(p["status"]), _opt_text(p["holder"]),
+    pack = Pack(_text(p["gtin"]), _text(p["serial"]), _text(p["lot"]), _text(p["status"]), None,
                 _opt_text(p["dispensed_by"]),
                 ev.parse_time(dispensed_at, "dispensed_at") if dispensed_at is not None else None,
                 _opt_int(p["dispensed_index"]))
@@ -192,7 +199,7 @@ def _read_statement(st: Mapping[str, Any]) -> tuple[Pack, AttestedBatch, list[At
     return pack, batch, steps, actors, key, ev.parse_time(st["created"], "created")
 
 
-def _check_steps(steps: list[AttestedStep], size: int) -> None:
+def _check_steps(steps: list[AttestedStep], size: int, pack: Pack) -> None:
     if not steps or steps[0].type != "commission":
         raise _fail("the statement names no commissioning of the pack")
     last = -1
@@ -200,6 +207,13 @@ def _check_steps(steps: list[AttestedStep], size: int) -> None:
         if not last < s.index < size or len(s.hash) != HASH_SIZE:
             raise _fail("the steps are out of order, past the tree or their hashes malformed", s.index)
         last = s.index
+    dispensed = (pack.status == "dispensed", pack.dispensed_index is not None)
+    if dispensed == (True, True):
+        named = [s for s in steps if s.index == pack.dispensed_index]
+        if not named or (named[0].type, named[0].actor) != ("dispense", pack.dispensed_by):
+            raise _fail("the pack is said dispensed by an entry its steps do not name", pack.dispensed_index)
+    elif dispensed != (False, False):
+        raise _fail("the pack's status and its dispensing entry disagree")
 
 
 def _check_anchor(raw: Any, step: AttestedStep, cp: Checkpoint, pack: Pack, batch: AttestedBatch,
@@ -222,7 +236,7 @@ def _check_anchor(raw: Any, step: AttestedStep, cp: Checkpoint, pack: Pack, batc
         return None
     try:
         entry = Entry.from_leaf(canonical(whole))
-    except (E.IntegrityError, SigningError, TypeError, ValueError) as exc:
+    except (E.IntegrityError, SigningError, TypeError, ValueError, RecursionError) as exc:
         raise _fail(f"the latest step's entry is malformed: {exc}", step.index) from exc
     if entry.index != step.index or entry.hash != step.hash:
         raise _fail("the latest step's entry is not the leaf the statement names", step.index)
@@ -245,14 +259,15 @@ def _check_entry(entry: Entry, step: AttestedStep, pack: Pack, batch: AttestedBa
         verify_signature(entry.signed, key)
     except E.AuthError as err:
         raise _fail(err.message, where) from err
-    if step.type in ("dispense", "undo_dispense"):
+    if entry.received != step.time:
+        raise _fail("the entry's time is not the step's", where)
+    if step.type == "dispense":
         if body.get("serial") != pack.serial or body.get("gtin") != pack.gtin:
             raise _fail("the entry names another pack", where)
-        dispensed = (pack.status, pack.dispensed_by, pack.dispensed_index) == ("dispensed", step.actor, where)
-        if dispensed != (step.type == "dispense"):
+        if (pack.status, pack.dispensed_by, pack.dispensed_index, pack.dispensed_at) != (
+                "dispensed", step.actor, where, entry.received):
             raise _fail(f"the signed state of the pack ({pack.status}) contradicts its latest {step.type}", where)
-    elif (step.type, batch.status) not in {("recall", "recalled"), ("quarantine", "quarantined"),
-                                           ("release", "active")}:
+    elif (step.type, batch.status) not in {("recall", "recalled"), ("quarantine", "quarantined")}:
         raise _fail(f"the signed state of the batch ({batch.status}) contradicts its latest {step.type}", where)
 
 

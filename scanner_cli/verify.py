@@ -27,7 +27,7 @@ from ledger.merkle import ProofError, verify_inclusion
 from ledger.pack_bundle import VerifiedPackBundle, verify_pack_bundle
 from ledger.provenance import pack_steps
 from ledger.verdict import Finding, Verdict
-from scanner_cli.client import AtharClient, Identity
+from scanner_cli.client import AtharClient, ClientError, Identity
 from scanner_cli.scantext import PackCode
 
 #: how bad a verdict is, for the exit code of a scan of several codes (worst wins)
@@ -99,7 +99,9 @@ def read_bundle(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise BundleFileError(f"bundle file {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError as exc:
+        raise BundleFileError(f"cannot read bundle {path}: nested too deeply") from exc
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, integers too long to convert
         raise BundleFileError(f"cannot read bundle {path}: {exc}") from exc
 
 
@@ -148,24 +150,23 @@ def _fill_from_bundle(result: ScanResult, vb: VerifiedBundle, code: PackCode) ->
         result.provenance = bundle_provenance(vb, code.gtin, batch.lot, code.serial)
 
 
-def _pack_bundle_verdict(vb: VerifiedPackBundle, code: PackCode, actor: str | None,
-                         now: dt.datetime | None) -> ScanResult:
+def _pack_bundle_verdict(vb: VerifiedPackBundle, code: PackCode, actor: str | None, now: dt.datetime | None,
+                         mode: str = "offline") -> ScanResult:
     assert code.serial is not None
     when = f"one-pack bundle of {vb.created.strftime('%Y-%m-%d %H:%M UTC')}, tree size {vb.checkpoint.size}"
     if not vb.holds(code.gtin, code.serial):
         return ScanResult(code, Verdict.UNKNOWN, f"this bundle is for pack {vb.pack.serial} of GTIN {vb.pack.gtin}, "
                           "not this one: the pack cannot be checked offline (this is not a finding on the pack; "
-                          "check it online)", "offline", verification=f"not in the {when}")
-    known = vb.actors.get(actor) if actor else None
-    scanner = actor if known is None or known.role in {r.value for r in DISPENSERS} else None
-    finding = vb.verdict(lot=code.lot, expiry=code.expiry, scanner=scanner, now=now)
+                          "check it online)", mode, verification=f"not in the {when}")
+    finding = vb.verdict(lot=code.lot, expiry=code.expiry, scanner=actor, now=now)
     signed = (f"; its latest step's entry ({vb.steps[-1].type}) signed by its actor" if vb.anchor is not None
               else "")
+    custody = "; custody not checked (a one-pack bundle does not say who holds the pack)" if actor else ""
     b = vb.batch
-    result = ScanResult(code, finding.verdict, finding.reason, "offline", product=b.product,
+    result = ScanResult(code, finding.verdict, finding.reason, mode, product=b.product,
                         manufacturer=b.manufacturer, lot=b.lot, expiry=b.expiry,
-                        verification=f"the ledger's signed statement, verified offline against the pinned keys "
-                                     f"({when}){signed}")
+                        verification=f"the ledger's signed statement, verified against the pinned keys "
+                                     f"({when}){signed}{custody}")
     for s in vb.steps:
         shown = vb.actors.get(s.actor)
         proven = "verified" if vb.anchor is not None and s.index == vb.anchor.index else "signed by the ledger"
@@ -271,34 +272,50 @@ def online_verdict(client: AtharClient, code: PackCode, identity: Identity | Non
 
 def _confirmed_by_pack_bundle(client: AtharClient, code: PackCode, result: ScanResult,
                               trust: TrustAnchors) -> ScanResult:
-    """The public verdict checked against the pack's one-pack bundle (a few kilobytes)."""
+    """The public verdict checked against the pack's one-pack bundle (a few kilobytes); when they agree, what is
+    shown comes from the verified bundle. A bundle that cannot be had leaves the verdict unchecked, and says so,
+    except a server that says the pack is registered and then that it is not."""
     assert code.serial is not None
     try:
-        doc = client.pack_bundle(code.gtin, code.serial)
+        vb = _fetch_pack_bundle(client, code.gtin, code.serial, trust)
     except E.UnknownPack as err:
         if result.verdict is Verdict.UNKNOWN:
             result.verification = "verdict from the API: the ledger has no bundle of a pack never registered"
             return result
         return tampered(code, f"the server says {result.verdict.value} but has no bundle of the pack: "
                               f"{err.message}", "online")
-    except (E.NotFound, E.AuthError) as err:
-        result.verification = f"verdict from the API (not checked locally: {err.message})"
-        return result
-    try:
-        vb = verify_pack_bundle(doc, trust)
     except E.IntegrityError as err:
         return tampered(code, f"the bundle the server sent fails verification: {err.message}", "online")
-    if not vb.holds(code.gtin, code.serial):
-        return tampered(code, f"the server sent the bundle of pack {vb.pack.serial} of GTIN {vb.pack.gtin}", "online")
-    local = vb.verdict(lot=code.lot, expiry=code.expiry)
-    if local.verdict != result.verdict:  # a write may have landed in between: ask once more
-        result = _server_result(code, _ask(client, code))
-    if local.verdict != result.verdict:
-        return tampered(code, f"the server says {result.verdict.value} but the signed one-pack bundle says "
-                        f"{local.verdict.value} ({local.reason})", "online")
-    result.verification = (f"server verdict confirmed by the pack's one-pack bundle, verified against the pinned "
-                           f"keys (tree size {vb.checkpoint.size})")
-    return result
+    except (E.LedgerError, ClientError, ValueError) as err:
+        result.verification = f"verdict from the API (not checked locally: no one-pack bundle: {err})"
+        return result
+    for attempt in range(2):
+        # the bundle's own time: a verdict that turns on the date (expiry) is the server's, made at that time
+        local = _pack_bundle_verdict(vb, code, None, vb.created, mode="online")
+        if local.verdict == result.verdict:
+            local.verification = (f"server verdict confirmed by the pack's one-pack bundle, verified against the "
+                                  f"pinned keys (tree size {vb.checkpoint.size})")
+            return local
+        if attempt == 0:  # a write may have landed between the two reads: read both again
+            result = _server_result(code, _ask(client, code))
+            try:
+                vb = _fetch_pack_bundle(client, code.gtin, code.serial, trust)
+            except E.IntegrityError as err:
+                return tampered(code, f"the bundle the server sent fails verification: {err.message}", "online")
+            except (E.LedgerError, ValueError) as err:
+                result.verification = f"verdict from the API (not checked locally: no one-pack bundle: {err})"
+                return result
+    return tampered(code, f"the server says {result.verdict.value} but the signed one-pack bundle says "
+                    f"{local.verdict.value} ({local.reason})", "online")
+
+
+def _fetch_pack_bundle(client: AtharClient, gtin: str, serial: str, trust: TrustAnchors) -> VerifiedPackBundle:
+    """Raise IntegrityError for a bundle that fails verification or is another pack's."""
+    vb = verify_pack_bundle(client.pack_bundle(gtin, serial), trust)
+    if not vb.holds(gtin, serial):
+        raise pack_bundle.TamperedPackBundle(f"the server sent the bundle of pack {vb.pack.serial} of GTIN "
+                                             f"{vb.pack.gtin}")
+    return vb
 
 
 def _local(vb: VerifiedBundle, code: PackCode, identity: Identity) -> Finding:

@@ -12,8 +12,10 @@ import typer
 
 from ledger import errors as E
 from ledger import identifiers as ids
+from ledger import pack_bundle
 from ledger.bundle import verify_bundle
 from ledger.heap import long_task
+from ledger.pack_bundle import verify_pack_bundle
 from scanner_cli import exit_codes, render
 from scanner_cli.commands.actions import valid
 from scanner_cli.identity import (
@@ -94,8 +96,19 @@ def pack(gtin: Annotated[str, typer.Argument(help="the pack's GTIN (14 digits)")
     g, s = valid(ids.gtin14, gtin), valid(ids.serial, serial)
     trust = pinned_trust(data_dir, ledger_key, root_key, required=False)
     with client(url, None) as api:
-        doc = api.pack_bundle(g, s)
-    summary = bundle_summary(verify_offline(doc, trust)) if trust is not None else None
+        try:
+            doc = api.pack_bundle(g, s)
+        except ValueError as exc:
+            raise E.StorageUnavailable(f"the ledger at {url} did not answer a bundle: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != pack_bundle.FORMAT:
+        raise pack_bundle.TamperedPackBundle(f"the ledger at {url} answered something other than a one-pack bundle")
+    summary = None
+    if trust is not None:
+        vb = verify_pack_bundle(doc, trust)
+        if not vb.holds(g, s):
+            raise pack_bundle.TamperedPackBundle(f"the ledger sent the bundle of pack {vb.pack.serial} of GTIN "
+                                                 f"{vb.pack.gtin}, not of {s}")
+        summary = bundle_summary(vb)
     size = _write(out, doc)
     if json_out:
         render.emit_json({"file": str(out), "bytes": size, "verified": summary is not None, **(summary or {})})

@@ -108,8 +108,11 @@ def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (
                       ledger_key, root_key)
     else:
         identity = resolve_identity(key, actor, data_dir)
-        # pinned keys are required with an identity, used when present without one
-        trust = pinned_trust(data_dir, ledger_key, root_key, required=identity is not None)
+        # with an identity the pinned keys are required; without one they are used when named (a data directory
+        # found by default may be another ledger's, and would turn every verdict of this one into TAMPERED)
+        named = data_dir is not None or ledger_key is not None or root_key is not None
+        trust = pinned_trust(data_dir, ledger_key, root_key, required=identity is not None) \
+            if identity is not None or named else None
         with client(url, identity) as api:
             for item in inputs:
                 if item.code is None:

@@ -43,12 +43,16 @@ def packs(tmp_path: Path, db_url: str) -> Packs:
     serials = w.supply_history("PB1")
     w.ledger.submit(w.as_("maphar").destroy(GTIN, "PB1", "damaged", serials=[serials[7]]))
     w.ledger.submit(w.as_("dist-north").ship(GTIN, "PB1", "ph-fes", serials=[serials[4]]))  # in transit
+    w.ledger.submit(w.as_("ph-rabat").dispense(GTIN, serials[1]))
+    w.ledger.submit(w.as_("ph-rabat").undo_dispense(GTIN, serials[1], "wrong box"))
     recalled = w.commission("PB2", 3)
     w.deliver("maphar", "dist-south", "PB2", recalled[:2])
     w.ledger.submit(w.as_("regulator").recall(GTIN, "PB2", "contamination"))
     w.ledger.submit(w.as_("maphar").commission(GTIN, "PB3", dt.date(2026, 12, 15), "Sirop", ["EXP1"]))
+    quarantined = w.commission("PB4", 2)
+    w.ledger.submit(w.as_("regulator").quarantine(GTIN, "PB4", "under investigation"))
     w.clock.advance(days=30)  # PB3 has expired since
-    return Packs(w, Reader(w.ledger), [*serials, *recalled, "EXP1"])
+    return Packs(w, Reader(w.ledger), [*serials, *recalled, "EXP1", *quarantined])
 
 
 def _json(doc: dict[str, Any]) -> Any:
@@ -59,7 +63,7 @@ def test_agrees_with_the_server_and_a_batch_bundle(packs: Packs) -> None:
     w, reader = packs.world, packs.reader
     trust = w.ledger.config.trust
     with w.ledger.store.read() as u:
-        chains = [f"batch/{GTIN}/{lot}" for lot in ("PB1", "PB2", "PB3")]
+        chains = [f"batch/{GTIN}/{lot}" for lot in ("PB1", "PB2", "PB3", "PB4")]
         batches = verify_bundle(_json(build_bundle(u, w.ledger.config.ledger_key, chains, created=w.clock())), trust)
         hashes = {e.index: e.hash for e in batches.entries}
     kinds = set()
@@ -75,20 +79,24 @@ def test_agrees_with_the_server_and_a_batch_bundle(packs: Packs) -> None:
         assert bundle.anchor is None or (bundle.anchor.index, bundle.anchor.hash) == (latest.index, latest.hash)
         kinds.add((latest.type, bundle.verdict(now=w.clock()).verdict.value))
     assert kinds >= {("dispense", "ALREADY_DISPENSED"), ("ship", "AUTHENTIC"), ("recall", "RECALLED"),
-                     ("commission", "EXPIRED"), ("destroy", "ALREADY_DISPENSED")}
+                     ("commission", "EXPIRED"), ("destroy", "ALREADY_DISPENSED"), ("undo_dispense", "AUTHENTIC"),
+                     ("quarantine", "QUARANTINED")}
 
 
-def test_custody_and_the_scanned_code(packs: Packs) -> None:
+def test_what_a_public_bundle_tells(packs: Packs) -> None:
+    """Not who holds a pack (custody is not judged from it); the dispensing pharmacy's double scan; a mismatch."""
     trust = packs.world.ledger.config.trust
     now = packs.world.clock()
-    held = verify_pack_bundle(_json(packs.reader.pack_bundle(GTIN, packs.serials[1])), trust)  # at ph-rabat
-    assert held.verdict(scanner="ph-rabat", now=now).verdict.value == "AUTHENTIC"
-    assert held.verdict(scanner="ph-fes", now=now).verdict.value == "NOT_IN_CUSTODY"
+    doc = _json(packs.reader.pack_bundle(GTIN, packs.serials[1]))  # dispensed, undone: back at ph-rabat
+    assert "holder" not in doc["statement"]["pack"]
+    held = verify_pack_bundle(doc, trust)
+    assert held.pack.holder is None and held.anchor is None  # an undo's reason does not travel
+    assert held.verdict(scanner="ph-fes", now=now).verdict.value == "AUTHENTIC"
     assert held.verdict(lot="OTHER", now=now).verdict.value == "MISMATCH"
     assert held.holds(GTIN, packs.serials[1]) and not held.holds(GTIN, packs.serials[2])
-    pooled = verify_pack_bundle(_json(packs.reader.pack_bundle(GTIN, packs.serials[2])), trust)
-    assert pooled.pack.holder is None  # moved by quantity: custody is not judged from one pack's bundle
-    assert pooled.verdict(scanner="ph-rabat", now=now).verdict.value == "AUTHENTIC"
+    dispensed = verify_pack_bundle(_json(packs.reader.pack_bundle(GTIN, packs.serials[0])), trust)
+    assert "double scan" in dispensed.verdict(scanner="ph-rabat", now=now).reason
+    assert "double scan" not in dispensed.verdict(scanner="ph-fes", now=now).reason
 
 
 def test_an_unregistered_pack_has_no_bundle(packs: Packs) -> None:
@@ -180,6 +188,51 @@ def _not_a_bundle(doc: dict[str, Any], _key: KeyPair) -> None:
     doc["format"] = "athar-bundle/1"
 
 
+def _anchor_not_an_object(doc: dict[str, Any], _key: KeyPair) -> None:
+    doc["anchor"] = [doc["anchor"]]
+
+
+def _proof_not_a_string(doc: dict[str, Any], _key: KeyPair) -> None:
+    doc["anchor"]["proof"] = [doc["anchor"]["proof"]]
+
+
+def _no_steps(doc: dict[str, Any], key: KeyPair) -> None:
+    doc["statement"]["steps"] = []
+    _resign(doc, key)
+
+
+def _no_commissioning(doc: dict[str, Any], key: KeyPair) -> None:
+    del doc["statement"]["steps"][0]
+    _resign(doc, key)
+
+
+def _step_past_the_tree(doc: dict[str, Any], key: KeyPair) -> None:
+    doc["statement"]["steps"][-1]["index"] = doc["statement"]["tree_size"]
+    _resign(doc, key)
+
+
+def _missing_field(doc: dict[str, Any], key: KeyPair) -> None:
+    del doc["statement"]["batch"]["expiry"]
+    _resign(doc, key)
+
+
+def _dispensed_by_a_shipment(doc: dict[str, Any], key: KeyPair) -> None:
+    doc["statement"]["pack"]["dispensed_index"] = doc["statement"]["steps"][1]["index"]
+    _resign(doc, key)
+
+
+def _step_time_edited(doc: dict[str, Any], key: KeyPair) -> None:
+    doc["statement"]["steps"][-1]["time"] = "2020-01-01T00:00:00.000000Z"
+    _resign(doc, key)
+
+
+def _deeply_nested(doc: dict[str, Any], _key: KeyPair) -> None:
+    nested: Any = 0
+    for _ in range(5_000):
+        nested = [nested]
+    doc["statement"]["x"] = nested
+
+
 @pytest.mark.parametrize(("edit", "says"), [
     (_status_edited, "statement is not signed by the pinned ledger key"),
     (_other_key, "statement is not signed by the pinned ledger key"),
@@ -194,6 +247,15 @@ def _not_a_bundle(doc: dict[str, Any], _key: KeyPair) -> None:
     (_signer_misnamed, "does not hash to its id"),
     (_steps_reordered, "out of order"),
     (_not_a_bundle, "not an athar-pack-bundle/1 bundle"),
+    (_anchor_not_an_object, "proves no entry"),
+    (_proof_not_a_string, "not in the signed tree"),
+    (_no_steps, "names no commissioning"),
+    (_no_commissioning, "names no commissioning"),
+    (_step_past_the_tree, "past the tree"),
+    (_missing_field, "statement is malformed"),
+    (_dispensed_by_a_shipment, "dispensed by an entry its steps do not name"),
+    (_step_time_edited, "entry's time is not the step's"),
+    (_deeply_nested, "statement is not signed"),
 ], ids=lambda v: v.__name__.strip("_") if callable(v) else None)
 def test_tampered_pack_bundle(packs: Packs, edit: Edit, says: str) -> None:
     ledger = packs.world.ledger

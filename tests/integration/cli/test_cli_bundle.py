@@ -205,10 +205,13 @@ def test_one_pack_bundles(offline: Offline) -> None:
     # a pack this bundle is not for: no finding, exit 10 like a pack outside a batch bundle
     r = offline.cli("scan", "--offline", str(offline.packs["OF2"]), "--text", element("OF3", "OFF1"), "--json")
     assert r.code == 10 and "not this one" in r.json_lines()[0]["reason"]
-    # a pharmacy that does not hold the pack
-    r = offline.cli("scan", "--offline", str(offline.packs["OF2"]), "--text", element("OF2", "OFF1"),
+    # custody is not judged from a public bundle, and the scan says so (a batch bundle judges it)
+    r = offline.cli("scan", "--offline", str(offline.packs["OF2"]), "--text", element("OF2", "OFF1"), "--json",
                     actor="ph-fes")
-    assert r.code == 16 and "NOT_IN_CUSTODY" in r.out
+    assert r.code == 0 and "custody not checked" in r.json_lines()[0]["verification"]
+    r = offline.cli("scan", "--offline", str(offline.packs["OF1"]), "--text", element("OF1", "OFF1"),
+                    actor="ph-rabat")
+    assert r.code == 12 and "double scan" in r.out
 
 
 def test_tampered_one_pack_bundle(offline: Offline, tmp_path: Path) -> None:
