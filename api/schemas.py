@@ -193,6 +193,74 @@ class PackOut(BaseModel):
                    manufacturer=b.manufacturer if b else None, provenance=[StepOut.of(s) for s in r.steps])
 
 
+class _StatementPack(BaseModel):
+    gtin: str
+    serial: str
+    lot: str
+    status: str = Field(description="active, in_transit, dispensed or destroyed")
+    dispensed_by: str | None
+    dispensed_at: str | None
+    dispensed_index: int | None
+
+
+class _StatementBatch(BaseModel):
+    gtin: str
+    lot: str
+    expiry: str
+    product: str
+    manufacturer: str
+    status: str = Field(description="active, recalled or quarantined")
+    status_reason: str | None = Field(description="the recall's or quarantine's reason; null for an active batch")
+
+
+class _StatementStep(BaseModel):
+    index: int
+    type: str
+    actor: str
+    time: str
+    hash: str = Field(description="the entry's RFC 9162 leaf hash, base64")
+
+
+class _StatementActor(BaseModel):
+    name: str
+    role: str
+    region: str
+
+
+class _StatementSigner(BaseModel):
+    key_id: str
+    public_key: str = Field(description="base64 Ed25519 public key, registered for the latest step's actor")
+
+
+class PackStatementOut(BaseModel):
+    format: str
+    tree_size: int
+    root_hash: str = Field(description="base64, as in the checkpoint")
+    created: str
+    pack: _StatementPack
+    batch: _StatementBatch
+    steps: list[_StatementStep] = Field(description="the pack's public provenance, in log order")
+    actors: dict[str, _StatementActor]
+    signer: _StatementSigner | None
+
+
+class _PackBundleAnchor(BaseModel):
+    index: int = Field(description="the latest step's entry index")
+    proof: str = Field(description="its RFC 9162 inclusion proof at the checkpoint: the hashes concatenated, base64")
+    entry: dict[str, Any] | None = Field(description="that entry, for a dispense, a recall or a quarantine")
+
+
+class PackBundleOut(BaseModel):
+    """``athar-pack-bundle/1`` (docs/protocol.md, "One-pack bundles"; verified by ``ledger.pack_bundle``)."""
+
+    format: str
+    checkpoint: str = Field(description="the C2SP signed checkpoint note")
+    statement: PackStatementOut
+    signature: str = Field(description="the ledger key's Ed25519 signature of the statement, purpose "
+                                       "pack-statement, base64")
+    anchor: _PackBundleAnchor
+
+
 def pack_json(r: PackReport) -> dict[str, Any]:
     """``PackOut.of(r).model_dump(mode="json")`` without building the models: a scan is the busiest request, and
     validating and dumping its models cost about a tenth of its CPU (a property test keeps the two equal)."""

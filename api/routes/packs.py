@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import AppState, MaybeWho, State
 from api.problems import responses
-from api.schemas import PackOut, pack_json
+from api.schemas import PackBundleOut, PackOut, pack_json
 from ledger import identifiers as ids
 from ledger.queries import Principal
 
@@ -37,12 +37,12 @@ async def get_pack(gtin: str, serial: str, st: State, who: MaybeWho,
     return JSONResponse(await scan_pack(st, gtin, serial, lot, expiry, who))
 
 
-@router.get("/{gtin}/{serial}/bundle", summary="A one-pack verification bundle",
+@router.get("/{gtin}/{serial}/bundle", response_model=PackBundleOut, summary="A one-pack verification bundle",
             description="Public. A few kilobytes that let a scanner check this pack with no network: the pack's "
-                        "state and provenance signed by the ledger key at a signed checkpoint, with an inclusion "
-                        "proof of its latest step (and that step's signed entry when it is a dispense, an undo, a "
-                        "recall, a quarantine or a release). Verify it with `athar bundle verify`; "
-                        "`athar scan --offline` takes it like a batch bundle.",
+                        "public state and provenance signed by the ledger key at a signed checkpoint, with an "
+                        "inclusion proof of its latest step (and that step's signed entry when it is a dispense, a "
+                        "recall or a quarantine). It does not say who holds the pack. Verify it with `athar bundle "
+                        "verify`; `athar scan --offline` takes it like a batch bundle.",
             responses=responses(404, 422, 503))
 async def get_pack_bundle(gtin: str, serial: str, st: State) -> JSONResponse:
     g, s = ids.gtin14(gtin), ids.serial(serial)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from api.schemas import PackBundleOut
 from ledger.pack_bundle import FORMAT, verify_pack_bundle
 from tests.integration.api.conftest import Live
 from tests.support import GTIN
@@ -20,6 +21,7 @@ def test_a_dispensed_pack_over_http(live: Live) -> None:
     doc = r.json()
     assert doc["format"] == FORMAT and len(r.content) < 4096
     bundle = verify_pack_bundle(doc, w.ledger.config.trust)
+    assert PackBundleOut.model_validate(doc).model_dump(mode="json") == doc  # the documented schema is exact
     assert [s.type for s in bundle.steps] == ["commission", "ship", "dispense"]
     assert bundle.anchor is not None and bundle.anchor.signed.body["serial"] == serials[0]
     scan = live.http.get(f"/v1/packs/{GTIN}/{serials[0]}").json()
@@ -40,3 +42,5 @@ def test_in_the_openapi_contract(live: Live) -> None:
     spec = live.http.get("/openapi.json").json()
     op = spec["paths"]["/v1/packs/{gtin}/{serial}/bundle"]["get"]
     assert {"200", "404", "422"} <= set(op["responses"])
+    schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/PackBundleOut"}
