@@ -57,8 +57,8 @@ BATCH_STATUSES = frozenset({"active", "recalled", "quarantined"})
 
 
 class TamperedPackBundle(E.IntegrityError):
-    code = "tampered_bundle"
-    title = "The bundle fails verification"
+    code = "tampered_pack_bundle"
+    title = "The one-pack bundle fails verification"
 
 
 @dataclass(frozen=True)
