@@ -95,22 +95,8 @@ def served_proofs(report: Report, b: BigLedger, kind: str, workers: int, n: int 
     root = b.ledger.checkpoint(size)
     assert root is not None
 
-    async def fetch() -> list[tuple[float, int, bytes]]:
-        conn = await Connection.open(srv.base)
-        try:
-            for p in paths[:50]:  # warm the connection, the worker and the statement cache
-                await conn.request("GET", p)
-            out: list[tuple[float, int, bytes]] = []
-            for p in paths:
-                t = time.perf_counter()
-                status, body = await conn.request("GET", p)
-                out.append((time.perf_counter() - t, status, body))
-            return out
-        finally:
-            conn.close()
-
     with serve(b.home, b.url, workers) as srv:
-        got = asyncio.run(fetch())
+        got = asyncio.run(_timed_gets(srv.base, paths, warm=50))
     inclusion, consistency = got[:len(leaves)], got[len(leaves):]
     for (idx, leaf), (_, status, body) in zip(leaves.items(), inclusion, strict=True):
         doc = json.loads(body)
@@ -137,22 +123,8 @@ def pack_bundles(report: Report, b: BigLedger, kind: str, workers: int, n: int =
     packs = random.Random(8).sample(b.world.packs, min(n, len(b.world.packs)))
     paths = [f"/v1/packs/{gtin}/{serial}/bundle" for gtin, _, serial in packs]
 
-    async def fetch() -> list[tuple[float, int, bytes]]:
-        conn = await Connection.open(srv.base)
-        try:
-            for p in paths[:30]:  # warm the connection, the worker and the statement cache
-                await conn.request("GET", p)
-            out: list[tuple[float, int, bytes]] = []
-            for p in paths:
-                t = time.perf_counter()
-                status, body = await conn.request("GET", p)
-                out.append((time.perf_counter() - t, status, body))
-            return out
-        finally:
-            conn.close()
-
     with serve(b.home, b.url, workers) as srv:
-        got = asyncio.run(fetch())
+        got = asyncio.run(_timed_gets(srv.base, paths, warm=30))
     sizes: dict[str, list[int]] = {}
     verify_times: list[float] = []
     for _, status, body in got:
@@ -169,6 +141,23 @@ def pack_bundles(report: Report, b: BigLedger, kind: str, workers: int, n: int =
                target="≤ 4 kB", note=f"GET /v1/packs/{{gtin}}/{{serial}}/bundle from a real `athar serve`, {len(got)} "
                                      f"random packs, one keep-alive client, each verified offline (p50 "
                                      f"{ms(pct(verify_times, 50))}); by the pack's latest step: {by_kind}")
+
+
+async def _timed_gets(base: str, paths: list[str], *, warm: int) -> list[tuple[float, int, bytes]]:
+    """GET each path in turn on one keep-alive connection: (seconds, status, body) each, after ``warm`` untimed
+    requests that warm the connection, the worker and the statement cache."""
+    conn = await Connection.open(base)
+    try:
+        for p in paths[:warm]:
+            await conn.request("GET", p)
+        out: list[tuple[float, int, bytes]] = []
+        for p in paths:
+            t = time.perf_counter()
+            status, body = await conn.request("GET", p)
+            out.append((time.perf_counter() - t, status, body))
+        return out
+    finally:
+        conn.close()
 
 
 def _random_leaves(b: BigLedger, rng: random.Random, n: int) -> dict[int, bytes]:

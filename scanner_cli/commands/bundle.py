@@ -62,15 +62,8 @@ def export(out: Annotated[Path, typer.Option("--out", help="bundle file to write
         doc = api.bundle(batches=batches, region=region, actor=holder)
     summary = bundle_summary(verify_bundle(doc, trust)) if trust is not None else None
     _write(out, doc)
-    if json_out:
-        render.emit_json({"file": str(out), "verified": summary is not None, **(summary or {}),
-                          "entries": len(doc.get("entries", []))})
-        return
-    render.console.print(f"[green]bundle written[/] {out}: {len(doc.get('entries', []))} entries, tree size "
-                         f"{doc.get('manifest', {}).get('tree_size')}", highlight=False)
-    render.console.print("  verified against the pinned keys" if summary else
-                         "  [yellow]not verified here[/] (no pinned keys: pass --ledger-key/--root-key or --data-dir)",
-                         highlight=False)
+    _report(out, summary, json_out, {"entries": len(doc.get("entries", []))},
+            f"{len(doc.get('entries', []))} entries, tree size {doc.get('manifest', {}).get('tree_size')}")
 
 
 def _write(out: Path, doc: Any) -> int:
@@ -83,6 +76,16 @@ def _write(out: Path, doc: Any) -> int:
     except OSError as exc:
         usage(f"cannot write {out}: {exc}")
     return len(text.encode())
+
+
+def _report(out: Path, summary: dict[str, Any] | None, json_out: bool, extra: dict[str, Any], what: str) -> None:
+    if json_out:
+        render.emit_json({"file": str(out), "verified": summary is not None, **(summary or {}), **extra})
+        return
+    render.console.print(f"[green]bundle written[/] {out}: {what}", highlight=False)
+    render.console.print("  verified against the pinned keys" if summary else
+                         "  [yellow]not verified here[/] (no pinned keys: pass --ledger-key/--root-key or --data-dir)",
+                         highlight=False)
 
 
 @app.command()
@@ -110,14 +113,8 @@ def pack(gtin: Annotated[str, typer.Argument(help="the pack's GTIN (14 digits)")
                                                  f"{vb.pack.gtin}, not of {s}")
         summary = bundle_summary(vb)
     size = _write(out, doc)
-    if json_out:
-        render.emit_json({"file": str(out), "bytes": size, "verified": summary is not None, **(summary or {})})
-        return
-    render.console.print(f"[green]bundle written[/] {out}: pack {s} of GTIN {g}, {size:,} bytes, tree size "
-                         f"{doc.get('statement', {}).get('tree_size')}", highlight=False)
-    render.console.print("  verified against the pinned keys" if summary else
-                         "  [yellow]not verified here[/] (no pinned keys: pass --ledger-key/--root-key or --data-dir)",
-                         highlight=False)
+    _report(out, summary, json_out, {"bytes": size},
+            f"pack {s} of GTIN {g}, {size:,} bytes, tree size {doc.get('statement', {}).get('tree_size')}")
 
 
 @app.command()
