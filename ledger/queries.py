@@ -269,8 +269,10 @@ class Reader:
                                 created=self.ledger.clock())
 
     def pack_bundle(self, gtin: str, serial: str) -> dict[str, Any]:
-        """A one-pack bundle (``ledger.pack_bundle``): public, like the pack's verdict and provenance."""
-        with self.ledger.store.read() as u:
+        """A one-pack bundle (``ledger.pack_bundle``): public, like the pack's verdict and provenance. One snapshot
+        is enough: ``pack_scan`` reads the pack, its batch, its trail and the log size they reflect in one
+        statement, and all the rest is read by that size from rows never changed (checkpoint, nodes, entry, key)."""
+        with self.ledger.store.read_statements() as u:
             scan = u.pack_scan(gtin, serial, single=SINGLE_PACK, wide=BATCH_WIDE)
             if scan is None:
                 raise E.UnknownPack(f"no pack with GTIN {gtin} and serial {serial} was ever registered: there is "
