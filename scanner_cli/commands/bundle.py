@@ -94,8 +94,7 @@ def pack(gtin: Annotated[str, typer.Argument(help="the pack's GTIN (14 digits)")
          out: Annotated[Path, typer.Option("--out", help="bundle file to write")],
          url: Url = DEFAULT_URL, data_dir: DataDir = None, ledger_key: LedgerKey = None, root_key: RootKey = None,
          json_out: Json = False) -> None:
-    """Fetch one pack's bundle (public: a few kilobytes, the ledger's signed statement on the pack with its
-    latest step proven), verify it when keys are pinned, and write it for `athar scan --offline`."""
+    """Fetch one pack's bundle (public, a few kB), verify it when keys are pinned, and write it."""
     g, s = valid(ids.gtin14, gtin), valid(ids.serial, serial)
     trust = pinned_trust(data_dir, ledger_key, root_key, required=False)
     with client(url, None) as api:
