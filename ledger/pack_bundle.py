@@ -24,7 +24,9 @@ What it proves and what it takes on the ledger's word:
   agreement with the signed state: a dispense leaves the pack dispensed by that actor at that entry, a recall
   leaves the batch recalled, a quarantine quarantined. A pack said dispensed must name a dispense among its steps.
 * Taken on the ledger's word as well: that the statement is the latest (an old bundle still verifies; it says
-  when it was made and at which tree size), and that the named key was not revoked.
+  when it was made and at which tree size), and that the named key was not revoked. The server makes the
+  statement from its projections, so whoever can write its database can have it sign a false one (the tamper
+  matrix in docs/reliability.md shows which such rewrites these bundles still catch).
 * Earlier steps are named, not proven: their entries list whole batches (megabytes), which is what a batch
   bundle is for.
 """

@@ -4,10 +4,12 @@ tests/contract/test_tamper.py).
 The attacker has write access to the database (append-only triggers dropped) but no key. Where it helps the
 attacker, the rewrite is *consistent*: leaf bytes, entry hashes, ``prev`` links, Merkle nodes and the log head are
 all recomputed, so only signatures and the signed checkpoints remain to betray it. The honest server keeps running
-and, on its next append, signs a checkpoint over whatever tree the database now holds. Three mechanisms then look:
+and, on its next append, signs a checkpoint over whatever tree the database now holds. Four mechanisms then look:
 
 * **audit**: ``athar audit verify`` = ``ledger.audit.verify_store`` on the database;
 * **bundle**: an offline bundle served by ``POST /v1/bundles`` and checked by ``ledger.bundle.verify_bundle``;
+* **pack bundles**: the one-pack bundles served by ``GET /v1/packs/{gtin}/{serial}/bundle`` for the packs the
+  attacks touch, checked by ``ledger.pack_bundle.verify_pack_bundle``;
 * **monitor**: a monitor that trusted the checkpoint served before the attack checks the new one served by
   ``GET /v1/log/checkpoint`` with a consistency proof from ``GET /v1/log/proof/consistency``
   (``ledger.monitor.check_update``).
@@ -40,6 +42,7 @@ from ledger.errors import IntegrityError
 from ledger.events import parse_event
 from ledger.merkle import CompactRange
 from ledger.monitor import check_update
+from ledger.pack_bundle import verify_pack_bundle
 from ledger.request_signing import sign_request
 from ledger.storage import tables as t
 from signing import KeyPair, b64encode, canonical
@@ -58,27 +61,29 @@ class Case:
     audit: str
     bundle: str
     monitor: str
+    packs: str
 
 
 EXPECTED: dict[str, Case] = {c.what: c for c in [
-    Case("edit a body (commission's product), rewritten consistently", "entry 9", "entry 9", "fork"),
-    Case("edit a signature (a shipment re-signed by an attacker)", "entry 12", "entry 12", "fork"),
-    Case("edit a prev (a shipment linked past its predecessor)", "entry 12", "entry 12", "fork"),
-    Case("edit a projection (packs: give ph-fes a pack), then ph-fes dispenses it", "entry 16", "entry 16", "no"),
-    Case("swap an actor's key in the log (ph-rabat's registration) and re-sign its events", "entry 4", "entry 4",
-         "fork"),
-    Case("swap an actor's key row in the projection (actor_keys), then sign as the actor", "entry 16", "entry 16",
+    Case("edit a body (commission's product), rewritten consistently", "entry 9", "entry 9", "fork", "no"),
+    Case("edit a signature (a shipment re-signed by an attacker)", "entry 12", "entry 12", "fork", "no"),
+    Case("edit a prev (a shipment linked past its predecessor)", "entry 12", "entry 12", "fork", "no"),
+    Case("edit a projection (packs: give ph-fes a pack), then ph-fes dispenses it", "entry 16", "entry 16", "no",
          "no"),
+    Case("swap an actor's key in the log (ph-rabat's registration) and re-sign its events", "entry 4", "entry 4",
+         "fork", "entry 14"),
+    Case("swap an actor's key row in the projection (actor_keys), then sign as the actor", "entry 16", "entry 16",
+         "no", "entry 14"),
     Case("delete an entry (a dispense), renumber, keep old checkpoints", "entry 14",
-         "server refuses (500 internal_error)", "no (nothing new is signed: appends fail with 503)"),
-    Case("delete an entry (a dispense), renumber, delete old checkpoints", "no", "no", "fork"),
-    Case("reorder two entries (registrations 1 and 2)", "entry 1", "no", "fork"),
-    Case("truncate the last two entries, delete their checkpoints", "no", "no", "rollback/fork"),
+         "server refuses (500 internal_error)", "no (nothing new is signed: appends fail with 503)", "entry 14"),
+    Case("delete an entry (a dispense), renumber, delete old checkpoints", "no", "no", "fork", "entry 14"),
+    Case("reorder two entries (registrations 1 and 2)", "entry 1", "no", "fork", "no"),
+    Case("truncate the last two entries, delete their checkpoints", "no", "no", "rollback/fork", "entry 14"),
     Case("truncate the last two entries, keep the checkpoints", "yes (log head)",
-         "server refuses (500 internal_error)", "no (nothing new is signed: appends fail with 503)"),
+         "server refuses (500 internal_error)", "no (nothing new is signed: appends fail with 503)", "entry 14"),
     Case("replace the latest checkpoint with one signed by another key", "entry 15", "yes (checkpoint)",
-         "yes (checkpoint)"),
-    Case("serve a forked log (two copies of the database, each extended)", "no", "no", "fork"),
+         "yes (checkpoint)", "yes (checkpoint)"),
+    Case("serve a forked log (two copies of the database, each extended)", "no", "no", "fork", "no"),
 ]}
 
 
@@ -175,6 +180,22 @@ def bundle(scene: Scene) -> str:
     except IntegrityError as err:
         index = err.details.get("index")
         return f"entry {index}" if index is not None else "yes (checkpoint)"
+    return "no"
+
+
+def pack_bundles(scene: Scene) -> str:
+    """The one-pack bundles of the dispensed pack (entry 14) and of the two packs some attacks dispense (entry 16):
+    the first failure, as the batch bundle's column says it."""
+    for serial in (scene.serials[0], scene.serials[1], scene.serials[8]):
+        r = scene.http.get(f"/v1/packs/{GTIN}/{serial}/bundle")
+        if r.status_code >= 500:
+            return f"server refuses ({r.status_code} {r.json().get('code')})"
+        assert r.status_code == 200, r.text
+        try:
+            verify_pack_bundle(r.json(), scene.world.ledger.config.trust)
+        except IntegrityError as err:
+            index = err.details.get("index")
+            return f"entry {index}" if index is not None else "yes (checkpoint)"
     return "no"
 
 
@@ -335,7 +356,7 @@ def test_tamper_matrix(scene: Scene, what: str) -> None:
         assert append_honest(scene) == 503
         assert scene.world.ledger.size() == size
         scene.stuck = True
-    seen = Case(what, audit(scene.world), bundle(scene), monitor(scene))
+    seen = Case(what, audit(scene.world), bundle(scene), monitor(scene), pack_bundles(scene))
     print(f"\n{seen}")
     assert seen == EXPECTED[what]
 
@@ -364,7 +385,7 @@ def test_tamper_matrix_forked_log(scene: Scene, tmp_path: Path) -> None:
         a_note = scene.http.get("/v1/log/checkpoint").text
         later = monitor(Scene(w, scene.http, a_note, scene.serials), base_b)  # trusted A, then sees B, larger
         b_ledger_ok = _verifies(fork_dir, url_b)
-    seen = Case(what, audit(w), bundle(scene), later)
+    seen = Case(what, audit(w), bundle(scene), later, pack_bundles(scene))
     print(f"\n{seen} (same size: {same_size})")
     assert same_size == "fork" and b_ledger_ok
     assert seen == EXPECTED[what]
@@ -382,8 +403,9 @@ def _verifies(home: Path, url: str) -> bool:
 
 def render_table() -> str:
     lines = ["| tampering (attacker: database write access, no key) | `athar audit verify` | offline bundle "
-             "(`verify_bundle`) | monitor (`check_update`) |", "| --- | --- | --- | --- |"]
-    lines += [f"| {c.what} | {c.audit} | {c.bundle} | {c.monitor} |" for c in EXPECTED.values()]
+             "(`verify_bundle`) | monitor (`check_update`) | one-pack bundles (`verify_pack_bundle`) |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {c.what} | {c.audit} | {c.bundle} | {c.monitor} | {c.packs} |" for c in EXPECTED.values()]
     return "\n".join(lines)
 
 
