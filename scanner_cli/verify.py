@@ -310,11 +310,15 @@ def _confirmed_by_pack_bundle(client: AtharClient, code: PackCode, result: ScanR
 
 
 def _fetch_pack_bundle(client: AtharClient, gtin: str, serial: str, trust: TrustAnchors) -> VerifiedPackBundle:
-    """Raise IntegrityError for a bundle that fails verification or is another pack's."""
-    vb = verify_pack_bundle(client.pack_bundle(gtin, serial), trust)
+    return checked_pack_bundle(client.pack_bundle(gtin, serial), gtin, serial, trust)
+
+
+def checked_pack_bundle(doc: Any, gtin: str, serial: str, trust: TrustAnchors) -> VerifiedPackBundle:
+    """A one-pack bundle received for a pack, verified; IntegrityError if it fails or is another pack's."""
+    vb = verify_pack_bundle(doc, trust)
     if not vb.holds(gtin, serial):
-        raise pack_bundle.TamperedPackBundle(f"the server sent the bundle of pack {vb.pack.serial} of GTIN "
-                                             f"{vb.pack.gtin}")
+        raise pack_bundle.TamperedPackBundle(f"the ledger sent the bundle of pack {vb.pack.serial} of GTIN "
+                                             f"{vb.pack.gtin}, not of {serial}")
     return vb
 
 

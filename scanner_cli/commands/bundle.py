@@ -15,7 +15,6 @@ from ledger import identifiers as ids
 from ledger import pack_bundle
 from ledger.bundle import verify_bundle
 from ledger.heap import long_task
-from ledger.pack_bundle import verify_pack_bundle
 from scanner_cli import exit_codes, render
 from scanner_cli.commands.actions import valid
 from scanner_cli.identity import (
@@ -31,7 +30,7 @@ from scanner_cli.identity import (
     usage,
 )
 from scanner_cli.options import DataDir, Json
-from scanner_cli.verify import BundleFileError, bundle_summary, read_bundle, verify_offline
+from scanner_cli.verify import BundleFileError, bundle_summary, checked_pack_bundle, read_bundle, verify_offline
 
 app = typer.Typer(help="Offline bundles: what an inspector carries to check packs with no network.",
                   no_args_is_help=True)
@@ -104,13 +103,7 @@ def pack(gtin: Annotated[str, typer.Argument(help="the pack's GTIN (14 digits)")
             raise E.StorageUnavailable(f"the ledger at {url} did not answer a bundle: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format") != pack_bundle.FORMAT:
         raise pack_bundle.TamperedPackBundle(f"the ledger at {url} answered something other than a one-pack bundle")
-    summary = None
-    if trust is not None:
-        vb = verify_pack_bundle(doc, trust)
-        if not vb.holds(g, s):
-            raise pack_bundle.TamperedPackBundle(f"the ledger sent the bundle of pack {vb.pack.serial} of GTIN "
-                                                 f"{vb.pack.gtin}, not of {s}")
-        summary = bundle_summary(vb)
+    summary = bundle_summary(checked_pack_bundle(doc, g, s, trust)) if trust is not None else None
     size = _write(out, doc)
     _report(out, summary, json_out, {"bytes": size},
             f"pack {s} of GTIN {g}, {size:,} bytes, tree size {doc.get('statement', {}).get('tree_size')}")

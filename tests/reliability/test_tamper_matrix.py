@@ -172,31 +172,30 @@ def audit(world: World) -> str:
 
 def bundle(scene: Scene) -> str:
     r = scene.signed_post("/v1/bundles", {"batches": [f"{GTIN}/L1"]})
-    if r.status_code >= 500:  # the server cannot even prove the entries against its newest checkpoint
-        return f"server refuses ({r.status_code} {r.json().get('code')})"
-    assert r.status_code == 200, r.text
-    try:
-        verify_bundle(r.json(), scene.world.ledger.config.trust)
-    except IntegrityError as err:
-        index = err.details.get("index")
-        return f"entry {index}" if index is not None else "yes (checkpoint)"
-    return "no"
+    return _finding(scene, r, verify_bundle) or "no"
 
 
 def pack_bundles(scene: Scene) -> str:
     """The one-pack bundles of the dispensed pack (entry 14) and of the two packs some attacks dispense (entry 16):
-    the first failure, as the batch bundle's column says it."""
+    the first failure."""
     for serial in (scene.serials[0], scene.serials[1], scene.serials[8]):
-        r = scene.http.get(f"/v1/packs/{GTIN}/{serial}/bundle")
-        if r.status_code >= 500:
-            return f"server refuses ({r.status_code} {r.json().get('code')})"
-        assert r.status_code == 200, r.text
-        try:
-            verify_pack_bundle(r.json(), scene.world.ledger.config.trust)
-        except IntegrityError as err:
-            index = err.details.get("index")
-            return f"entry {index}" if index is not None else "yes (checkpoint)"
+        found = _finding(scene, scene.http.get(f"/v1/packs/{GTIN}/{serial}/bundle"), verify_pack_bundle)
+        if found:
+            return found
     return "no"
+
+
+def _finding(scene: Scene, r: httpx.Response, verify: Callable[[Any, Any], object]) -> str | None:
+    """What a verifier finds in a served bundle, or None when it verifies."""
+    if r.status_code >= 500:  # the server cannot even prove the entries against its newest checkpoint
+        return f"server refuses ({r.status_code} {r.json().get('code')})"
+    assert r.status_code == 200, r.text
+    try:
+        verify(r.json(), scene.world.ledger.config.trust)
+    except IntegrityError as err:
+        index = err.details.get("index")
+        return f"entry {index}" if index is not None else "yes (checkpoint)"
+    return None
 
 
 def monitor(scene: Scene, base: str | None = None) -> str:
