@@ -75,6 +75,9 @@ class ScanResult:
     expiry: dt.date | None = None  # as registered
     provenance: list[Step] = field(default_factory=list)
     verification: str = ""
+    # the verdict comes from, or was confirmed by, a bundle verified here against the pinned keys (TAMPERED: that
+    # check failed); what a pharmacy system scripts on, where ``verification`` is for people
+    checked: bool = False
 
     def to_json(self, source: str) -> dict[str, Any]:
         c = self.code
@@ -86,7 +89,7 @@ class ScanResult:
                      "serial": c.serial, "form": c.source},
             "product": self.product, "manufacturer": self.manufacturer, "lot": self.lot,
             "expiry": self.expiry.isoformat() if self.expiry else None,
-            "mode": self.mode, "verification": self.verification,
+            "mode": self.mode, "verification": self.verification, "checked": self.checked,
             "provenance": [s.to_json() for s in self.provenance],
         }
 
@@ -166,7 +169,7 @@ def _pack_bundle_verdict(vb: VerifiedPackBundle, code: PackCode, actor: str | No
     result = ScanResult(code, finding.verdict, finding.reason, mode, product=b.product,
                         manufacturer=b.manufacturer, lot=b.lot, expiry=b.expiry,
                         verification=f"the ledger's signed statement, verified against the pinned keys "
-                                     f"({when}){signed}{custody}")
+                                     f"({when}){signed}{custody}", checked=True)
     for s in vb.steps:
         shown = vb.actors.get(s.actor)
         proven = "verified" if vb.anchor is not None and s.index == vb.anchor.index else "signed by the ledger"
@@ -194,13 +197,13 @@ def offline_verdict(vb: OfflineBundle, code: PackCode, actor: str | None,
     finding = vb.verdict(code.gtin, code.serial, lot=code.lot, expiry=code.expiry, scanner=scanner_of(vb, actor),
                          now=now)
     result = ScanResult(code, finding.verdict, finding.reason, "offline",
-                        verification=f"verified offline against the pinned keys ({when})")
+                        verification=f"verified offline against the pinned keys ({when})", checked=True)
     _fill_from_bundle(result, vb, code)
     return result
 
 
 def tampered(code: PackCode, reason: str, mode: str) -> ScanResult:
-    return ScanResult(code, Verdict.TAMPERED, reason, mode, verification="failed")
+    return ScanResult(code, Verdict.TAMPERED, reason, mode, verification="failed", checked=True)
 
 
 # ---- online -------------------------------------------------------------------------------------------------
@@ -265,6 +268,7 @@ def online_verdict(client: AtharClient, code: PackCode, identity: Identity | Non
         return tampered(code, f"the server says {result.verdict.value} but the signed bundle says "
                         f"{local.verdict.value} ({local.reason})", "online")
     _fill_from_bundle(result, vb, code)
+    result.checked = True
     result.verification = (f"server verdict confirmed by a bundle verified against the pinned keys "
                            f"(tree size {vb.checkpoint.size})")
     return result

@@ -101,6 +101,7 @@ def test_offline_scan(offline: Offline) -> None:
     assert len(docs) == len(OFFLINE_CASES)
     for doc, (_, verdict, says) in zip(docs, OFFLINE_CASES, strict=True):
         assert doc["verdict"] == verdict and doc["mode"] == "offline" and says in doc["reason"], doc
+        assert doc["checked"] is (says != "not in this bundle"), doc  # a pack outside the bundle is not checked
         if verdict != "UNKNOWN":
             assert doc["provenance"] and all(s["signature"] == "verified" for s in doc["provenance"])
     for code, exit_code in [(OFFLINE_CASES[0][0], 0), (OFFLINE_CASES[2][0], 13), (OFFLINE_CASES[5][0], 11)]:
@@ -197,6 +198,7 @@ def test_one_pack_bundles(offline: Offline) -> None:
         assert r.code == exit_code, r.err
         doc = r.json_lines()[0]
         assert doc["verdict"] == verdict and doc["mode"] == "offline" and "signed statement" in doc["verification"]
+        assert doc["checked"] is True
         assert doc["provenance"][0]["type"] == "commission"
     # the dispense travels whole: its step is verified; the others are the ledger's signed word
     r = offline.cli("scan", "--offline", str(offline.packs["OF1"]), "--text", element("OF1", "OFF1"), "--json")
@@ -204,7 +206,7 @@ def test_one_pack_bundles(offline: Offline) -> None:
         "signed by the ledger", "signed by the ledger", "verified"]
     # a pack this bundle is not for: no finding, exit 10 like a pack outside a batch bundle
     r = offline.cli("scan", "--offline", str(offline.packs["OF2"]), "--text", element("OF3", "OFF1"), "--json")
-    assert r.code == 10 and "not this one" in r.json_lines()[0]["reason"]
+    assert r.code == 10 and "not this one" in r.json_lines()[0]["reason"] and not r.json_lines()[0]["checked"]
     # custody is not judged from a public bundle, and the scan says so (a batch bundle judges it)
     r = offline.cli("scan", "--offline", str(offline.packs["OF2"]), "--text", element("OF2", "OFF1"), "--json",
                     actor="ph-fes")

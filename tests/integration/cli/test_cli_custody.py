@@ -137,6 +137,9 @@ def test_labels_and_online_verdicts(cli: Cli, tmp_path: Path) -> None:
     assert doc["verdict"] == "AUTHENTIC" and doc["code"]["serial"] == "SCAN1" and doc["product"]
     assert [s["type"] for s in doc["provenance"]][:2] == ["commission", "ship"]
     assert "confirmed by the pack's one-pack bundle" in doc["verification"]  # the data directory pins the keys
+    assert doc["checked"] is True
+    r = cli("scan", str(by_serial["SCAN1"]), "--json", data_dir=False)  # no keys named: the API's word only
+    assert r.code == 0 and r.json_lines()[0]["checked"] is False, r.err
 
     # the holding pharmacy, with its identity: cross-checked against a locally verified bundle
     r = cli("scan", str(by_serial["SCAN1"]), actor="ph-rabat")
@@ -154,7 +157,7 @@ def test_labels_and_online_verdicts(cli: Cli, tmp_path: Path) -> None:
     assert r.code == 16, r.err
     assert r.json_lines()[0]["verdict"] == "NOT_IN_CUSTODY"
     r = cli("scan", str(by_serial["SCAN3"]), "--json", actor="ph-rabat")
-    assert r.code == 16 and "bundle verified" in r.json_lines()[0]["verification"]
+    assert r.code == 16 and "bundle verified" in r.json_lines()[0]["verification"] and r.json_lines()[0]["checked"]
 
     # labels nobody registered, or printed with the wrong lot or expiry
     unknown = label_for(cli, tmp_path / "fake", "SCAN1", "NOSUCH9")
