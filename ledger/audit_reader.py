@@ -8,6 +8,7 @@ snapshot: the checkpoints and the head first, then the entries up to that head.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import queue
 import threading
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from ledger.admission import TrustAnchors
-from ledger.audit_signatures import SignatureChecks, helpers_for, pages
+from ledger.audit_signatures import Checked, SignatureChecks, helpers_for, pages
 from ledger.merkle import NodeID
 from ledger.storage.sql import SqlStore, StoredCheckpoint
 
@@ -41,7 +42,8 @@ class Page:
     end: int
     rows: list[tuple[int, bytes, bytes, Columns]]  # index, entry hash, leaf, indexed columns
     nodes: dict[NodeID, bytes]  # the stored Merkle nodes these entries complete
-    checked: Future[list[bool]] | None  # the helpers' verdicts, when helpers run
+    checkpoints: list[int]  # the sizes of the stored checkpoints these entries complete, in order
+    checked: Future[Checked] | None  # the helpers' verdicts, when helpers run
 
 
 class _Done:
@@ -52,8 +54,9 @@ class LogReader:
     """Reads the head, then the pages in order, ``depth`` pages ahead of the consumer. Iterate ``pages()``
     after ``head()``; errors of the reading thread are raised there. ``close()`` stops it early."""
 
-    def __init__(self, store: SqlStore, trust: TrustAnchors, helpers: int | None, depth: int = 4) -> None:
-        self.store, self.trust, self.helpers = store, trust, helpers
+    def __init__(self, store: SqlStore, trust: TrustAnchors, ledger_verifier: str, helpers: int | None,
+                 depth: int = 4) -> None:
+        self.store, self.trust, self.ledger_verifier, self.helpers = store, trust, ledger_verifier, helpers
         self.checks: SignatureChecks | None = None
         self._out: queue.Queue[LogHead | Page | _Done | BaseException] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -70,10 +73,13 @@ class LogReader:
             assert isinstance(item, Page)
             yield item
 
-    def results(self, page: Page) -> list[bool]:
+    def results(self, page: Page) -> tuple[list[bool], set[int]]:
+        """Which of the page's entries the helpers found well-formed and validly signed, and the sizes of its
+        checkpoints whose notes they found signed by the ledger (none: the audit checks them itself)."""
         if self.checks is None:
-            return [False] * len(page.rows)
-        return self.checks.results(page.checked, len(page.rows))
+            return [False] * len(page.rows), set()
+        checked = self.checks.results(page.checked, len(page.rows), len(page.checkpoints))
+        return checked.entries, {s for s, ok in zip(page.checkpoints, checked.checkpoints, strict=True) if ok}
 
     def close(self) -> None:
         self._stop.set()
@@ -108,13 +114,16 @@ class LogReader:
                 helpers = helpers_for(size) if self.helpers is None else self.helpers
                 if helpers:
                     self.checks = SignatureChecks({k.key_id: k.public_key for k in u.all_keys()}, self.trust,
-                                                  helpers)
+                                                  self.ledger_verifier, helpers)
                 if not self._put(LogHead(size, root, checkpoints)):
                     return
+                sizes = sorted(checkpoints)
                 for start, end in pages(size, PAGE):
                     rows = cast(list[tuple[int, bytes, bytes, Columns]], u.audit_rows(start, end))
-                    checked = self.checks.submit([(r[2], r[1]) for r in rows]) if self.checks else None
-                    if not self._put(Page(end, rows, u.nodes_completed(start, end), checked)):
+                    completed = sizes[bisect.bisect_right(sizes, start):bisect.bisect_right(sizes, end)]
+                    checked = self.checks.submit([(r[2], r[1]) for r in rows],
+                                                 [checkpoints[s].note for s in completed]) if self.checks else None
+                    if not self._put(Page(end, rows, u.nodes_completed(start, end), completed, checked)):
                         return
             self._put(_Done())
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread

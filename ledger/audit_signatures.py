@@ -10,6 +10,11 @@ entry; an entry reported invalid (or not reported) is checked again by the audit
 the precise failure. The helpers run the same checks (``Entry.from_leaf``, ``verify_signature``) as the
 audit would, so what they accept is what it would accept; a helper that fails only leaves work to the audit.
 
+The signed checkpoints the entries of a page complete go with it: the helpers check each note's form and the
+ledger's signature (``open_checkpoint``, as the audit would), and the audit compares its size and root with
+the entries. A log written at low traffic holds about one checkpoint per entry (one per group committed), so
+checking their signatures in the replay doubled its Ed25519 work.
+
 The public keys the helpers use are those of the key table and the trust anchors: a key id is the hash of
 its public key, so a key table edited by an attacker can only make valid signatures look invalid.
 """
@@ -21,8 +26,10 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import NamedTuple
 
 from ledger.admission import TrustAnchors, verify_signature
+from ledger.checkpoint import VerifierKey, open_checkpoint, parse_verifier_key
 from ledger.entry import Entry
 from ledger.merkle import leaf_hash
 from signing import PublicKey
@@ -31,9 +38,17 @@ logger = logging.getLogger("athar.audit")
 #: below this many entries the helpers' start-up (a fresh interpreter each) costs more than they save
 MIN_ENTRIES = 50_000
 _KEYS: dict[str, PublicKey] = {}
+_LEDGER: list[VerifierKey] = []  # the ledger's checkpoint key (one, once the helper has started)
 
 
-def _init(keys: dict[str, str]) -> None:
+class Checked(NamedTuple):
+    """A page's results: for each entry, and for each checkpoint note sent with it, whether it passed."""
+
+    entries: list[bool]
+    checkpoints: list[bool]
+
+
+def _init(keys: dict[str, str], ledger_verifier: str) -> None:
     for key_id, b64 in keys.items():
         try:
             public = PublicKey.from_b64(b64)
@@ -41,9 +56,10 @@ def _init(keys: dict[str, str]) -> None:
             continue
         if public.key_id == key_id:
             _KEYS[key_id] = public
+    _LEDGER.append(parse_verifier_key(ledger_verifier))
 
 
-def _check(leaves: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+def _check(leaves: Sequence[tuple[bytes, bytes]], notes: Sequence[str] = ()) -> Checked:
     out = []
     for leaf, entry_hash in leaves:
         try:
@@ -56,7 +72,17 @@ def _check(leaves: Sequence[tuple[bytes, bytes]]) -> list[bool]:
             out.append(True)
         except Exception:  # anything wrong is for the audit itself to find and name
             out.append(False)
-    return out
+    return Checked(out, [_signed_checkpoint(note) for note in notes])
+
+
+def _signed_checkpoint(note: str) -> bool:
+    """Whether a checkpoint note is well-formed and signed by the ledger key (its size and root are for the audit
+    to compare with the entries)."""
+    try:
+        open_checkpoint(note, _LEDGER[0])
+        return True
+    except Exception:
+        return False
 
 
 class SignatureChecks:
@@ -64,36 +90,39 @@ class SignatureChecks:
     die (no /dev/shm in a container, killed for memory), every later page is reported unchecked, and the
     audit checks those signatures itself. ``submit`` and ``results`` may be called from different threads."""
 
-    def __init__(self, keys: dict[str, str], trust: TrustAnchors, helpers: int) -> None:
+    def __init__(self, keys: dict[str, str], trust: TrustAnchors, ledger_verifier: str, helpers: int) -> None:
         known = {**keys, trust.root.key_id: trust.root.b64, trust.ledger.key_id: trust.ledger.b64}
         self.pool: ProcessPoolExecutor | None = None
         try:
             self.pool = ProcessPoolExecutor(helpers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init, initargs=(known,))
+                                            initializer=_init, initargs=(known, ledger_verifier))
         except Exception as exc:  # the audit goes on alone
             logger.warning("audit helpers unavailable (%s); checking signatures in the audit itself", exc)
 
-    def submit(self, leaves: Sequence[tuple[bytes, bytes]]) -> Future[list[bool]] | None:
-        """Start checking one page of (leaf, entry hash); None if the helpers are gone."""
+    def submit(self, leaves: Sequence[tuple[bytes, bytes]], notes: Sequence[str] = ()) -> Future[Checked] | None:
+        """Start checking one page of (leaf, entry hash), and the notes of the checkpoints its entries complete;
+        None if the helpers are gone."""
         pool = self.pool
         if pool is not None:
             try:
-                return pool.submit(_check, list(leaves))
+                return pool.submit(_check, list(leaves), list(notes))
             except Exception as exc:
                 self._give_up(exc)
         return None
 
-    def results(self, future: Future[list[bool]] | None, size: int) -> list[bool]:
-        """Which entries of a page are well-formed, match their hash and carry a valid signature (all False:
-        unknown, the audit checks them)."""
+    def results(self, future: Future[Checked] | None, size: int, notes: int = 0) -> Checked:
+        """Which entries of a page are well-formed, match their hash and carry a valid signature, and which of
+        its checkpoint notes are well-formed and signed by the ledger (all False: unknown, the audit checks
+        them)."""
+        unknown = Checked([False] * size, [False] * notes)
         if future is None:
-            return [False] * size
+            return unknown
         try:
             result = future.result()
         except Exception as exc:
             self._give_up(exc)
-            return [False] * size
-        return result if len(result) == size else [False] * size
+            return unknown
+        return result if (len(result.entries), len(result.checkpoints)) == (size, notes) else unknown
 
     def _give_up(self, exc: BaseException) -> None:
         pool, self.pool = self.pool, None

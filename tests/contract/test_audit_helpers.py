@@ -13,6 +13,7 @@ import pytest
 
 from ledger.audit import AuditReport, verify_store
 from ledger.builder import EventBuilder
+from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.entry import EVENT_PURPOSE
 from ledger.merkle import CompactRange, leaf_hash
 from signing import KeyPair, b64encode
@@ -89,6 +90,58 @@ def test_a_key_swapped_in_the_key_table(world: World) -> None:
     sql(world, "UPDATE actor_keys SET public_key = :pk WHERE key_id = :k", pk=KeyPair.generate().public.b64,
         k=victim.key_id)
     assert both(world).ok
+
+
+def _note(w: World, size: int, note: str) -> None:
+    drop_triggers(w)
+    sql(w, "UPDATE checkpoints SET note = :n WHERE tree_size = :s", n=note, s=size)
+
+
+def _another_genuine_note(w: World) -> None:
+    """A note the ledger really signed, for another size: the helpers find it signed, the audit must still
+    compare it with the entries."""
+    other = w.ledger.checkpoint(TARGET)
+    assert other is not None
+    _note(w, TARGET + 1, other.note)
+
+
+def _forged_note(w: World) -> None:
+    genuine = w.ledger.checkpoint(TARGET + 1)
+    assert genuine is not None
+    cfg = w.ledger.config
+    _note(w, TARGET + 1, sign_checkpoint(Checkpoint(cfg.origin, TARGET + 1, genuine.root_hash), cfg.origin,
+                                         KeyPair.generate()))
+
+
+def _garbled_note(w: World) -> None:
+    genuine = w.ledger.checkpoint(TARGET + 1)
+    assert genuine is not None
+    _note(w, TARGET + 1, genuine.note.replace("\n\n", "\n", 1))
+
+
+@pytest.mark.usefixtures("small_pages")
+@pytest.mark.parametrize("tamper", [_another_genuine_note, _forged_note, _garbled_note],
+                         ids=["another genuine note", "signed by an attacker", "garbled"])
+def test_a_checkpoint_note_checked_by_the_helpers(world: World, tamper: Callable[[World], None]) -> None:
+    """The helpers check the notes of the checkpoints each page completes; a note they reject or that says
+    another size fails at its entry, named as the audit names it alone."""
+    check(world, tamper, TARGET, f"checkpoint at tree size {TARGET + 1}")
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_the_replay_leaves_checkpoint_signatures_to_the_helpers(world: World,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log written at low traffic holds one checkpoint per entry: with helpers, the replay checks none of
+    their signatures itself (every one is still compared with the entries)."""
+    from ledger import audit
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the replay checked a checkpoint signature itself")
+
+    monkeypatch.setattr(audit, "open_checkpoint", refuse)
+    cfg = world.ledger.config
+    report = verify_store(world.ledger.store, cfg.trust, cfg.origin, helpers=1)
+    assert report.ok and report.checkpoints == world.ledger.size() == 17
 
 
 class _DeadPool:
