@@ -10,7 +10,8 @@ Benchmarks (names for --only):
   peak      open-loop traffic at Morocco's peak (200 appends/s + 150 lookups/s) and at twice it: latencies
   wrk       appends and lookups at 64 connections driven by wrk (a C load generator), when installed
   proofs    inclusion and consistency proof time and size, and one-pack bundles, at 10^3, 10^5, 10^6 entries
-  audit     `athar audit verify` entries/s on a 10^5 (quick) or 10^6 entry ledger
+  audit     `athar audit verify` entries/s on a 10^5 (quick) or 10^6 entry ledger, and on a 10^5-entry one
+            with one checkpoint per entry (a log written at low traffic)
   storage   bytes per entry in PostgreSQL; in-process append rate at 10^4 vs the big ledger
   queueing  dispenses queued behind large commissions: their wait, small events first and in arrival order
   scan      scan-to-verdict: decode a 12 MP JPEG and a 1280x720 frame; offline bundle verification

@@ -41,6 +41,8 @@ from ledger.storage.database import Database
 from signing import KeyPair
 
 CHECKPOINT_EVERY = 1000  # one checkpoint per 1,000 entries, like a busy group-committing sequencer
+#: one checkpoint per entry: a log written at low traffic, where each event is a group of its own
+EVERY_ENTRY = 1
 FLUSH_EVERY = 20_000
 
 
@@ -79,8 +81,9 @@ def sign_raw(world: World, items: Sequence[Signable]) -> list[SignedEvent]:
 
 
 def load(ledger: Ledger, db: Database, signed: Sequence[SignedEvent], *, start_time: dt.datetime | None = None,
-         say: Callable[[str], None] = print) -> int:
-    """Lay ``signed`` out as log entries of an empty ledger; return the tree size."""
+         say: Callable[[str], None] = print, checkpoint_every: int = CHECKPOINT_EVERY) -> int:
+    """Lay ``signed`` out as log entries of an empty ledger, with a signed checkpoint every ``checkpoint_every``
+    entries; return the tree size."""
     with ledger.store.read() as u:
         if u.head()[0] != 0:
             raise RuntimeError("the bulk loader needs an empty ledger")
@@ -120,7 +123,7 @@ def load(ledger: Ledger, db: Database, signed: Sequence[SignedEvent], *, start_t
                         "lot": lot, "serial": serial, "received_at": now, "leaf": leaf})
         heads[chain] = (h, index, (head[2] if head else 0) + 1)
         nodes.extend({"level": n.level, "idx": n.index, "hash": nh} for n, nh in tree.append(h))
-        if tree.size % CHECKPOINT_EVERY == 0 or index == len(signed) - 1:
+        if tree.size % checkpoint_every == 0 or index == len(signed) - 1:
             note = sign_checkpoint(Checkpoint(cfg.origin, tree.size, tree.root()), cfg.origin, cfg.ledger_key)
             checkpoints.append({"tree_size": tree.size, "root_hash": tree.root(), "note": note, "created_at": now})
         if len(entries) >= FLUSH_EVERY:
@@ -148,8 +151,10 @@ def _write_projections(conn: sa.Connection, state: MemoryState, heads: dict[str,
 
 
 @contextlib.contextmanager
-def big_ledger(kind: str, entries: int, *, say: Callable[[str], None] = print) -> Iterator[BigLedger]:
-    """A fresh ledger of ``entries`` entries (set-up events, then 85% dispenses, 10% shipments, 5% receipts)."""
+def big_ledger(kind: str, entries: int, *, say: Callable[[str], None] = print,
+               checkpoint_every: int = CHECKPOINT_EVERY) -> Iterator[BigLedger]:
+    """A fresh ledger of ``entries`` entries (set-up events, then 85% dispenses, 10% shipments, 5% receipts), with a
+    checkpoint every ``checkpoint_every`` entries."""
     with database(kind) as (home, url):
         init_home(home, database_url=url)
         ledger, db = open_ledger(home, url)
@@ -160,7 +165,7 @@ def big_ledger(kind: str, entries: int, *, say: Callable[[str], None] = print) -
             t0 = time.perf_counter()
             signed = sign_raw(world, items)
             t1 = time.perf_counter()
-            size = load(ledger, db, signed, say=say)
+            size = load(ledger, db, signed, say=say, checkpoint_every=checkpoint_every)
             t2 = time.perf_counter()
             vacuum_analyze(url)  # as autovacuum would have by the time a log is this big
             say(f"    built a {kind} ledger of {size} entries (signing {t1 - t0:.1f} s, loading {t2 - t1:.1f} s)")
