@@ -23,6 +23,10 @@ from ledger.merkle import NodeID
 from ledger.storage.sql import SqlStore, StoredCheckpoint
 
 PAGE = 2000
+#: the share of each page's checkpoint notes sent to the helpers at first, and how far one page moves it
+#: (see ``LogReader.results``)
+NOTE_SHARE_START = 1.0
+NOTE_SHARE_STEP = 0.1
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class Page:
     end: int
     rows: list[tuple[int, bytes, bytes, Columns]]  # index, entry hash, leaf, indexed columns
     nodes: dict[NodeID, bytes]  # the stored Merkle nodes these entries complete
-    checkpoints: list[int]  # the sizes of the stored checkpoints these entries complete, in order
+    checkpoints: list[int]  # the sizes of checkpoints these entries complete whose notes the helpers check
     checked: Future[Checked] | None  # the helpers' verdicts, when helpers run
 
 
@@ -57,6 +61,7 @@ class LogReader:
     def __init__(self, store: SqlStore, trust: TrustAnchors, ledger_verifier: str, helpers: int | None,
                  depth: int = 4) -> None:
         self.store, self.trust, self.ledger_verifier, self.helpers = store, trust, ledger_verifier, helpers
+        self.note_share = NOTE_SHARE_START  # of the checkpoint notes of each page, the part the helpers check
         self.checks: SignatureChecks | None = None
         self._out: queue.Queue[LogHead | Page | _Done | BaseException] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -78,6 +83,12 @@ class LogReader:
         checkpoints whose notes they found signed by the ledger (none: the audit checks them itself)."""
         if self.checks is None:
             return [False] * len(page.rows), set()
+        if page.checked is not None:
+            # the replay waiting for the helpers: they get fewer checkpoint notes to check, the replay checks the
+            # rest itself; the helpers ready first: they get more (a log written at low traffic has a checkpoint
+            # per entry, which would otherwise leave one of the two busy and the other waiting)
+            step = -NOTE_SHARE_STEP if not page.checked.done() else NOTE_SHARE_STEP
+            self.note_share = min(1.0, max(0.0, self.note_share + step))
         checked = self.checks.results(page.checked, len(page.rows), len(page.checkpoints))
         return checked.entries, {s for s, ok in zip(page.checkpoints, checked.checkpoints, strict=True) if ok}
 
@@ -121,6 +132,7 @@ class LogReader:
                 for start, end in pages(size, PAGE):
                     rows = cast(list[tuple[int, bytes, bytes, Columns]], u.audit_rows(start, end))
                     completed = sizes[bisect.bisect_right(sizes, start):bisect.bisect_right(sizes, end)]
+                    completed = completed[:round(len(completed) * self.note_share)]
                     checked = self.checks.submit([(r[2], r[1]) for r in rows],
                                                  [checkpoints[s].note for s in completed]) if self.checks else None
                     if not self._put(Page(end, rows, u.nodes_completed(start, end), completed, checked)):

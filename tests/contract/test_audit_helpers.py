@@ -133,15 +133,39 @@ def test_the_replay_leaves_checkpoint_signatures_to_the_helpers(world: World,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A log written at low traffic holds one checkpoint per entry: with helpers, the replay checks none of
     their signatures itself (every one is still compared with the entries)."""
-    from ledger import audit
+    from ledger import audit, audit_reader
 
     def refuse(*args: object) -> None:
         raise AssertionError("the replay checked a checkpoint signature itself")
 
     monkeypatch.setattr(audit, "open_checkpoint", refuse)
+    monkeypatch.setattr(audit_reader, "NOTE_SHARE_STEP", 0.0)  # all notes to the helpers, however fast they are
     cfg = world.ledger.config
     report = verify_store(world.ledger.store, cfg.trust, cfg.origin, helpers=1)
     assert report.ok and report.checkpoints == world.ledger.size() == 17
+
+
+@pytest.mark.usefixtures("small_pages")
+@pytest.mark.parametrize("size", [TARGET + 1, TARGET + 2, TARGET + 3])
+def test_checkpoints_shared_between_the_helpers_and_the_replay(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                               size: int) -> None:
+    """When the helpers fall behind, the replay checks part of each page's checkpoint notes itself: of a page of
+    3 entries (12-14), the helpers check the notes at sizes 13 and 14, the replay the one at 15. A forged note
+    fails either way, named as the audit names it alone."""
+    from ledger import audit_reader
+
+    monkeypatch.setattr(audit_reader, "NOTE_SHARE_START", 0.5)
+    monkeypatch.setattr(audit_reader, "NOTE_SHARE_STEP", 0.0)
+    assert both(world).ok
+
+    def forge(w: World) -> None:
+        genuine = w.ledger.checkpoint(size)
+        assert genuine is not None
+        cfg = w.ledger.config
+        _note(w, size, sign_checkpoint(Checkpoint(cfg.origin, size, genuine.root_hash), cfg.origin,
+                                       KeyPair.generate()))
+
+    check(world, forge, size - 1, f"checkpoint at tree size {size}")
 
 
 class _DeadPool:
