@@ -10,6 +10,7 @@ with mode 0600 atomically (never world-readable, even for an instant); its ``rep
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -54,8 +55,9 @@ class PublicKey:
     def from_b64(cls, text: str) -> PublicKey:
         return cls(b64decode(text, "public key"))
 
-    @property
+    @functools.cached_property
     def key_id(self) -> str:
+        # kept: a server compares the trust anchors' key ids with every submission's
         return key_id(self.raw)
 
     @property
