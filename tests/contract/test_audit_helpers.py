@@ -105,12 +105,16 @@ def _another_genuine_note(w: World) -> None:
     _note(w, TARGET + 1, other.note)
 
 
-def _forged_note(w: World) -> None:
-    genuine = w.ledger.checkpoint(TARGET + 1)
+def _forge_note_at(w: World, size: int) -> None:
+    """The checkpoint at ``size``, with its true size and root, signed by a key that is not the ledger's."""
+    genuine = w.ledger.checkpoint(size)
     assert genuine is not None
     cfg = w.ledger.config
-    _note(w, TARGET + 1, sign_checkpoint(Checkpoint(cfg.origin, TARGET + 1, genuine.root_hash), cfg.origin,
-                                         KeyPair.generate()))
+    _note(w, size, sign_checkpoint(Checkpoint(cfg.origin, size, genuine.root_hash), cfg.origin, KeyPair.generate()))
+
+
+def _forged_note(w: World) -> None:
+    _forge_note_at(w, TARGET + 1)
 
 
 def _garbled_note(w: World) -> None:
@@ -157,15 +161,7 @@ def test_checkpoints_shared_between_the_helpers_and_the_replay(world: World, mon
     monkeypatch.setattr(audit_reader, "NOTE_SHARE_START", 0.5)
     monkeypatch.setattr(audit_reader, "NOTE_SHARE_STEP", 0.0)
     assert both(world).ok
-
-    def forge(w: World) -> None:
-        genuine = w.ledger.checkpoint(size)
-        assert genuine is not None
-        cfg = w.ledger.config
-        _note(w, size, sign_checkpoint(Checkpoint(cfg.origin, size, genuine.root_hash), cfg.origin,
-                                       KeyPair.generate()))
-
-    check(world, forge, size - 1, f"checkpoint at tree size {size}")
+    check(world, lambda w: _forge_note_at(w, size), size - 1, f"checkpoint at tree size {size}")
 
 
 class _DeadPool:
