@@ -77,6 +77,7 @@ def test_postgresql_scan_forms_return_the_rows_of_the_portable_form(tmp_path: Pa
         kinds = Counter(row[-5] for rows in portable.values() for row in rows)
         assert {"commission", "ship", "dispense", "undo_dispense", "quarantine"} <= set(kinds), kinds
         assert sum(portable[(GTIN, a)].values()) >= 6  # its view, commission, shipment, dispense, undo, dispense
+        assert any(row[-2] == by_quantity.event_id for row in portable[(GTIN, SERIALS[LOTS[1]][0])])  # by quantity
         assert not portable[(GTIN, "NEVER-SEEN")] and not portable[(GTIN_B, a)]
     finally:
         side.db.dispose()
