@@ -205,11 +205,24 @@ def _pack_scan(single: tuple[str, ...], wide: tuple[str, ...]) -> Any:
         return stmt
     gtin, serial = sa.bindparam("gtin", type_=sa.String), sa.bindparam("serial", type_=sa.String)
     lot = sa.select(t.packs.c.lot).where(t.packs.c.gtin == gtin, t.packs.c.serial == serial).scalar_subquery()
-    chain = sa.literal_column("'batch/'", sa.String) + gtin + sa.literal_column("'/'", sa.String) + lot
     # written into the statement: the driver gets only the scan's own parameters
     head: sa.ColumnElement[int] = sa.literal_column("1", sa.Integer)
     size = sa.select(t.log_head.c.tree_size).where(t.log_head.c.id == head).scalar_subquery()
-    no_view = _nulls(_VIEW)
+    view = (sa.select(*_VIEW, *_nulls(_TRAIL, "t_"))
+            .join_from(t.packs, t.batches, sa.and_(t.batches.c.gtin == t.packs.c.gtin,
+                                                   t.batches.c.lot == t.packs.c.lot))
+            .join(t.log_head, t.log_head.c.id == head)
+            .where(t.packs.c.gtin == gtin, t.packs.c.serial == serial))
+    stmt = sa.union_all(view, *_trails(single, wide, _nulls(_VIEW), gtin, serial, lot, size))
+    _SCANS[(single, wide)] = stmt
+    return stmt
+
+
+def _trails(single: tuple[str, ...], wide: tuple[str, ...], no_view: Sequence[Any], gtin: Any, serial: Any, lot: Any,
+            size: Any, outer: sa.FromClause | None = None) -> list[Any]:
+    """A scan's four branches of entries, given the pack's GTIN, serial and lot and the log size as expressions;
+    ``outer``: the table those come from, when the branches are correlated with it (``LATERAL``)."""
+    chain = sa.literal_column("'batch/'", sa.String) + gtin + sa.literal_column("'/'", sa.String) + lot
 
     # "idx + 0": a filter, never an index range. The log size comes from a subquery the planner cannot see
     # through, so it guessed a third of the log below it and ANDed a bitmap of that much of the primary key
@@ -225,26 +238,22 @@ def _pack_scan(single: tuple[str, ...], wide: tuple[str, ...]) -> Any:
     def trail(*where: Any) -> Any:
         return sa.select(*no_view, *[c.label(f"t_{c.name}") for c in _TRAIL]).where(*where, below_size)
 
-    view = (sa.select(*_VIEW, *_nulls(_TRAIL, "t_"))
-            .join_from(t.packs, t.batches, sa.and_(t.batches.c.gtin == t.packs.c.gtin,
-                                                   t.batches.c.lot == t.packs.c.lot))
-            .join(t.log_head, t.log_head.c.id == head)
-            .where(t.packs.c.gtin == gtin, t.packs.c.serial == serial))
-    stmt = sa.union_all(
-        view,
+    def found(ids: sa.Select[Any]) -> sa.Select[Any]:
+        return ids if outer is None else ids.correlate(outer)  # else it would read every row of ``outer``
+
+    return [
         # the pack's own single-pack events (dispense, undo)
         trail(_le.chain == chain, _le.serial == serial, _le.event_type.in_(_types(single))),
         # the shipments and returns that listed it
-        trail(_le.event_id.in_(sa.select(_sp.shipment).where(_sp.gtin == gtin, _sp.serial == serial)),
+        trail(_le.event_id.in_(found(sa.select(_sp.shipment).where(_sp.gtin == gtin, _sp.serial == serial))),
               chain_filter == chain),
         # stock of its batch moved by quantity, which may have held it
-        trail(_le.event_id.in_(sa.select(_sh.id).where(_sh.gtin == gtin, _sh.lot == lot, _sh.serials.is_(None))),
+        trail(_le.event_id.in_(found(sa.select(_sh.id).where(_sh.gtin == gtin, _sh.lot == lot,
+                                                             _sh.serials.is_(None)))),
               chain_filter == chain),
         # batch-wide events, and single-pack events logged before the serial column existed
         trail(_le.chain == chain, _le.event_type.in_(_types(wide)), _le.serial.is_(None)),
-    )
-    _SCANS[(single, wide)] = stmt
-    return stmt
+    ]
 
 
 _SCAN_SQL: dict[tuple[tuple[str, ...], tuple[str, ...], bool], str] = {}
@@ -258,23 +267,10 @@ def _pg_scan(dialect: sa.Dialect, single: tuple[str, ...], wide: tuple[str, ...]
     against 179-215 us. ``many``: for each (GTIN, serial) of the arrays $1 and $2, its rows preceded by the pair's
     position in them (from 1); else for the pack $1, $2."""
     p, h = t.packs.alias("p"), t.log_head.alias("h")
-    chain = sa.literal_column("'batch/'", sa.String) + p.c.gtin + sa.literal_column("'/'", sa.String) + p.c.lot
-    below_size = (_le.idx + sa.literal_column("0", sa.Integer)) < h.c.tree_size  # a filter: see _pack_scan
-    chain_filter = _le.chain + sa.literal_column("''", sa.String)  # the shipments found by event id: _pack_scan
     view = (*p.c, *[c.label(f"b_{c.name}") for c in t.batches.c], h.c.tree_size.label("log_size"))
-    no_view = _nulls(view)
-
-    def trail(*where: Any) -> Any:
-        return sa.select(*no_view, *[c.label(f"t_{c.name}") for c in _TRAIL]).where(*where, below_size)
-
     branches = sa.union_all(
         sa.select(*view, *_nulls(_TRAIL, "t_")).where(t.batches.c.gtin == p.c.gtin, t.batches.c.lot == p.c.lot),
-        trail(_le.chain == chain, _le.serial == p.c.serial, _le.event_type.in_(_types(single))),
-        trail(_le.event_id.in_(sa.select(_sp.shipment).where(_sp.gtin == p.c.gtin, _sp.serial == p.c.serial)
-                               .correlate(p)), chain_filter == chain),
-        trail(_le.event_id.in_(sa.select(_sh.id).where(_sh.gtin == p.c.gtin, _sh.lot == p.c.lot,
-                                                       _sh.serials.is_(None)).correlate(p)), chain_filter == chain),
-        trail(_le.chain == chain, _le.event_type.in_(_types(wide)), _le.serial.is_(None)),
+        *_trails(single, wide, _nulls(view), p.c.gtin, p.c.serial, p.c.lot, h.c.tree_size, outer=p),
     ).subquery().lateral("s")
     head = h.c.id == sa.literal_column("1", sa.Integer)
     if many:
