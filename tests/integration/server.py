@@ -24,15 +24,21 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(settings: Settings) -> Iterator[str]:
-    port = free_port()
+    # The listening socket is bound here and handed to uvicorn: a port merely found free can be taken (by another
+    # test's server, or as the local port of any outgoing connection) before uvicorn binds it, and the server then
+    # never starts, or the readiness check below reaches the wrong one.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
                             http=HTTP_PROTOCOL)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and thread.is_alive():
         try:
             if httpx.get(base + "/v1/ready", timeout=1).status_code == 200:
                 break
@@ -41,9 +47,12 @@ def running_server(settings: Settings) -> Iterator[str]:
         time.sleep(0.05)
     else:
         server.should_exit = True
-        raise RuntimeError("the test server did not become ready")
+        thread.join(timeout=10)
+        sock.close()
+        raise RuntimeError("the test server did not become ready" + ("" if thread.is_alive() else " (it stopped)"))
     try:
         yield base
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()
