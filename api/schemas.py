@@ -301,7 +301,7 @@ class AlertOut(BaseModel):
 
 
 class PublicReportIn(BaseModel):
-    gtin: str = Field(min_length=8, max_length=14, pattern=r"^\d+$")
+    gtin: str = Field(min_length=8, max_length=14, pattern=r"^[0-9]+$")
     serial: str | None = Field(default=None, max_length=20)
     lot: str | None = Field(default=None, max_length=20)
     expiry: dt.date | None = None

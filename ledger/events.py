@@ -51,7 +51,7 @@ PUBLIC_ACTOR = "public"
 MAX_SERIALS = 200_000
 LEDGER_ID_PREFIXES = ("alert:", "public:")
 MAX_TEXT = 500
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z", re.ASCII)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 REPORT_CATEGORIES = ("suspected_falsified", "damaged_pack", "quality_defect", "diversion", "other")
 
@@ -413,7 +413,7 @@ def _specific(cls: type[Event], f: _Fields) -> dict[str, Any]:
         except ValueError as exc:
             raise InvalidEvent(f"role {role!r} must be one of {', '.join(r.value for r in Role)}") from exc
         gln = f.text("gln", optional=True)
-        if gln is not None and not (gln.isdigit() and len(gln) == 13):
+        if gln is not None and not (gln.isascii() and gln.isdigit() and len(gln) == 13):
             raise InvalidEvent(f"GLN {gln!r} must be 13 digits")
         return {"subject": ids.actor_id(f.req("subject")), "name": f.req("name", 200), "role": parsed_role,
                 "region": f.req("region", 100), "city": f.text("city", optional=True), "gln": gln,

@@ -51,7 +51,7 @@ class Channel(StrEnum):
 
 def gtin14(value: str) -> str:
     """Validate a GTIN (check digit included) and return it as 14 digits."""
-    if not isinstance(value, str) or not value.isdigit() or len(value) not in (8, 12, 13, 14):
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or len(value) not in (8, 12, 13, 14):
         raise InvalidIdentifier(f"GTIN {value!r} must be 8, 12, 13 or 14 digits", field="gtin")
     return _valid_gtin14(value)
 
@@ -84,7 +84,7 @@ def serial(value: str) -> str:
 
 def expiry(value: str) -> dt.date:
     """Parse an expiry given as ISO ``YYYY-MM-DD`` or GS1 ``YYMMDD`` (AI 17, day 00 = end of month)."""
-    if isinstance(value, str) and re.fullmatch(r"\d{6}", value):
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{6}", value):
         try:
             date = GS1Message.parse("17" + value).element_strings[0].date
         except ParseError as exc:

@@ -78,8 +78,8 @@ _AIM_PREFIX: Final = re.compile(r"^\][A-Za-z][0-9A-Za-z]")
 # Bare digits read as a GTIN: 13 or 14 digits always (EAN-13, ITF-14); 8 and
 # 12 digits only when the AIM identifier says EAN/UPC (]E...), since e.g.
 # "11120230" is also a valid-looking element string (AI 11).
-_GTIN_ONLY: Final = re.compile(r"^(\d{13}|\d{14})$")
-_GTIN_ONLY_EAN: Final = re.compile(r"^(\d{8}|\d{12}|\d{13}|\d{14})$")
+_GTIN_ONLY: Final = re.compile(r"^(\d{13}|\d{14})$", re.ASCII)
+_GTIN_ONLY_EAN: Final = re.compile(r"^(\d{8}|\d{12}|\d{13}|\d{14})$", re.ASCII)
 _MAX_QUOTED: Final = 120
 
 
@@ -132,7 +132,7 @@ def _check_query_keys(uri: str) -> None:
     biip 5.2 ignores them silently; GS1's reference parser refuses them.
     """
     for key, _ in parse_qsl(urlsplit(uri).query, keep_blank_values=True):
-        if key.isdigit():
+        if key.isascii() and key.isdigit():
             try:
                 ai = GS1ApplicationIdentifier.extract(key)
             except ParseError:

@@ -54,12 +54,12 @@ DL_DOC: dict[int | str, dict[str, Any]] = {
 @router.get("/01/{gtin}/10/{lot}/21/{serial}", summary="GS1 Digital Link: pack page", response_class=Response,
             responses={**DL_DOC, **responses(422)})
 async def digital_link(request: Request, st: State, gtin: str, lot: str, serial: str,
-                       expiry: str | None = Query(default=None, alias="17", pattern=r"^\d{6}$")) -> Response:
+                       expiry: str | None = Query(default=None, alias="17", pattern=r"^[0-9]{6}$")) -> Response:
     return await _resolve(request, st, gtin, serial, lot, expiry)
 
 
 @router.get("/01/{gtin}/21/{serial}", summary="GS1 Digital Link without lot", response_class=Response,
             responses={**DL_DOC, **responses(422)})
 async def digital_link_no_lot(request: Request, st: State, gtin: str, serial: str,
-                              expiry: str | None = Query(default=None, alias="17", pattern=r"^\d{6}$")) -> Response:
+                              expiry: str | None = Query(default=None, alias="17", pattern=r"^[0-9]{6}$")) -> Response:
     return await _resolve(request, st, gtin, serial, None, expiry)

@@ -119,7 +119,8 @@ def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = No
         note = api.checkpoint()
         origin = note.split("\n", 1)[0]
         verifier = LogVerifier(trust, origin)
-        size = int(note.split("\n")[1]) if note.count("\n") >= 2 and note.split("\n")[1].isdigit() else 0
+        lines = note.split("\n")
+        size = int(lines[1]) if len(lines) >= 3 and lines[1].isascii() and lines[1].isdigit() else 0
         try:
             with long_task(), Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(),
                                        TimeRemainingColumn(), console=render.errors, disable=json_out,

@@ -161,6 +161,31 @@ def test_unicode_tricks_in_lots_and_serials_are_refused(site: Site, trick: str) 
     assert w.ledger.size() == size
 
 
+# Python's isdigit() and regex \d accept every script's digits; a GTIN spelled in them would look, on a screen, like
+# another maker's real one (the same digits in Arabic-Indic form, with an ASCII check digit that still checks out).
+DIGIT_TRICKS = {
+    "Arabic-Indic": "".join(chr(0x0660 + int(c)) for c in GTIN[:-1]) + GTIN[-1],
+    "fullwidth": "".join(chr(0xFF10 + int(c)) for c in GTIN),
+    "Devanagari": "".join(chr(0x0966 + int(c)) for c in GTIN),
+    "superscript two": GTIN[:-1].replace("2", "\u00b2") + GTIN[-1],
+}
+
+
+@pytest.mark.parametrize("trick", sorted(DIGIT_TRICKS))
+def test_gtins_in_other_digits_than_ascii_are_refused(site: Site, trick: str) -> None:
+    w = site.world
+    size = w.ledger.size()
+    gtin = DIGIT_TRICKS[trick]
+    for signed in (w.as_("maphar").commission(gtin, "DIG1", EXPIRY, "X", ["DIGSERIAL1"]),
+                   w.as_("ph-rabat").dispense(gtin, "DIGSERIAL1")):
+        assert refused(site.raw(json.dumps(signed.to_json()).encode()), 422)["code"] == "invalid_identifier"
+    refused(site.http.get(f"/v1/packs/{quote(gtin)}/OK1"), 422)
+    refused(site.http.post("/v1/reports", json={"gtin": gtin, "category": "other"}), 422)
+    dl = site.http.get(f"/01/{quote(gtin)}/21/OK1", headers={"accept": "application/json"})
+    assert 400 <= dl.status_code < 500, dl.text
+    assert w.ledger.size() == size
+
+
 def test_giant_query_strings_and_headers(site: Site) -> None:
     size = site.world.ledger.size()
     r = site.http.get(f"/v1/packs/{GTIN}/H1S00000", params={"lot": "L" * 10_000})
