@@ -20,6 +20,7 @@ from api.deps import AppState
 from api.fast_paths import EventSubmissions, PublicPackScans, PublicProofs
 from api.middleware import AccessLog, BodyLimit
 from api.observability import configure_logging
+from api.path_segments import EncodedSlashes
 from api.rate_limit import FILE_NAME as RATE_FILE
 from api.rate_limit import RateLimiter
 from api.routes import actors, batches, digital_link, events, health, log, oversight, packs, reports
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(PublicPackScans)
     app.add_middleware(EventSubmissions)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(EncodedSlashes)  # outside the fast paths, which route by the path as it leaves
     app.add_middleware(AccessLog)  # added last, so outermost: it sees every response, 413s included
 
     for module in (events, log, actors, batches, packs, digital_link, reports, oversight, health):

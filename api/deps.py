@@ -102,7 +102,11 @@ async def _principal(request: Request, st: AppState) -> Principal | None:
     if len(present) != len(names):
         missing = ", ".join(h for h in names if h not in headers)
         raise E.SignatureInvalid(f"incomplete signed request: missing {missing}")
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    # the path as sent, still percent-encoded (protocol.md section 7): what the client signed, and what tells a '/'
+    # inside a lot (%2F) from the one between segments
+    raw: bytes = request.scope.get("raw_path") or request.url.path.encode()
+    query: bytes = request.scope.get("query_string") or b""
+    path = raw.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
     return await st.run(
         lambda: authenticate_read(st.ledger, actor=headers[HEADER_ACTOR], key_id=headers[HEADER_KEY],
                                   timestamp=headers[HEADER_TIME], signature=headers[HEADER_SIGNATURE],

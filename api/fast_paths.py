@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import problems
 from api.deps import AppState
+from api.path_segments import SLASH
 from api.routes.events import record_event
 from api.routes.log import MAX_SIZE, consistency, inclusion
 from api.routes.packs import LOT_MAX, scan_pack
@@ -104,7 +105,7 @@ class PublicPackScans(_PlainGet[tuple[str, str, str | None, str | None]]):
         lot, expiry = values.get("lot"), values.get("expiry")
         if lot is not None and len(lot) > LOT_MAX:
             return None  # the router's parameter validation answers that one
-        return parts[0], parts[1], lot or None, expiry or None
+        return parts[0], parts[1].replace(SLASH, "/"), lot or None, expiry or None
 
 
 class PublicProofs(_PlainGet[tuple[int, int]]):

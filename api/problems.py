@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.path_segments import restore
 from ledger import errors as E
 
 PROBLEM_JSON = "application/problem+json"
@@ -57,7 +58,7 @@ def problem(status: int, code: str, title: str, detail: str, instance: str | Non
     body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail,
                             "code": code}
     if instance:
-        body["instance"] = instance
+        body["instance"] = restore(instance)
     body.update({k: v for k, v in extra.items() if v is not None})
     headers = {"Retry-After": "2"} if status == 503 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import State, Who
+from api.path_segments import SEGMENT  # noqa: F401 - registers the {name:segment} convertor used below
 from api.problems import responses
 from api.schemas import BatchOut, HistoryOut
 from ledger import identifiers as ids
@@ -20,14 +21,14 @@ from ledger.queries import Principal, Reader
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
-@router.get("/{gtin}/{lot}", response_model=BatchOut, summary="Batch state and holdings",
+@router.get("/{gtin}/{lot:segment}", response_model=BatchOut, summary="Batch state and holdings",
             responses=responses(401, 403, 404, 422))
 async def get_batch(gtin: str, lot: str, st: State, who: Who) -> BatchOut:
     view = await st.run(st.reader.batch, ids.gtin14(gtin), ids.lot(lot), who)
     return BatchOut.of(view)
 
 
-@router.get("/{gtin}/{lot}/history", response_model=HistoryOut,
+@router.get("/{gtin}/{lot:segment}/history", response_model=HistoryOut,
             summary="The batch's hash chain: signed entries with inclusion proofs against one checkpoint",
             responses=responses(401, 403, 404, 422))
 async def history(gtin: str, lot: str, st: State, who: Who) -> HistoryOut:
@@ -40,7 +41,7 @@ def _epcis(reader: Reader, gtin: str, lot: str, who: Principal) -> dict[str, Any
     return to_epcis_document(entries, actors, created=dt.datetime.now(dt.UTC), sender=None)
 
 
-@router.get("/{gtin}/{lot}/epcis", summary="The batch's history as an EPCIS 2.0 JSON-LD document",
+@router.get("/{gtin}/{lot:segment}/epcis", summary="The batch's history as an EPCIS 2.0 JSON-LD document",
             responses={200: {"content": {"application/ld+json": {}}}, **responses(401, 403, 404, 422)})
 async def epcis(gtin: str, lot: str, st: State, who: Who) -> JSONResponse:
     doc = await st.run_heavy(_epcis, st.reader, ids.gtin14(gtin), ids.lot(lot), who)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from api.deps import State
+from api.path_segments import SEGMENT  # noqa: F401 - registers the {name:segment} convertor used below
 from api.problems import responses
 from api.schemas import PackOut
 from api.verdict_texts import SAFE, TEXTS
@@ -51,14 +52,14 @@ DL_DOC: dict[int | str, dict[str, Any]] = {
           "content": {"text/html": {}, "application/json": {"schema": PACK_SCHEMA}}}}
 
 
-@router.get("/01/{gtin}/10/{lot}/21/{serial}", summary="GS1 Digital Link: pack page", response_class=Response,
-            responses={**DL_DOC, **responses(422)})
+@router.get("/01/{gtin}/10/{lot:segment}/21/{serial:segment}", summary="GS1 Digital Link: pack page",
+            response_class=Response, responses={**DL_DOC, **responses(422)})
 async def digital_link(request: Request, st: State, gtin: str, lot: str, serial: str,
                        expiry: str | None = Query(default=None, alias="17", pattern=r"^[0-9]{6}$")) -> Response:
     return await _resolve(request, st, gtin, serial, lot, expiry)
 
 
-@router.get("/01/{gtin}/21/{serial}", summary="GS1 Digital Link without lot", response_class=Response,
+@router.get("/01/{gtin}/21/{serial:segment}", summary="GS1 Digital Link without lot", response_class=Response,
             responses={**DL_DOC, **responses(422)})
 async def digital_link_no_lot(request: Request, st: State, gtin: str, serial: str,
                               expiry: str | None = Query(default=None, alias="17", pattern=r"^[0-9]{6}$")) -> Response:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from api.deps import State, Who
+from api.path_segments import SEGMENT  # noqa: F401 - registers the {name:segment} convertor used below
 from api.problems import responses
 from ledger import errors as E
 from ledger import identifiers as ids
@@ -46,7 +47,8 @@ async def recalls(st: State, who: Who) -> JSONResponse:
     return JSONResponse([recall_json(r) for r in reports])
 
 
-@router.get("/v1/recalls/{gtin}/{lot}", summary="One recall's progress", responses=responses(401, 403, 404, 409, 422))
+@router.get("/v1/recalls/{gtin}/{lot:segment}", summary="One recall's progress",
+            responses=responses(401, 403, 404, 409, 422))
 async def recall(gtin: str, lot: str, st: State, who: Who) -> JSONResponse:
     report = await st.run_heavy(st.reader.recall, ids.gtin14(gtin), ids.lot(lot), who)
     return JSONResponse(recall_json(report))

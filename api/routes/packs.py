@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from api.deps import AppState, MaybeWho, State
+from api.path_segments import SEGMENT  # noqa: F401 - registers the {name:segment} convertor used below
 from api.problems import responses
 from api.schemas import PackBundleOut, PackOut, pack_json
 from ledger import identifiers as ids
@@ -27,7 +28,7 @@ async def scan_pack(st: AppState, gtin: str, serial: str, lot: str | None, expir
     return pack_json(await st.run(lambda: st.reader.scan(g, s, lot=scanned_lot, expiry=scanned_expiry, who=who)))
 
 
-@router.get("/{gtin}/{serial}", response_model=PackOut, summary="Verdict and provenance of one pack",
+@router.get("/{gtin}/{serial:segment}", response_model=PackOut, summary="Verdict and provenance of one pack",
             description="Public. Give lot and expiry as scanned to detect a MISMATCH. A signed request by a "
                         "pharmacy or hospital also checks that it holds the pack (NOT_IN_CUSTODY).",
             responses=responses(401, 422))
@@ -37,7 +38,7 @@ async def get_pack(gtin: str, serial: str, st: State, who: MaybeWho,
     return JSONResponse(await scan_pack(st, gtin, serial, lot, expiry, who))
 
 
-@router.get("/{gtin}/{serial}/bundle", response_model=PackBundleOut, summary="A one-pack verification bundle",
+@router.get("/{gtin}/{serial:segment}/bundle", response_model=PackBundleOut, summary="A one-pack verification bundle",
             description="Public. A few kilobytes that let a scanner check this pack with no network: the pack's "
                         "public state and provenance signed by the ledger key at a signed checkpoint, with an "
                         "inclusion proof of its latest step (and that step's signed entry when it is a dispense, a "

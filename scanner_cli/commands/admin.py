@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import quote
 
 import typer
 
@@ -183,7 +184,8 @@ def _print_summary(summary: DemoSummary, base: str) -> None:
     if summary.samples:
         c.print("\n[bold]try these packs[/] (expected verdict):")
         for s in summary.samples:
-            link = f"{base}/01/{s.gtin}/10/{s.lot}/21/{s.serial}?17={s.expiry.strftime('%y%m%d')}"
+            link = f"{base}/01/{s.gtin}/10/{quote(s.lot, safe='')}/21/{quote(s.serial, safe='')}" \
+                   f"?17={s.expiry.strftime('%y%m%d')}"
             c.print(f"  {s.expected:<18} athar scan --url {base} --text '{s.element_string}'   {link}", highlight=False,
                     soft_wrap=True)
 
