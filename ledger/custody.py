@@ -37,6 +37,11 @@ from ledger.state import (
 from signing import PublicKey, SigningError
 
 UNDO_WINDOW = dt.timedelta(days=10)
+#: How far an event's own time may run ahead of the receipt the sequencer stamps: signers' clocks drift. The past
+#: has no such bound (a handover recorded offline is submitted later), beyond the first date a serialized pack can
+#: carry; without them an event could claim the year 9999, or 0001, which no EPCIS document can even express.
+CLOCK_SKEW = dt.timedelta(minutes=10)
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 ALERTS_CHAIN = "alerts"
 REPORTS_CHAIN = "reports"
 
@@ -67,10 +72,21 @@ def _rule(cls: type[E_]) -> Callable[[Callable[[E_, Context, StateReader], Decis
 
 def decide(event: ev.Event, ctx: Context, state: StateReader) -> Decision:
     """Apply the custody rules. The signer was already authenticated (see ``ledger.admission``)."""
+    if not EARLIEST <= event.time <= ctx.now + CLOCK_SKEW:
+        _implausible(event.time, ctx.now)
     return _RULES[type(event)](event, ctx, state)
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
+
+
+def _implausible(time: dt.datetime, now: dt.datetime) -> None:
+    said = ev.format_time(time)
+    if time < EARLIEST:
+        raise E.ImplausibleTime(f"the event's time {said} is before 2000; check the signer's clock", time=said)
+    raise E.ImplausibleTime(f"the event's time {said} is later than the ledger received it ({ev.format_time(now)}, "
+                            f"allowing {CLOCK_SKEW.seconds // 60} minutes of clock skew); check the signer's clock",
+                            time=said)
 
 
 def _actor(state: StateReader, actor_id: str, *, what: str = "actor") -> Actor:

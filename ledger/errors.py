@@ -4,7 +4,8 @@ types and CLI output) and a message a user can act on.
     LedgerError
     ├── InvalidQuery                    a read's parameters are out of range (e.g. a proof beyond the tree)
     ├── InvalidEvent                    the event is malformed (missing field, wrong type, bad GS1 data)
-    │   └── InvalidIdentifier           a GTIN, lot, serial, expiry or actor id is not valid
+    │   ├── InvalidIdentifier           a GTIN, lot, serial, expiry or actor id is not valid
+    │   └── ImplausibleTime             the event says it happened after the ledger received it, or before 2000
     ├── AuthError                       who signed it, and may they?
     │   ├── UnknownKey                  the key id is not registered
     │   ├── KeyNotActive                the key was revoked or rotated before this event
@@ -68,6 +69,11 @@ class InvalidQuery(LedgerError):
 class InvalidIdentifier(InvalidEvent):
     code = "invalid_identifier"
     title = "An identifier is not valid GS1 data"
+
+
+class ImplausibleTime(InvalidEvent):
+    code = "implausible_time"
+    title = "The event's time is later than its receipt, or before 2000"
 
 
 class AuthError(LedgerError):

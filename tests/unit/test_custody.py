@@ -11,7 +11,7 @@ from ledger import errors as E
 from ledger import events as ev
 from ledger.admission import TrustAnchors, authenticate, key_active_at
 from ledger.builder import EventBuilder
-from ledger.custody import UNDO_WINDOW, Context, Decision, decide
+from ledger.custody import CLOCK_SKEW, EARLIEST, UNDO_WINDOW, Context, Decision, decide
 from ledger.entry import SignedEvent
 from ledger.identifiers import batch_chain
 from ledger.replay import MemoryState
@@ -119,6 +119,31 @@ class Sim:
 @pytest.fixture
 def sim() -> Sim:
     return Sim()
+
+
+# ---- the event's own time ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("when", "accepted"), [
+    (START + CLOCK_SKEW, True),
+    (START + CLOCK_SKEW + dt.timedelta(microseconds=1), False),
+    (START + dt.timedelta(days=365), False),
+    (dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC), False),
+    (START - dt.timedelta(days=400), True),  # recorded long after, offline: the past has no bound
+    (EARLIEST, True),
+    (EARLIEST - dt.timedelta(microseconds=1), False),
+    (dt.datetime(1, 1, 1, tzinfo=dt.UTC), False),
+])
+def test_an_event_may_not_claim_a_time_after_its_receipt_or_before_2000(sim: Sim, when: dt.datetime,
+                                                                         accepted: bool) -> None:
+    for make in (lambda b: b.commission(GTIN, "T1", EXPIRY, "p", ["T1S1"]), lambda b: b.ship(GTIN, "T1", "dist-north", serials=["T1S1"])):
+        signed = make(EventBuilder("maphar", sim.keys["maphar"], lambda: when))
+        if accepted:
+            sim.ok(signed)
+        else:
+            err = sim.no(signed, E.ImplausibleTime, "before 2000" if when < EARLIEST else "later than the ledger")
+            assert err.details["time"] == ev.format_time(when) and ev.format_time(when)[:4] == f"{when.year:04d}"
+            return
 
 
 # ---- commission ------------------------------------------------------------------------------------------
