@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import problems
 from api.deps import AppState
 from api.path_segments import SLASH
-from api.routes.events import record_event
+from api.routes.events import media_problem, record_event
 from api.routes.log import MAX_SIZE, consistency, inclusion
 from api.routes.packs import LOT_MAX, scan_pack
 from ledger.errors import LedgerError
@@ -38,6 +38,10 @@ class EventSubmissions:
         if not (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == EVENTS
                 and not scope["query_string"]):
             await self.app(scope, receive, send)
+            return
+        refusal = media_problem(next((v for k, v in scope["headers"] if k == b"content-type"), b""), EVENTS)
+        if refusal is not None:
+            await refusal(scope, receive, send)
             return
         chunks: list[bytes] = []
         while True:  # the size limit is enforced by BodyLimit, outside this middleware

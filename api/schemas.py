@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.entry import Entry, Receipt
 from ledger.provenance import Step
@@ -301,10 +301,13 @@ class AlertOut(BaseModel):
 
 
 class PublicReportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a report without it
+
     gtin: str = Field(min_length=8, max_length=14, pattern=r"^[0-9]+$")
     serial: str | None = Field(default=None, max_length=20)
     lot: str | None = Field(default=None, max_length=20)
-    expiry: dt.date | None = None
+    # as printed on the pack (GS1 YYMMDD) or ISO; a plain date field would also take a number as a Unix time
+    expiry: str | None = Field(default=None, max_length=10, description="YYYY-MM-DD or GS1 YYMMDD")
     category: str = Field(description="suspected_falsified, damaged_pack, quality_defect, diversion, other")
     region: str | None = Field(default=None, max_length=100)
     details: str | None = Field(default=None, max_length=4000,

@@ -284,11 +284,12 @@ class Reader:
     # ---- oversight -------------------------------------------------------------------------------------------
 
     def alerts(self, who: Principal, status: str | None = None, limit: int = 500, *, kind: str | None = None,
-               suspect: str | None = None, gtin: str | None = None) -> list[AlertRecord]:
+               suspect: str | None = None, gtin: str | None = None, before: int | None = None) -> list[AlertRecord]:
+        """Newest first; ``before``: only alerts logged before that log index (the next page)."""
         if not who.oversees:
             raise E.RoleNotAllowed("only regulators and inspectors may read alerts")
         with self.ledger.store.read() as u:
-            return u.alerts(status, limit, kind=kind, suspect=suspect, gtin=gtin)
+            return u.alerts(status, limit, kind=kind, suspect=suspect, gtin=gtin, before=before)
 
     def entries(self, start: int, end: int, who: Principal) -> list[StoredEntry]:
         if not who.oversees:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import AppState, State
 from api.observability import log_with_request
-from api.problems import responses
+from api.problems import problem, responses
 from api.schemas import ReceiptOut
 from ledger import errors as E
 from ledger.entry import SignedEvent
@@ -97,10 +97,21 @@ def check_depth(raw: bytes) -> None:
     openapi_extra={"requestBody": {"required": True,
                                    "content": {"application/json": {"schema": SUBMISSION_SCHEMA}}}},
     responses={200: {"description": "replay: the original receipt", "model": ReceiptOut},
-               **responses(401, 403, 404, 409, 413, 422, 503)},
+               **responses(401, 403, 404, 409, 413, 415, 422, 503)},
 )
 async def submit_event(request: Request, st: State) -> JSONResponse:
-    return await record_event(st, await request.body())
+    refusal = media_problem(request.headers.get("content-type", "").encode("latin-1"), request.url.path)
+    return refusal or await record_event(st, await request.body())
+
+
+def media_problem(content_type: bytes, instance: str) -> JSONResponse | None:
+    """A 415 problem unless the body is declared JSON (or not declared at all: a submission is JSON whatever its
+    sender forgot to say, and it is parsed strictly). A form or text body is a client that means something else."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    if not media or media == b"application/json" or media.endswith(b"+json"):
+        return None
+    return problem(415, "unsupported_media_type", "The body must be JSON",
+                   f"a signed event is sent as application/json, not {media.decode('latin-1')[:100]}", instance)
 
 
 async def record_event(st: AppState, raw: bytes) -> JSONResponse:

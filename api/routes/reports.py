@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from api.deps import MaybeWho, State, Who
 from api.problems import responses
+from api.routes.events import parse_json
 from api.schemas import AlertOut, PublicReportIn, ReceiptOut
 from ledger import identifiers as ids
 
@@ -21,6 +22,7 @@ router = APIRouter(tags=["reports and alerts"])
                          "event to /v1/events.",
              responses=responses(401, 422, 429, 503))
 async def report(body: PublicReportIn, request: Request, st: State, who: MaybeWho) -> ReceiptOut:
+    parse_json(await request.body())  # what the model cannot see: a key given twice (the last would win)
     client = request.client.host if request.client else "unknown"
     if who is None and not await st.run(st.limiter.allow, client):  # a file write: off the loop
         raise HTTPException(429, "too many reports from this address; try again in a minute",
@@ -28,8 +30,9 @@ async def report(body: PublicReportIn, request: Request, st: State, who: MaybeWh
     region = body.region or (who.actor.region if who else None)
     receipt = await st.run(
         lambda: st.reports.file(gtin=ids.gtin14(body.gtin), category=body.category,
-                                serial=ids.serial(body.serial) if body.serial else None,
-                                lot=ids.lot(body.lot) if body.lot else None, expiry=body.expiry, region=region,
+                                serial=ids.serial(body.serial) if body.serial is not None else None,
+                                lot=ids.lot(body.lot) if body.lot is not None else None,
+                                expiry=ids.expiry(body.expiry) if body.expiry is not None else None, region=region,
                                 details=body.details))
     return ReceiptOut.of(receipt)
 
@@ -41,6 +44,12 @@ async def alerts(st: State, who: Who,
                  kind: Annotated[str | None, Query(max_length=64, description="e.g. duplicate_dispense")] = None,
                  suspect: Annotated[str | None, Query(max_length=64, description="an actor id")] = None,
                  gtin: Annotated[str | None, Query(max_length=14)] = None,
-                 limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[AlertOut]:
-    rows = await st.run_heavy(lambda: st.reader.alerts(who, status, limit, kind=kind, suspect=suspect, gtin=gtin))
+                 limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+                 before: Annotated[int | None, Query(ge=0, description="the next page: alerts logged before this "
+                                                                       "log index (the last index of a page)")] = None,
+                 ) -> list[AlertOut]:
+    """Newest first, ``limit`` at a time; ``before`` pages on."""
+    wanted = ids.gtin14(gtin) if gtin is not None else None
+    rows = await st.run_heavy(lambda: st.reader.alerts(who, status, limit, kind=kind, suspect=suspect, gtin=wanted,
+                                                       before=before))
     return [AlertOut.of(a) for a in rows]

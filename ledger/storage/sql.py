@@ -588,8 +588,10 @@ class SqlUnit:
         return rows.alert_from(row) if row else None
 
     def alerts(self, status: str | None = None, limit: int = 1000, *, kind: str | None = None,
-               suspect: str | None = None, gtin: str | None = None) -> list[AlertRecord]:
+               suspect: str | None = None, gtin: str | None = None, before: int | None = None) -> list[AlertRecord]:
         q = sa.select(t.alerts).order_by(t.alerts.c.idx.desc()).limit(limit)
+        if before is not None:
+            q = q.where(t.alerts.c.idx < before)
         for column, value in (("status", status), ("kind", kind), ("suspect", suspect), ("gtin", gtin)):
             if value is not None:
                 q = q.where(t.alerts.c[column] == value)

@@ -136,8 +136,9 @@ def sim() -> Sim:
 ])
 def test_an_event_may_not_claim_a_time_after_its_receipt_or_before_2000(sim: Sim, when: dt.datetime,
                                                                          accepted: bool) -> None:
-    for make in (lambda b: b.commission(GTIN, "T1", EXPIRY, "p", ["T1S1"]), lambda b: b.ship(GTIN, "T1", "dist-north", serials=["T1S1"])):
-        signed = make(EventBuilder("maphar", sim.keys["maphar"], lambda: when))
+    signer = EventBuilder("maphar", sim.keys["maphar"], lambda: when)
+    for signed in (signer.commission(GTIN, "T1", EXPIRY, "p", ["T1S1"]),
+                   signer.ship(GTIN, "T1", "dist-north", serials=["T1S1"])):
         if accepted:
             sim.ok(signed)
         else:

@@ -222,6 +222,10 @@ def test_bad_input_is_a_4xx_problem_and_changes_nothing(live: Live) -> None:
     for raw, status, code in cases:
         _problem(live.http.post("/v1/events", content=raw, headers={"content-type": "application/json"}),
                  status, code)
+    for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        for path in ("/v1/events", "/v1/events?via=router"):  # the fast path and the router's route
+            _problem(live.http.post(path, content=json.dumps(good), headers={"content-type": media}), 415,
+                     "unsupported_media_type")
     big = b'{"event": "' + b"x" * (17 * 1024 * 1024) + b'"}'
     _problem(live.http.post("/v1/events", content=big), 413, "body_too_large")
     _problem(live.http.get("/v1/packs/123/ABC"), 422, "invalid_identifier")
@@ -232,6 +236,10 @@ def test_bad_input_is_a_4xx_problem_and_changes_nothing(live: Live) -> None:
     _problem(live.http.get("/v1/actors/nobody"), 404, "not_found")
     _problem(live.http.delete("/v1/events"), 405, "method_not_allowed")
     assert w.ledger.size() == size
+    for media in ("application/json; charset=utf-8", "application/ld+json", None):  # undeclared: read as JSON
+        r = live.http.post("/v1/events", content=json.dumps(good), headers={"content-type": media} if media else {})
+        assert r.status_code in (200, 201), (media, r.text)
+    assert w.ledger.size() == size + 1
 
 
 # ---- access control ------------------------------------------------------------------------------------------
@@ -301,6 +309,45 @@ def test_digital_link_page_and_json(live: Live) -> None:
                          headers={"accept": "application/json"}).json()["verdict"] == "MISMATCH"
     assert live.http.get(f"/01/{GTIN}/10/LOT-F/21/FAKE1", headers={"accept": "application/json"}).json()[
         "verdict"] == "UNKNOWN"
+
+
+def test_public_reports_are_read_as_strictly_as_events(live: Live) -> None:
+    size = live.world.ledger.size()
+    refused = [
+        b'{"gtin": "%s", "category": "diversion", "category": "other"}' % GTIN.encode(),  # the last would win
+        json.dumps({"gtin": GTIN, "category": "other", "sreial": "X1"}).encode(),  # misspelt: not silently dropped
+        json.dumps({"gtin": GTIN, "category": "other", "expiry": 1_800_000_000}).encode(),  # not a Unix time
+        json.dumps({"gtin": GTIN, "category": "other", "serial": ""}).encode(),
+        json.dumps({"gtin": GTIN, "category": "other", "expiry": "281399"}).encode(),
+    ]
+    for body in refused:
+        r = live.http.post("/v1/reports", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", (body, r.text)
+    assert live.world.ledger.size() == size
+    r = live.http.post("/v1/reports", json={"gtin": GTIN, "category": "other", "expiry": "280600", "lot": "L1"})
+    assert r.status_code == 201, r.text  # GS1 YYMMDD as printed on the pack, day 00: the month's end
+
+
+def test_alerts_page_by_log_index(live: Live) -> None:
+    w = live.world
+    for n in range(7):
+        path = "/v1/reports"
+        headers = sign_request(w.keys["ph-rabat"], "ph-rabat", "POST", path, int(time.time()))
+        assert live.http.post(path, json={"gtin": GTIN, "serial": f"PG{n}", "category": "other"},
+                              headers=headers).status_code == 201
+    everything = signed_get(live, "regulator", "/v1/alerts").json()
+    pages, before = [], None
+    for _ in range(5):  # bounded: a server that ignored ``before`` would serve the first page for ever
+        page = signed_get(live, "regulator", "/v1/alerts?limit=3" + (f"&before={before}" if before else "")).json()
+        if not page:
+            break
+        pages.append(page)
+        before = page[-1]["index"]
+    assert [len(p) for p in pages] == [3, 3, 1] and [a for p in pages for a in p] == everything
+    assert [a["serial"] for a in everything] == [f"PG{n}" for n in reversed(range(7))]
+    short = signed_get(live, "regulator", f"/v1/alerts?gtin={GTIN[1:]}").json()  # a GTIN-13 names the same
+    assert short == everything
+    assert signed_get(live, "regulator", "/v1/alerts?gtin=123").status_code == 422
 
 
 def test_public_reports_keep_personal_data_off_the_log_and_are_rate_limited(live: Live) -> None:
