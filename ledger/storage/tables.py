@@ -204,6 +204,7 @@ alerts = sa.Table(
     sa.Column("finding", sa.Text, nullable=True),
     sa.Column("updated_index", sa.BigInteger, nullable=True),
     sa.Index("ix_alerts_status", "status", "idx"),
+    sa.Index("ix_alerts_idx", "idx"),  # newest first, page by page (migration 0008)
 )
 
 PROJECTION_TABLES = (chain_heads, actors, actor_keys, batches, packs, holdings, shipments, shipment_packs, alerts)

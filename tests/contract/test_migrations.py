@@ -52,3 +52,21 @@ def test_0007_pack_updates_stay_on_their_page(postgres_url: str, tmp_path: Path)
         assert hot == changed  # without the migration's room on the page: 0 to 2 of 200
     finally:
         world.db.dispose()
+
+
+def test_0008_indexes_alerts_by_log_index_and_back(db_url: str) -> None:
+    db = open_database(db_url)
+    try:
+        def indexes() -> set[str]:
+            with db.reader.connect() as conn:
+                return {str(i["name"]) for i in sa.inspect(conn).get_indexes("alerts")}
+
+        migrate(db)
+        assert "ix_alerts_idx" in indexes()
+        with db.writer.begin() as conn:
+            command.downgrade(_alembic_config(conn), "0007")
+        assert "ix_alerts_idx" not in indexes()
+        migrate(db)
+        assert "ix_alerts_idx" in indexes()
+    finally:
+        db.dispose()
