@@ -136,7 +136,8 @@ def sim() -> Sim:
 ])
 def test_an_event_may_not_claim_a_time_after_its_receipt_or_before_2000(sim: Sim, when: dt.datetime,
                                                                          accepted: bool) -> None:
-    for make in (lambda b: b.commission(GTIN, "T1", EXPIRY, "p", ["T1S1"]), lambda b: b.ship(GTIN, "T1", "dist-north", serials=["T1S1"])):
+    for make in (lambda b: b.commission(GTIN, "T1", EXPIRY, "p", ["T1S1"]),
+                 lambda b: b.ship(GTIN, "T1", "dist-north", serials=["T1S1"])):
         signed = make(EventBuilder("maphar", sim.keys["maphar"], lambda: when))
         if accepted:
             sim.ok(signed)
