@@ -246,8 +246,8 @@ def _panel(source: str, r: ScanResult) -> Panel:
             steps.add_column(col, no_wrap=col in ("#", "when (UTC)", "what", "signature"))
         for s in r.provenance:
             sig = Text("✓ verified", style="green") if s.signature == "verified" else Text(s.signature, style="dim")
-            steps.add_row(str(s.index), Text(s.time[:16].replace("T", " "), no_wrap=True), s.type, s.actor_name,
-                          ", ".join(p for p in (s.role, s.region) if p), sig)
+            steps.add_row(str(s.index), Text(s.time[:16].replace("T", " "), no_wrap=True), Text(s.type),
+                          Text(s.actor_name), Text(", ".join(p for p in (s.role, s.region) if p)), sig)
         parts.append(steps)
     return Panel(Group(*parts), title=Text(f" {r.verdict.value} ", style=style), title_align="left",
-                 subtitle=source, subtitle_align="right", border_style=BORDERS.get(r.verdict, "yellow"))
+                 subtitle=Text(source), subtitle_align="right", border_style=BORDERS.get(r.verdict, "yellow"))
