@@ -9,6 +9,7 @@ import pytest
 
 from scanner_cli.labels import qr_png
 from tests.integration.cli.conftest import Cli, Result, Server
+from tests.reference import REFERENCE_DIR as REFERENCE
 from tests.support import GTIN
 
 pytestmark = pytest.mark.slow
@@ -62,3 +63,34 @@ def test_server_problem_detail_with_markup(cli: Cli) -> None:
     r = cli("dispense", "--gtin", GTIN, "--serial", "MK1", actor="ph-rabat")
     assert r.code == 3
     assert "contamination [/] x" in one_line(r)
+
+
+def test_malformed_uri_on_stdin_is_one_error_and_the_batch_goes_on(cli: Cli) -> None:
+    cli.commission("URI1", ["URI1A"])
+    r = cli("scan", "--stdin", input=f"https://[::1\n{element('URI1A', 'URI1')}\n")
+    assert r.code == 2  # an unreadable line, and an authentic pack
+    assert "line 1: 'https://[::1' is not a GS1 code: it is not a valid URI" in one_line(r)
+    assert "AUTHENTIC" in r.out and "URI1A" in r.out
+
+
+@pytest.mark.parametrize("text", [
+    f"(01){GTIN}(21)A(21)OTHER",
+    f"(01){GTIN}(17)280131(21)A(17)290131",
+    f"https://id.example.org/01/{GTIN}/21/A?21=OTHER",
+    f"https://id.example.org/01/{GTIN}/21/A?17=280131&17=290131",
+])
+def test_a_code_giving_an_ai_twice_with_different_values_is_refused(cli: Cli, text: str) -> None:
+    r = cli("scan", "--text", text)
+    assert r.code == 2
+    assert "twice, with different values" in one_line(r)
+
+
+def test_bad_date_and_long_code_give_a_short_plain_line(cli: Cli) -> None:
+    r = cli("scan", "--text", f"(01){GTIN}(17)281331(21)A")
+    assert r.code == 2
+    assert "expiry '281331' is not a valid date (YYMMDD)" in one_line(r) and "pattern" not in r.err
+    photo = REFERENCE / "barcodes" / "qrcode" / "qrcode-2_high-res-1.jpg"
+    if photo.exists():
+        r = cli("scan", str(photo))
+        assert r.code == 2
+        assert len(one_line(r)) < 400
