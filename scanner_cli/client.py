@@ -55,16 +55,19 @@ class AtharClient:
                  signed: bool = False, accept: str = "application/json", content: bytes | None = None,
                  content_type: str | None = None) -> httpx.Response:
         headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
-        request = self._http.build_request(method, path, params={k: v for k, v in (params or {}).items()
-                                                                 if v is not None}, json=json, content=content,
-                                           headers=headers)
+        try:
+            request = self._http.build_request(method, path, params={k: v for k, v in (params or {}).items()
+                                                                     if v is not None}, json=json, content=content,
+                                               headers=headers)
+        except httpx.InvalidURL as exc:  # not an httpx.HTTPError
+            raise ClientError(f"cannot send a request to {self.base_url}{path}: {exc}") from exc
         if signed and self.identity is not None:
             raw_path = request.url.raw_path.decode("ascii")
             request.headers.update(sign_request(self.identity.key, self.identity.actor, method, raw_path,
                                                 int(time.time())))
         try:
             response = self._http.send(request)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ClientError(f"cannot reach the ledger at {self.base_url}: {exc}") from exc
         if response.status_code >= 400:
             raise _problem_error(response)

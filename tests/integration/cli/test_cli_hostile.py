@@ -94,3 +94,16 @@ def test_bad_date_and_long_code_give_a_short_plain_line(cli: Cli) -> None:
         r = cli("scan", str(photo))
         assert r.code == 2
         assert len(one_line(r)) < 400
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("http://[::1", "is not a valid URL"),
+    ("http://256.1.1.1:80", "is not a valid URL: Invalid IPv4 address"),
+    ("http://", "names no host"),
+    ("http://127.0.0.1:99999", "port 99999 is out of range"),
+])
+def test_malformed_url_is_a_usage_error(cli: Cli, url: str, reason: str) -> None:
+    r = cli("scan", "--url", url, "--text", element("ANY1", "ANY"))
+    assert r.code == 2
+    line = one_line(r)
+    assert repr(url) in line and reason in line
