@@ -209,12 +209,38 @@ def tampered(code: PackCode, reason: str, mode: str) -> ScanResult:
 # ---- online -------------------------------------------------------------------------------------------------
 
 
+class MalformedAnswer(ClientError):
+    """A pack verdict that is JSON but not the documented one: the server is not (or not acting as) an athar API."""
+
+    code = "malformed_answer"
+    title = "The server's answer is not an athar verdict"
+
+
+def _malformed(what: str) -> MalformedAnswer:
+    return MalformedAnswer(f"the server's verdict is not an athar API answer: {what}")
+
+
+def _text(doc: Mapping[str, Any], name: str) -> str | None:
+    value = doc.get(name)
+    if value is not None and not isinstance(value, str):
+        raise _malformed(f"{name} is {type(value).__name__} {str(value)[:40]!r}, not text")
+    return value
+
+
 def _api_provenance(steps: Any) -> list[Step]:
+    if steps is None:
+        return []
+    if not isinstance(steps, list):
+        raise _malformed("provenance is not a list")
     out = []
-    for s in steps if isinstance(steps, list) else []:
-        out.append(Step(int(s.get("index", -1)), str(s.get("type", "")), str(s.get("actor", "")),
-                        str(s.get("actor_name", "")), str(s.get("role", "")), str(s.get("region", "")),
-                        str(s.get("time", "")), "not checked"))
+    for s in steps:
+        if not isinstance(s, Mapping):
+            raise _malformed("a provenance step is not an object")
+        index = s.get("index", -1)
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise _malformed(f"a provenance step's index is {str(index)[:40]!r}, not an integer")
+        fields = [_text(s, n) or "" for n in ("type", "actor", "actor_name", "role", "region", "time")]
+        out.append(Step(index, fields[0], fields[1], fields[2], fields[3], fields[4], fields[5], "not checked"))
     return out
 
 
@@ -222,11 +248,16 @@ def _server_result(code: PackCode, doc: Mapping[str, Any]) -> ScanResult:
     try:
         verdict = Verdict(str(doc.get("verdict")))
     except ValueError:
-        return tampered(code, f"the server answered an unknown verdict {doc.get('verdict')!r}", "online")
-    expiry = doc.get("expiry")
-    return ScanResult(code, verdict, str(doc.get("reason", "")), "online", product=doc.get("product"),
-                      manufacturer=doc.get("manufacturer"), lot=doc.get("lot"),
-                      expiry=dt.date.fromisoformat(expiry) if isinstance(expiry, str) else None,
+        return tampered(code, f"the server answered an unknown verdict {str(doc.get('verdict'))[:40]!r}", "online")
+    expiry = _text(doc, "expiry")
+    registered = None
+    if expiry is not None:
+        try:
+            registered = dt.date.fromisoformat(expiry)
+        except ValueError:
+            raise _malformed(f"expiry {expiry[:40]!r} is not a date") from None
+    return ScanResult(code, verdict, _text(doc, "reason") or "", "online", product=_text(doc, "product"),
+                      manufacturer=_text(doc, "manufacturer"), lot=_text(doc, "lot"), expiry=registered,
                       provenance=_api_provenance(doc.get("provenance")),
                       verification="verdict from the API (not checked locally: no identity given)")
 

@@ -3,6 +3,9 @@ answers one readable line on stderr and a documented exit code, never a tracebac
 
 from __future__ import annotations
 
+import http.server
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -107,3 +110,67 @@ def test_malformed_url_is_a_usage_error(cli: Cli, url: str, reason: str) -> None
     assert r.code == 2
     line = one_line(r)
     assert repr(url) in line and reason in line
+
+
+class _Canned(http.server.BaseHTTPRequestHandler):
+    """Answers every request with the server's one canned response."""
+
+    def do_GET(self) -> None:
+        status, content_type, body = self.server.canned  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def other_server() -> Iterator[Callable[[int, str, bytes], str]]:
+    """A real HTTP server that is not athar: set what it answers, get its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def answer(status: int, content_type: str, body: bytes) -> str:
+        server.canned = (status, content_type, body)  # type: ignore[attr-defined]
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    try:
+        yield answer
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+HTML_404 = b"<!DOCTYPE html>\n<html>\n<head><title>404</title></head>\n<body>\n<h1>Not Found</h1>\n" \
+           b"<p>Nothing here [/].</p>\n</body>\n</html>\n"
+
+
+@pytest.mark.parametrize(("status", "content_type", "body", "said"), [
+    (200, "text/html", b"<html><body>Directory listing</body></html>", "not JSON"),
+    (200, "application/json", b"[1,2]", "a JSON list where an object was expected"),
+    (200, "application/json", b'{"verdict":"AUTHENTIC","provenance":[{"index":"x"}]}', "index is 'x'"),
+    (200, "application/json", b'{"verdict":"AUTHENTIC","expiry":"notadate"}', "expiry 'notadate' is not a date"),
+    (200, "application/json", b'{"verdict":"AUTHENTIC","lot":["x"]}', "lot is list"),
+    (404, "text/html", HTML_404, "HTTP 404 (text/html)"),
+    (500, "text/plain", b"Internal Server Error", "HTTP 500 (text/plain)"),
+])
+def test_a_server_that_is_not_athar(cli: Cli, other_server: Callable[[int, str, bytes], str], status: int,
+                                    content_type: str, body: bytes, said: str) -> None:
+    url = other_server(status, content_type, body)
+    r = cli("scan", "--url", url, "--text", element("ANY1", "ANY"), "--text", element("ANY2", "ANY"))
+    assert r.code == 5
+    line = one_line(r)
+    assert "not an athar API answer" in line and said in line, line
+    assert "<html" not in line.lower()
+
+
+def test_a_base_url_with_one_segment_too_many(served: tuple[Server, Cli], cli: Cli) -> None:
+    """'.../v1' reaches athar, whose every answer is then a well-formed 404 problem: still no athar API there."""
+    r = cli("scan", "--url", served[0].url + "/v1", "--text", element("ANY1", "ANY"), "--text",
+            element("ANY2", "ANY"))
+    assert r.code == 5
+    assert f"no athar API at {served[0].url}/v1" in one_line(r)
