@@ -358,9 +358,12 @@ def checked_pack_bundle(doc: Any, gtin: str, serial: str, trust: TrustAnchors) -
 
 
 def _local(vb: VerifiedBundle, code: PackCode, identity: Identity) -> Finding:
+    """The bundle's verdict at the time it was made, by the server's clock, as its verdict was: judged by this
+    machine's clock, a pack scanned minutes from the end of its expiry day by a reader a little ahead would be
+    EXPIRED here and AUTHENTIC there, and a clock skew would read as a lying server (TAMPERED)."""
     assert code.serial is not None
     return vb.verdict(code.gtin, code.serial, lot=code.lot, expiry=code.expiry,
-                      scanner=scanner_of(vb, identity.actor))
+                      scanner=scanner_of(vb, identity.actor), now=vb.created)
 
 
 # ---- receipts -----------------------------------------------------------------------------------------------

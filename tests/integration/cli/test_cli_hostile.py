@@ -3,14 +3,22 @@ answers one readable line on stderr and a documented exit code, never a tracebac
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import ledger.bundle
+from ledger.verdict import Verdict
+from scanner_cli.client import AtharClient
+from scanner_cli.identity import pinned_trust, resolve_identity
 from scanner_cli.labels import qr_png
+from scanner_cli.scantext import parse_scanned_text
+from scanner_cli.verify import online_verdict
 from tests.integration.cli.conftest import Cli, Result, Server
 from tests.reference import REFERENCE_DIR as REFERENCE
 from tests.support import GTIN
@@ -174,3 +182,31 @@ def test_a_base_url_with_one_segment_too_many(served: tuple[Server, Cli], cli: C
             element("ANY2", "ANY"))
     assert r.code == 5
     assert f"no athar API at {served[0].url}/v1" in one_line(r)
+
+
+def test_a_reader_clock_past_the_expiry_day_is_not_a_lying_server(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server judges a pack on its expiry day AUTHENTIC; a reader whose clock is already past that day's end must
+    not call that TAMPERED: the signed bundle is judged at its own time, as the server's verdict was. (The ledger
+    takes no batch expiring today, so the expiry is tomorrow and the reader's clock a day ahead: the same case as a
+    server at 23:57 and a reader 3 minutes ahead.)"""
+    expiry = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    r = cli("batch", "commission", "--gtin", GTIN, "--lot", "SKEW1", "--expiry", expiry.isoformat(), "--product",
+            "Amoxicilline 500 mg", "--serials", "SKEW1A", "--channel", "private", actor="maphar")
+    assert r.code == 0, r.err
+    cli.deliver("SKEW1", ["SKEW1A"], "maphar", "ph-rabat")
+    skew = dt.datetime.combine(expiry + dt.timedelta(days=1), dt.time(0, 1), dt.UTC) - dt.datetime.now(dt.UTC)
+
+    class Ahead(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> Ahead:
+            real = dt.datetime.now(tz) + skew
+            return cls.fromisoformat(real.isoformat())
+
+    monkeypatch.setattr(ledger.bundle, "dt", SimpleNamespace(**{**vars(dt), "datetime": Ahead}))
+    identity = resolve_identity(None, "ph-rabat", cli.data_dir)
+    trust = pinned_trust(cli.data_dir, None, None)
+    code = parse_scanned_text(f"(01){GTIN}(17){expiry.strftime('%y%m%d')}(10)SKEW1(21)SKEW1A")
+    with AtharClient(cli.url, identity) as api:
+        result = online_verdict(api, code, identity, trust)
+    assert result.verdict is Verdict.AUTHENTIC, result.reason
+    assert result.checked
