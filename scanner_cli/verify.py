@@ -78,18 +78,27 @@ class ScanResult:
     # the verdict comes from, or was confirmed by, a bundle verified here against the pinned keys (TAMPERED: that
     # check failed); what a pharmacy system scripts on, where ``verification`` is for people
     checked: bool = False
+    # offline, the pack is not in the bundle: no verdict at all (``verdict`` is UNKNOWN only as a placeholder; the
+    # exit code is exit_codes.NOT_CHECKED, not UNKNOWN's "suspect falsified")
+    not_checked: bool = False
+
+    @property
+    def label(self) -> str:
+        """The verdict as shown and in JSON: NOT_CHECKED when there is none."""
+        return "NOT_CHECKED" if self.not_checked else self.verdict.value
 
     def to_json(self, source: str) -> dict[str, Any]:
         c = self.code
         return {
             "input": source,
-            "verdict": self.verdict.value,
+            "verdict": self.label,
             "reason": self.reason,
             "code": {"gtin": c.gtin, "lot": c.lot, "expiry": c.expiry.isoformat() if c.expiry else None,
                      "serial": c.serial, "form": c.source},
             "product": self.product, "manufacturer": self.manufacturer, "lot": self.lot,
             "expiry": self.expiry.isoformat() if self.expiry else None,
             "mode": self.mode, "verification": self.verification, "checked": self.checked,
+            "not_checked": self.not_checked,
             "provenance": [s.to_json() for s in self.provenance],
         }
 
@@ -160,7 +169,7 @@ def _pack_bundle_verdict(vb: VerifiedPackBundle, code: PackCode, actor: str | No
     if not vb.holds(code.gtin, code.serial):
         return ScanResult(code, Verdict.UNKNOWN, f"this bundle is for pack {vb.pack.serial} of GTIN {vb.pack.gtin}, "
                           "not this one: the pack cannot be checked offline (this is not a finding on the pack; "
-                          "check it online)", mode, verification=f"not in the {when}")
+                          "check it online)", mode, verification=f"not in the {when}", not_checked=True)
     finding = vb.verdict(lot=code.lot, expiry=code.expiry, scanner=actor, now=now)
     signed = (f"; its latest step's entry ({vb.steps[-1].type}) signed by its actor" if vb.anchor is not None
               else "")
@@ -187,13 +196,20 @@ def offline_verdict(vb: OfflineBundle, code: PackCode, actor: str | None,
     assert code.serial is not None
     when = f"bundle of {vb.created.strftime('%Y-%m-%d %H:%M UTC')}, tree size {vb.checkpoint.size}"
     pack = vb.state.pack(code.gtin, code.serial)
-    if pack is None and (code.lot is None or vb.state.batch(code.gtin, code.lot) is None):
-        what = f"batch {code.lot} of GTIN {code.gtin}" if code.lot else f"GTIN {code.gtin}"
+    if pack is None:
+        # a bundle holds some batches, never the whole ledger: a serial it lacks may be registered in another batch
+        # (online: MISMATCH, were its label's lot another's) or never (UNKNOWN); offline cannot tell which
         if not vb.covers(code.gtin):
-            what = f"GTIN {code.gtin}"
-        return ScanResult(code, Verdict.UNKNOWN, f"{what} is not in this bundle: the pack cannot be checked "
-                          "offline (this is not a finding on the pack; check it online)", "offline",
-                          verification=f"not in the {when}")
+            what = f"GTIN {code.gtin} is not in this bundle"
+        elif code.lot is not None and vb.state.batch(code.gtin, code.lot) is None:
+            what = f"batch {code.lot} of GTIN {code.gtin} is not in this bundle"
+        elif code.lot is not None:
+            what = f"serial {code.serial} is not among this bundle's packs of batch {code.lot} of GTIN {code.gtin}"
+        else:
+            what = f"serial {code.serial} is not among this bundle's packs of GTIN {code.gtin}"
+        return ScanResult(code, Verdict.UNKNOWN, f"{what}: the pack cannot be checked offline (this is not a "
+                          "finding on the pack; check it online)", "offline", verification=f"not in the {when}",
+                          not_checked=True)
     finding = vb.verdict(code.gtin, code.serial, lot=code.lot, expiry=code.expiry, scanner=scanner_of(vb, actor),
                          now=now)
     result = ScanResult(code, finding.verdict, finding.reason, "offline",

@@ -1,8 +1,8 @@
 """athar scan: decode pack codes (images, text, stdin) and give each a verdict, online or from an offline bundle.
 
 Exit code: the worst verdict over all codes (exit_codes.VERDICT: TAMPERED, then suspect verdicts, then
-AUTHENTIC); when some input could not be read at all (no image, no barcode, not a GS1 pack code) and no code
-got a suspect verdict, 2.
+AUTHENTIC); when no code got a suspect verdict: 6 if a pack could not be checked offline (not in the bundle),
+else 2 if some input could not be read at all (no image, no barcode, not a GS1 pack code).
 """
 
 from __future__ import annotations
@@ -85,16 +85,20 @@ def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (
     oneline = oneline or stdin
     worst = -1
     errors = 0
+    not_checked = 0
 
     def show(item: Scanned, result: ScanResult | None) -> None:
-        nonlocal worst, errors
+        nonlocal worst, errors, not_checked
         if result is None:
             errors += 1
             render.fail_line(item.error or "unreadable")
             if json_out:
                 _json_line({"input": item.source, "verdict": None, "error": item.error})
             return
-        worst = max(worst, SEVERITY[result.verdict])
+        if result.not_checked:
+            not_checked += 1
+        else:
+            worst = max(worst, SEVERITY[result.verdict])
         if json_out:
             _json_line(result.to_json(item.source))
         elif oneline:
@@ -128,8 +132,10 @@ def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (
                 show(item, result)
     by_severity = {v: k for k, v in SEVERITY.items()}
     verdict = by_severity.get(worst)
-    if verdict is not None and (verdict is not Verdict.AUTHENTIC or not errors):
+    if verdict is not None and verdict is not Verdict.AUTHENTIC:
         raise typer.Exit(exit_codes.VERDICT[verdict])
+    if not_checked:
+        raise typer.Exit(exit_codes.NOT_CHECKED)
     raise typer.Exit(exit_codes.USAGE if errors else exit_codes.OK)
 
 
@@ -223,14 +229,14 @@ def _json_line(value: object) -> None:
 def _print_line(source: str, r: ScanResult) -> None:
     c = r.code
     line = Text()
-    line.append(f"{r.verdict.value:<17}", style=COLOURS.get(r.verdict, "bold yellow"))
+    line.append(f"{r.label:<17}", style=COLOURS.get(r.verdict, "bold yellow") if not r.not_checked else "yellow")
     line.append(f" {c.gtin} lot {c.lot or '-'} sn {c.serial}  {r.reason}  [{source}]")
     render.console.print(line, soft_wrap=True)
 
 
 def _panel(source: str, r: ScanResult) -> Panel:
     c = r.code
-    style = COLOURS.get(r.verdict, "bold yellow")
+    style = COLOURS.get(r.verdict, "bold yellow") if not r.not_checked else "bold yellow"
     facts = Table.grid(padding=(0, 2))
     facts.add_row("reason", Text(r.reason))
     facts.add_row("product", Text(f"{r.product or '-'}" + (f"  ({r.manufacturer})" if r.manufacturer else "")))
@@ -249,5 +255,6 @@ def _panel(source: str, r: ScanResult) -> Panel:
             steps.add_row(str(s.index), Text(s.time[:16].replace("T", " "), no_wrap=True), Text(s.type),
                           Text(s.actor_name), Text(", ".join(p for p in (s.role, s.region) if p)), sig)
         parts.append(steps)
-    return Panel(Group(*parts), title=Text(f" {r.verdict.value} ", style=style), title_align="left",
-                 subtitle=Text(source), subtitle_align="right", border_style=BORDERS.get(r.verdict, "yellow"))
+    return Panel(Group(*parts), title=Text(f" {r.label} ", style=style), title_align="left",
+                 subtitle=Text(source), subtitle_align="right",
+                 border_style="yellow" if r.not_checked else BORDERS.get(r.verdict, "yellow"))
