@@ -74,6 +74,8 @@ def resolve_identity(key: Path | None, actor: str | None, data_dir: Path | None,
         key = home_path(data_dir) / "keys" / "actors" / f"{actor}.key"
         if not key.exists():
             usage(f"no key given for actor {actor!r} and {key} does not exist: pass --key FILE")
+    if not key.exists():
+        usage(f"the key file {key} does not exist")
     if actor is None:
         actor = key_file_actor(key)
         if actor is None:

@@ -210,10 +210,16 @@ def offline_verdict(vb: OfflineBundle, code: PackCode, actor: str | None,
         return ScanResult(code, Verdict.UNKNOWN, f"{what}: the pack cannot be checked offline (this is not a "
                           "finding on the pack; check it online)", "offline", verification=f"not in the {when}",
                           not_checked=True)
-    finding = vb.verdict(code.gtin, code.serial, lot=code.lot, expiry=code.expiry, scanner=scanner_of(vb, actor),
-                         now=now)
+    scanner = scanner_of(vb, actor)
+    finding = vb.verdict(code.gtin, code.serial, lot=code.lot, expiry=code.expiry, scanner=scanner, now=now)
+    custody = ""
+    if actor is not None and scanner is None:  # said, so a verdict without custody is not read as one with it
+        custody = (f"; custody not checked: {actor} is not in this bundle" if vb.state.actor(actor) is None
+                   else f"; custody not checked: {actor} is not a dispensing pharmacy or hospital")
+    elif actor is None:
+        custody = "; custody not checked (no identity given)"
     result = ScanResult(code, finding.verdict, finding.reason, "offline",
-                        verification=f"verified offline against the pinned keys ({when})", checked=True)
+                        verification=f"verified offline against the pinned keys ({when}){custody}", checked=True)
     _fill_from_bundle(result, vb, code)
     return result
 

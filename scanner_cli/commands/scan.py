@@ -32,7 +32,6 @@ from scanner_cli.identity import (
     RootKey,
     Url,
     client,
-    key_file_actor,
     pinned_trust,
     resolve_identity,
     usage,
@@ -108,8 +107,10 @@ def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (
 
     inputs = _inputs(images or [], text or [], stdin)
     if offline is not None:
-        _scan_offline(offline, inputs, show, actor or (key_file_actor(key) if key else None), data_dir,
-                      ledger_key, root_key)
+        # the identity is resolved as online (a key file that is missing or names no actor is an error, not
+        # silently no identity): custody is judged for the actor it names
+        me = resolve_identity(key, actor, data_dir)
+        _scan_offline(offline, inputs, show, me.actor if me else None, data_dir, ledger_key, root_key)
     else:
         identity = resolve_identity(key, actor, data_dir)
         # with an identity the pinned keys are required; without one they are used when named (a data directory

@@ -242,3 +242,17 @@ def test_offline_a_serial_the_bundle_lacks_is_not_a_finding(offline: Offline) ->
         assert "suspect falsified" not in doc["reason"]
     r = offline.cli("scan", "--offline", str(offline.bundle), "--text", element("EL1", "OFF1"))
     assert r.code == 6 and "NOT_CHECKED" in r.out
+
+
+def test_offline_identity_is_resolved_as_online(offline: Offline, tmp_path: Path) -> None:
+    code = element("OF3", "OFF1")
+    for args, says in [(["--key", str(tmp_path / "nonexist.key")], "does not exist"),
+                       (["--actor", "ph-nobody"], "ph-nobody.key does not exist")]:
+        r = offline.cli("scan", "--offline", str(offline.bundle), "--text", code, *args)
+        assert r.code == 2 and says in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", code, "--json")
+    assert r.code == 0 and "custody not checked (no identity given)" in r.json_lines()[0]["verification"]
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", code, "--json", actor="inspector")
+    assert r.code == 0 and "custody not checked: inspector is not a dispensing" in r.json_lines()[0]["verification"]
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", code, "--json", actor="ph-rabat")
+    assert r.code == 16 and "custody not checked" not in r.json_lines()[0]["verification"]
