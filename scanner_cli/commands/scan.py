@@ -81,6 +81,8 @@ def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (
     EXPIRED, NOT_IN_CUSTODY or TAMPERED, with its provenance."""
     if not images and not text and not stdin:
         usage("nothing to scan: give image files, --text CODE or --stdin")
+    if sys.stdout is None:  # started with stdout closed ('>&-'): the verdicts could not be shown
+        usage("standard output is closed: the verdicts cannot be shown")
     oneline = oneline or stdin
     worst = -1
     errors = 0
@@ -105,7 +107,15 @@ def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (
         else:
             render.console.print(_panel(item.source, result))
 
-    inputs = _inputs(images or [], text or [], stdin)
+    seen = 0
+
+    def counted(items: Iterator[Scanned]) -> Iterator[Scanned]:
+        nonlocal seen
+        for item in items:
+            seen += 1
+            yield item
+
+    inputs = counted(_inputs(images or [], text or [], stdin))
     if offline is not None:
         # the identity is resolved as online (a key file that is missing or names no actor is an error, not
         # silently no identity): custody is judged for the actor it names
@@ -131,6 +141,8 @@ def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (
                     show(Scanned(item.source, None, f"{item.source}: {err.message}"), None)
                     continue
                 show(item, result)
+    if not seen:  # only --stdin can give nothing: an empty or blank input is a mistake, not a clean scan
+        usage("no codes on standard input")
     by_severity = {v: k for k, v in SEVERITY.items()}
     verdict = by_severity.get(worst)
     if verdict is not None and verdict is not Verdict.AUTHENTIC:
@@ -175,6 +187,8 @@ def _inputs(images: list[Path], texts: list[str], stdin: bool) -> Iterator[Scann
         yield _from_text(t, f"text {i}" if len(texts) > 1 else "text")
     if stdin:
         for n, line in enumerate(sys.stdin, 1):
+            if n == 1:  # a file saved by a Windows editor starts with a byte order mark
+                line = line.removeprefix("\ufeff")
             if line.strip():
                 yield _from_text(line.rstrip("\r\n"), f"line {n}")
 

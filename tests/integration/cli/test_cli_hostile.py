@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ from scanner_cli.identity import pinned_trust, resolve_identity
 from scanner_cli.labels import qr_png
 from scanner_cli.scantext import parse_scanned_text
 from scanner_cli.verify import online_verdict
-from tests.integration.cli.conftest import Cli, Result, Server
+from tests.integration.cli.conftest import REPO, Cli, Result, Server
 from tests.reference import REFERENCE_DIR as REFERENCE
 from tests.support import GTIN
 
@@ -210,3 +213,19 @@ def test_a_reader_clock_past_the_expiry_day_is_not_a_lying_server(cli: Cli, monk
         result = online_verdict(api, code, identity, trust)
     assert result.verdict is Verdict.AUTHENTIC, result.reason
     assert result.checked
+
+
+def test_stdin_bom_empty_input_and_closed_stdout(cli: Cli) -> None:
+    cli.commission("BOM1", ["BOM1A"])
+    r = cli("scan", "--stdin", input="\ufeff" + element("BOM1A", "BOM1") + "\n")
+    assert r.code == 0 and "AUTHENTIC" in r.out, r.err
+    for empty in ("", "\n  \n"):
+        r = cli("scan", "--stdin", input=empty)
+        assert r.code == 2 and "no codes on standard input" in one_line(r)
+    argv = [sys.executable, "-m", "scanner_cli.main", "scan", "--json", "--text", element("BOM1A", "BOM1"),
+            "--url", cli.url]
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, check=False,
+                          env={**os.environ, "NO_COLOR": "1"}, pass_fds=(), close_fds=True,
+                          preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 2
+    assert "standard output is closed" in one_line(Result(proc.returncode, "", proc.stderr))
