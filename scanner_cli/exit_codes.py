@@ -6,6 +6,7 @@
 3     the ledger refused the request (a custody rule, a conflict, bad data)
 4     authentication or authorisation failed (key, signature, role)
 5     cannot reach the ledger (network, database unavailable)
+6     scan: a pack could not be checked (offline, it is not in the bundle; not a finding: check it online)
 10    scan verdict UNKNOWN (never registered: suspect falsified)
 11    scan verdict MISMATCH (lot or expiry differ from the registration)
 12    scan verdict ALREADY_DISPENSED
@@ -27,6 +28,7 @@ USAGE = 2
 REFUSED = 3
 AUTH = 4
 UNAVAILABLE = 5
+NOT_CHECKED = 6
 TAMPERED = 20
 
 VERDICT: dict[Verdict, int] = {

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import httpx
 import typer
 
 from ledger.admission import TrustAnchors
@@ -73,6 +74,8 @@ def resolve_identity(key: Path | None, actor: str | None, data_dir: Path | None,
         key = home_path(data_dir) / "keys" / "actors" / f"{actor}.key"
         if not key.exists():
             usage(f"no key given for actor {actor!r} and {key} does not exist: pass --key FILE")
+    if not key.exists():
+        usage(f"the key file {key} does not exist")
     if actor is None:
         actor = key_file_actor(key)
         if actor is None:
@@ -109,6 +112,23 @@ def pinned_trust(data_dir: Path | None, ledger_key: Path | None, root_key: Path 
 
 
 def client(url: str, identity: Identity | None = None) -> AtharClient:
+    check_url(url)
+    return AtharClient(url, identity)
+
+
+def check_url(url: str) -> None:
+    """A usage error unless ``url`` is an absolute http(s) URL httpx can send to: checked before any request, since
+    httpx reports a bad one (an unclosed IPv6 bracket, an IPv4 octet over 255) as InvalidURL, not a network error."""
     if not url.startswith(("http://", "https://")):
         usage(f"--url {url!r} must be an http(s) URL, e.g. {DEFAULT_URL}")
-    return AtharClient(url, identity)
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        usage(f"--url {url!r} is not a valid URL: {exc}")
+    if not parsed.host or " " in url:
+        usage(f"--url {url!r} is not a valid URL: it names no host, e.g. {DEFAULT_URL}")
+    if port is not None and not 0 < port < 65536:
+        usage(f"--url {url!r} is not a valid URL: port {port} is out of range")
+    if parsed.query or parsed.fragment:
+        usage(f"--url {url!r} must be the API's base URL, without a query or fragment, e.g. {DEFAULT_URL}")

@@ -81,6 +81,13 @@ _AIM_PREFIX: Final = re.compile(r"^\][A-Za-z][0-9A-Za-z]")
 _GTIN_ONLY: Final = re.compile(r"^(\d{13}|\d{14})$", re.ASCII)
 _GTIN_ONLY_EAN: Final = re.compile(r"^(\d{8}|\d{12}|\d{13}|\d{14})$", re.ASCII)
 _MAX_QUOTED: Final = 120
+# biip's messages quote the input again, whole: the message as a whole is capped too, so it stays one line
+_MAX_MESSAGE: Final = 300
+_PATTERN_MISMATCH: Final = re.compile(r"^Failed to match '(?P<data>.*)' with GS1 AI \((?P<ai>\d+)\) pattern", re.S)
+_QUOTED_LONG: Final = re.compile("'([^']{" + str(_MAX_QUOTED + 1) + ",})'", re.S)
+# the GS1 date AIs (YYMMDD), named as a reader of the label would
+_DATE_AIS: Final = {"11": "production date", "12": "due date", "13": "packaging date", "15": "best before date",
+                    "16": "sell by date", "17": "expiry"}
 
 
 class ScanTextError(ValueError):
@@ -114,6 +121,25 @@ def _quote(text: str) -> str:
     return repr(text)
 
 
+def _error(raw: str, what: str, detail: str) -> ScanTextError:
+    """``'<raw>' <what>: <detail>``, at most _MAX_MESSAGE characters."""
+    msg = f"{_quote(raw)} {what}: {detail}"
+    if len(msg) > _MAX_MESSAGE:
+        msg = msg[:_MAX_MESSAGE - 3] + "..."
+    return ScanTextError(msg)
+
+
+def _explain(exc: ParseError) -> str:
+    """biip's message in the label's terms: its regular expressions and repeated input are no help to a reader."""
+    message = str(exc)
+    if match := _PATTERN_MISMATCH.match(message):
+        ai, value = match["ai"], match["data"][len(match["ai"]):]
+        if ai in _DATE_AIS:  # fixed length: what follows the six digits is the next AI, not the date
+            return f"{_DATE_AIS[ai]} {_quote(value[:6])} is not a valid date (YYMMDD)."
+        return f"the value {_quote(value)} of AI ({ai}) does not have the form GS1 requires."
+    return _QUOTED_LONG.sub(lambda m: _quote(m.group(1)), message)
+
+
 def _normalise_separators(text: str) -> str:
     if GS in text:  # the scanner sends real separators: text spellings are data
         return text
@@ -127,30 +153,48 @@ def _is_uri(text: str) -> bool:
 
 
 def _check_query_keys(uri: str) -> None:
-    """Reject all-digit query keys that are not GS1 AIs (GS1 DL 1.4, 4.9).
+    """Reject all-digit query keys that are not GS1 AIs (GS1 DL 1.4, 4.9), and an AI given twice with different
+    values.
 
-    biip 5.2 ignores them silently; GS1's reference parser refuses them.
+    biip 5.2 ignores the first silently and keeps the last of the second; GS1's reference parser refuses both.
     """
-    for key, _ in parse_qsl(urlsplit(uri).query, keep_blank_values=True):
-        if key.isascii() and key.isdigit():
-            try:
-                ai = GS1ApplicationIdentifier.extract(key)
-            except ParseError:
-                ai = None
-            if ai is None or ai.ai != key:
-                msg = f"numeric query parameter {key!r} is not a GS1 Application Identifier."
-                raise ParseError(msg)
+    try:
+        query = urlsplit(uri).query
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL" for 'https://[::1'
+        msg = f"it is not a valid URI ({exc})."
+        raise ParseError(msg) from exc
+    seen: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if not (key.isascii() and key.isdigit()):
+            continue
+        # biip keeps only the last of a repeated AI: a code that says two things is refused, not half-read
+        if seen.setdefault(key, value) != value:
+            msg = f"it gives AI ({key}) twice, with different values ({_quote(seen[key])} and {_quote(value)})."
+            raise ParseError(msg)
+        try:
+            ai = GS1ApplicationIdentifier.extract(key)
+        except ParseError:
+            ai = None
+        if ai is None or ai.ai != key:
+            msg = f"numeric query parameter {key!r} is not a GS1 Application Identifier."
+            raise ParseError(msg)
 
 
 def _from_elements(raw: str, element_strings: GS1ElementStrings, source: Source) -> PackCode:
+    values: dict[str, str] = {}
     for es in element_strings:
         if error := (es.gtin_error or es.sscc_error or es.gln_error):
-            msg = f"{_quote(raw)} is not a GS1 code: {error}"
-            raise ScanTextError(msg)
+            raise _error(raw, "is not a GS1 code", str(error))
+        # the same AI twice with different values (two serials, two expiries; a Digital Link query contradicting
+        # its path) names no one pack: which one a reader would take is arbitrary
+        first = values.setdefault(es.ai.ai, es.value)
+        if first != es.value:
+            raise _error(raw, "is not a usable pack code",
+                         f"it gives AI ({es.ai.ai}) twice, with different values ({_quote(first)} and "
+                         f"{_quote(es.value)}).")
     gtin_es = element_strings.get(ai="01")
     if gtin_es is None or gtin_es.gtin is None:
-        msg = f"{_quote(raw)} is not a pack code: it carries no GTIN (AI 01)."
-        raise ScanTextError(msg)
+        raise _error(raw, "is not a pack code", "it carries no GTIN (AI 01).")
     lot_es = element_strings.get(ai="10")
     serial_es = element_strings.get(ai="21")
     expiry_es = element_strings.get(ai="17")
@@ -186,8 +230,7 @@ def parse_scanned_text(text: str) -> PackCode:
     body = _normalise_separators(body.strip(GS)).strip(GS)
 
     if not body:
-        msg = f"{_quote(raw)} is not a GS1 code: it is empty."
-        raise ScanTextError(msg)
+        raise _error(raw, "is not a GS1 code", "it is empty.")
     try:
         if _is_uri(body):
             _check_query_keys(body)
@@ -205,8 +248,11 @@ def parse_scanned_text(text: str) -> PackCode:
         message = GS1Message.parse(body)
         return _from_elements(raw, message.element_strings, "gs1")
     except ParseError as exc:
-        msg = f"{_quote(raw)} is not a GS1 code: {exc}"
-        raise ScanTextError(msg) from exc
+        raise _error(raw, "is not a GS1 code", _explain(exc)) from exc
+    except ScanTextError:
+        raise
+    except ValueError as exc:  # biip leaves some of the standard library's errors through (urllib, date)
+        raise _error(raw, "is not a GS1 code", str(exc)) from exc
 
 
 def _element_strings(gtin: str, expiry: dt.date | None, lot: str | None, serial: str | None) -> GS1ElementStrings:

@@ -78,18 +78,27 @@ class ScanResult:
     # the verdict comes from, or was confirmed by, a bundle verified here against the pinned keys (TAMPERED: that
     # check failed); what a pharmacy system scripts on, where ``verification`` is for people
     checked: bool = False
+    # offline, the pack is not in the bundle: no verdict at all (``verdict`` is UNKNOWN only as a placeholder; the
+    # exit code is exit_codes.NOT_CHECKED, not UNKNOWN's "suspect falsified")
+    not_checked: bool = False
+
+    @property
+    def label(self) -> str:
+        """The verdict as shown and in JSON: NOT_CHECKED when there is none."""
+        return "NOT_CHECKED" if self.not_checked else self.verdict.value
 
     def to_json(self, source: str) -> dict[str, Any]:
         c = self.code
         return {
             "input": source,
-            "verdict": self.verdict.value,
+            "verdict": self.label,
             "reason": self.reason,
             "code": {"gtin": c.gtin, "lot": c.lot, "expiry": c.expiry.isoformat() if c.expiry else None,
                      "serial": c.serial, "form": c.source},
             "product": self.product, "manufacturer": self.manufacturer, "lot": self.lot,
             "expiry": self.expiry.isoformat() if self.expiry else None,
             "mode": self.mode, "verification": self.verification, "checked": self.checked,
+            "not_checked": self.not_checked,
             "provenance": [s.to_json() for s in self.provenance],
         }
 
@@ -160,7 +169,7 @@ def _pack_bundle_verdict(vb: VerifiedPackBundle, code: PackCode, actor: str | No
     if not vb.holds(code.gtin, code.serial):
         return ScanResult(code, Verdict.UNKNOWN, f"this bundle is for pack {vb.pack.serial} of GTIN {vb.pack.gtin}, "
                           "not this one: the pack cannot be checked offline (this is not a finding on the pack; "
-                          "check it online)", mode, verification=f"not in the {when}")
+                          "check it online)", mode, verification=f"not in the {when}", not_checked=True)
     finding = vb.verdict(lot=code.lot, expiry=code.expiry, scanner=actor, now=now)
     signed = (f"; its latest step's entry ({vb.steps[-1].type}) signed by its actor" if vb.anchor is not None
               else "")
@@ -187,17 +196,30 @@ def offline_verdict(vb: OfflineBundle, code: PackCode, actor: str | None,
     assert code.serial is not None
     when = f"bundle of {vb.created.strftime('%Y-%m-%d %H:%M UTC')}, tree size {vb.checkpoint.size}"
     pack = vb.state.pack(code.gtin, code.serial)
-    if pack is None and (code.lot is None or vb.state.batch(code.gtin, code.lot) is None):
-        what = f"batch {code.lot} of GTIN {code.gtin}" if code.lot else f"GTIN {code.gtin}"
+    if pack is None:
+        # a bundle holds some batches, never the whole ledger: a serial it lacks may be registered in another batch
+        # (online: MISMATCH, were its label's lot another's) or never (UNKNOWN); offline cannot tell which
         if not vb.covers(code.gtin):
-            what = f"GTIN {code.gtin}"
-        return ScanResult(code, Verdict.UNKNOWN, f"{what} is not in this bundle: the pack cannot be checked "
-                          "offline (this is not a finding on the pack; check it online)", "offline",
-                          verification=f"not in the {when}")
-    finding = vb.verdict(code.gtin, code.serial, lot=code.lot, expiry=code.expiry, scanner=scanner_of(vb, actor),
-                         now=now)
+            what = f"GTIN {code.gtin} is not in this bundle"
+        elif code.lot is not None and vb.state.batch(code.gtin, code.lot) is None:
+            what = f"batch {code.lot} of GTIN {code.gtin} is not in this bundle"
+        elif code.lot is not None:
+            what = f"serial {code.serial} is not among this bundle's packs of batch {code.lot} of GTIN {code.gtin}"
+        else:
+            what = f"serial {code.serial} is not among this bundle's packs of GTIN {code.gtin}"
+        return ScanResult(code, Verdict.UNKNOWN, f"{what}: the pack cannot be checked offline (this is not a "
+                          "finding on the pack; check it online)", "offline", verification=f"not in the {when}",
+                          not_checked=True)
+    scanner = scanner_of(vb, actor)
+    finding = vb.verdict(code.gtin, code.serial, lot=code.lot, expiry=code.expiry, scanner=scanner, now=now)
+    custody = ""
+    if actor is not None and scanner is None:  # said, so a verdict without custody is not read as one with it
+        custody = (f"; custody not checked: {actor} is not in this bundle" if vb.state.actor(actor) is None
+                   else f"; custody not checked: {actor} is not a dispensing pharmacy or hospital")
+    elif actor is None:
+        custody = "; custody not checked (no identity given)"
     result = ScanResult(code, finding.verdict, finding.reason, "offline",
-                        verification=f"verified offline against the pinned keys ({when})", checked=True)
+                        verification=f"verified offline against the pinned keys ({when}){custody}", checked=True)
     _fill_from_bundle(result, vb, code)
     return result
 
@@ -209,12 +231,38 @@ def tampered(code: PackCode, reason: str, mode: str) -> ScanResult:
 # ---- online -------------------------------------------------------------------------------------------------
 
 
+class MalformedAnswer(ClientError):
+    """A pack verdict that is JSON but not the documented one: the server is not (or not acting as) an athar API."""
+
+    code = "malformed_answer"
+    title = "The server's answer is not an athar verdict"
+
+
+def _malformed(what: str) -> MalformedAnswer:
+    return MalformedAnswer(f"the server's verdict is not an athar API answer: {what}")
+
+
+def _text(doc: Mapping[str, Any], name: str) -> str | None:
+    value = doc.get(name)
+    if value is not None and not isinstance(value, str):
+        raise _malformed(f"{name} is {type(value).__name__} {str(value)[:40]!r}, not text")
+    return value
+
+
 def _api_provenance(steps: Any) -> list[Step]:
+    if steps is None:
+        return []
+    if not isinstance(steps, list):
+        raise _malformed("provenance is not a list")
     out = []
-    for s in steps if isinstance(steps, list) else []:
-        out.append(Step(int(s.get("index", -1)), str(s.get("type", "")), str(s.get("actor", "")),
-                        str(s.get("actor_name", "")), str(s.get("role", "")), str(s.get("region", "")),
-                        str(s.get("time", "")), "not checked"))
+    for s in steps:
+        if not isinstance(s, Mapping):
+            raise _malformed("a provenance step is not an object")
+        index = s.get("index", -1)
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise _malformed(f"a provenance step's index is {str(index)[:40]!r}, not an integer")
+        fields = [_text(s, n) or "" for n in ("type", "actor", "actor_name", "role", "region", "time")]
+        out.append(Step(index, fields[0], fields[1], fields[2], fields[3], fields[4], fields[5], "not checked"))
     return out
 
 
@@ -222,11 +270,16 @@ def _server_result(code: PackCode, doc: Mapping[str, Any]) -> ScanResult:
     try:
         verdict = Verdict(str(doc.get("verdict")))
     except ValueError:
-        return tampered(code, f"the server answered an unknown verdict {doc.get('verdict')!r}", "online")
-    expiry = doc.get("expiry")
-    return ScanResult(code, verdict, str(doc.get("reason", "")), "online", product=doc.get("product"),
-                      manufacturer=doc.get("manufacturer"), lot=doc.get("lot"),
-                      expiry=dt.date.fromisoformat(expiry) if isinstance(expiry, str) else None,
+        return tampered(code, f"the server answered an unknown verdict {str(doc.get('verdict'))[:40]!r}", "online")
+    expiry = _text(doc, "expiry")
+    registered = None
+    if expiry is not None:
+        try:
+            registered = dt.date.fromisoformat(expiry)
+        except ValueError:
+            raise _malformed(f"expiry {expiry[:40]!r} is not a date") from None
+    return ScanResult(code, verdict, _text(doc, "reason") or "", "online", product=_text(doc, "product"),
+                      manufacturer=_text(doc, "manufacturer"), lot=_text(doc, "lot"), expiry=registered,
                       provenance=_api_provenance(doc.get("provenance")),
                       verification="verdict from the API (not checked locally: no identity given)")
 
@@ -327,9 +380,12 @@ def checked_pack_bundle(doc: Any, gtin: str, serial: str, trust: TrustAnchors) -
 
 
 def _local(vb: VerifiedBundle, code: PackCode, identity: Identity) -> Finding:
+    """The bundle's verdict at the time it was made, by the server's clock, as its verdict was: judged by this
+    machine's clock, a pack scanned minutes from the end of its expiry day by a reader a little ahead would be
+    EXPIRED here and AUTHENTIC there, and a clock skew would read as a lying server (TAMPERED)."""
     assert code.serial is not None
     return vb.verdict(code.gtin, code.serial, lot=code.lot, expiry=code.expiry,
-                      scanner=scanner_of(vb, identity.actor))
+                      scanner=scanner_of(vb, identity.actor), now=vb.created)
 
 
 # ---- receipts -----------------------------------------------------------------------------------------------

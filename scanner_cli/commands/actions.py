@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.text import Text
 
 from ledger import identifiers as ids
 from ledger.builder import EventBuilder
@@ -96,11 +97,11 @@ def show_receipt(receipt: dict[str, Any], summary: str, *, verified: bool, json_
         return
     c = render.console
     again = " (already recorded: the original receipt)" if receipt.get("replayed") else ""
-    c.print(f"[green]recorded[/] {summary}{again}", highlight=False, soft_wrap=True)
-    c.print(f"  entry {receipt['index']}  hash {receipt['entry_hash']}\n  chain {receipt['chain']}  "
-            f"tree size {receipt['tree_size']}", highlight=False, soft_wrap=True)
+    c.print(f"[green]recorded[/] {render.escape(summary)}{again}", highlight=False, soft_wrap=True)
+    c.print(Text(f"  entry {receipt['index']}  hash {receipt['entry_hash']}\n  chain {receipt['chain']}  "
+                 f"tree size {receipt['tree_size']}"), highlight=False, soft_wrap=True)
     c.print("  receipt verified against the pinned ledger key" if verified else
-            f"  [yellow]receipt not verified[/] ({unverified_note})",
+            f"  [yellow]receipt not verified[/] ({render.escape(unverified_note)})",
             highlight=False)
 
 

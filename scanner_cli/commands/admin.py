@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 from urllib.parse import quote
 
 import typer
+from rich.text import Text
 
 from ledger.paths import DEFAULT_ORIGIN, ENV_DATABASE_URL, ENV_HOME, ENV_RUN_DIR, ENV_SUPERVISOR_PID
 from scanner_cli import render
@@ -48,9 +49,9 @@ def init(data_dir: DataDir = None, db: DbUrl = None,
     if json_out:
         render.emit_json(info)
         return
-    render.console.print(f"[green]{'created' if created else 'already initialised'}[/] {path}")
-    render.console.print(f"  ledger key  {info['ledger_key']}\n  root key    {info['root_key']}\n"
-                         f"  database    {info['database']} (migrated)")
+    render.console.print(f"[green]{'created' if created else 'already initialised'}[/] {render.escape(path)}")
+    render.console.print(Text(f"  ledger key  {info['ledger_key']}\n  root key    {info['root_key']}\n"
+                              f"  database    {info['database']} (migrated)"))
 
 
 def serve(data_dir: DataDir = None, db: DbUrl = None, host: Host = "127.0.0.1", port: Port = 8000,
@@ -155,7 +156,7 @@ def demo(data_dir: DataDir = None, db: DbUrl = None,
     else:
         base = f"http://{host}:{port}"
         _print_summary(summary, base)
-        state = "[green]intact[/]" if report.ok else f"[red]FAILED[/] {report.failure}"
+        state = "[green]intact[/]" if report.ok else f"[red]FAILED[/] {render.escape(report.failure)}"
         render.console.print(f"audit verify: {report.entries} entries, {report.checkpoints} checkpoints: {state} "
                              f"({elapsed:.1f} s)")
         _print_links(home.keys / "actors", base)
@@ -179,7 +180,7 @@ def _print_summary(summary: DemoSummary, base: str) -> None:
         table.add_row(label, str(value))
     c.print(table)
     for refused in summary.refused:
-        c.print(f"  [yellow]refused[/] {refused.code} by {refused.actor}: {refused.message} "
+        c.print(f"  [yellow]refused[/] {refused.code} by {refused.actor}: {render.escape(refused.message)} "
                 f"(alert at entry {refused.alert_index})", highlight=False, soft_wrap=True)
     if summary.samples:
         c.print("\n[bold]try these packs[/] (expected verdict):")

@@ -94,9 +94,9 @@ def rebuild(data_dir: DataDir = None, db: DbUrl = None,
             render.console.print("[green]the stored projections match the log[/]")
         for name, diffs in result.differences.items():
             for line in diffs[:20]:
-                render.console.print(f"  [yellow]differs[/] {line}", highlight=False, soft_wrap=True)
+                render.console.print(f"  [yellow]differs[/] {render.escape(line)}", highlight=False, soft_wrap=True)
             if len(diffs) > 20:
-                render.console.print(f"  ... and {len(diffs) - 20} more in {name}")
+                render.console.print(f"  ... and {len(diffs) - 20} more in {render.escape(name)}")
         if total and result.rewritten:
             render.console.print(f"[green]rewrote[/] the projections from the log ({total} differences fixed)")
         elif total:
@@ -163,7 +163,7 @@ def watch(url: Url = DEFAULT_URL, data_dir: DataDir = None, ledger_key: LedgerKe
                 new = check_update(trusted, note, verifier_key(origin, trust.ledger),
                                    lambda a, b: [bytes.fromhex(h) for h in api.consistency(a, b)["hashes"]])
             except E.IntegrityError as err:
-                render.fail_line(f"[bold]LOG INTEGRITY ALARM[/]: {err.message}")
+                render.fail_line(f"LOG INTEGRITY ALARM: {err.message}")
                 raise typer.Exit(exit_codes.TAMPERED) from err
             if trusted is None or new.size != trusted.size:
                 state.write_text(note)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from ledger import errors as E
 from ledger import identifiers as ids
@@ -81,7 +82,7 @@ def _report(out: Path, summary: dict[str, Any] | None, json_out: bool, extra: di
     if json_out:
         render.emit_json({"file": str(out), "verified": summary is not None, **(summary or {}), **extra})
         return
-    render.console.print(f"[green]bundle written[/] {out}: {what}", highlight=False)
+    render.console.print(f"[green]bundle written[/] {render.escape(out)}: {render.escape(what)}", highlight=False)
     render.console.print("  verified against the pinned keys" if summary else
                          "  [yellow]not verified here[/] (no pinned keys: pass --ledger-key/--root-key or --data-dir)",
                          highlight=False)
@@ -131,17 +132,18 @@ def verify(file: Annotated[Path, typer.Argument(help="the bundle file")], data_d
     if json_out:
         render.emit_json({"file": str(file), "ok": True, **summary})
         return
-    render.console.print(f"[green]intact[/]: {file}", highlight=False)
+    render.console.print(f"[green]intact[/]: {render.escape(file)}", highlight=False)
     if summary["kind"] == "one pack":
         p = summary["pack"]
-        render.console.print(f"  checkpoint  {summary['origin']}, tree size {summary['tree_size']}, root "
-                             f"{summary['root_hash'][:16]}...\n  created     {summary['created']}\n"
-                             f"  contents    one pack: {p['serial']} of GTIN {p['gtin']}, lot {p['lot']}; "
-                             f"{summary['steps']} steps signed by the ledger"
-                             + (", the latest also by its actor" if summary["latest_entry_signed"] else ""),
+        render.console.print(Text(f"  checkpoint  {summary['origin']}, tree size {summary['tree_size']}, root "
+                                  f"{summary['root_hash'][:16]}...\n  created     {summary['created']}\n"
+                                  f"  contents    one pack: {p['serial']} of GTIN {p['gtin']}, lot {p['lot']}; "
+                                  f"{summary['steps']} steps signed by the ledger"
+                                  + (", the latest also by its actor" if summary["latest_entry_signed"] else "")),
                              highlight=False)
         return
-    render.console.print(f"  checkpoint  {summary['origin']}, tree size {summary['tree_size']}, root "
-                         f"{summary['root_hash'][:16]}...\n  created     {summary['created']}\n"
-                         f"  contents    {summary['chains']} chains, {summary['entries']} entries, {summary['actors']} "
-                         f"actors, {summary['batches']} batches, {summary['packs']} packs", highlight=False)
+    render.console.print(Text(f"  checkpoint  {summary['origin']}, tree size {summary['tree_size']}, root "
+                              f"{summary['root_hash'][:16]}...\n  created     {summary['created']}\n"
+                              f"  contents    {summary['chains']} chains, {summary['entries']} entries, "
+                              f"{summary['actors']} actors, {summary['batches']} batches, {summary['packs']} packs"),
+                         highlight=False)

@@ -60,6 +60,7 @@ def _show(path: Path, key_id: str, public_key: str, actor: str | None, *, privat
         render.emit_json(info)
         return
     c = render.console
-    c.print(f"{'private' if private else 'public'} key [bold]{path}[/]" + (f" for actor {actor}" if actor else ""),
+    c.print(f"{'private' if private else 'public'} key [bold]{render.escape(path)}[/]"
+            + (f" for actor {render.escape(actor)}" if actor else ""),
             highlight=False)
     c.print(f"  key id      {key_id}\n  public key  {public_key}", highlight=False)

@@ -62,8 +62,8 @@ def label(gtin: Annotated[str | None, typer.Option("--gtin", show_default=False)
         render.emit_json({"labels": [str(p) for p in written], "pdf": str(sheet) if sheet else None,
                           "packs": len(packs)})
         return
-    render.console.print(f"[green]{len(written)} labels[/] written to {out}" +
-                         (f", sheet {sheet}" if sheet else ""), highlight=False)
+    render.console.print(f"[green]{len(written)} labels[/] written to {render.escape(out)}" +
+                         (f", sheet {render.escape(sheet)}" if sheet else ""), highlight=False)
 
 
 def _from_ledger(batch: str, url: str, key: Path | None, actor: str | None,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ledger.builder import EventBuilder
 from ledger.request_signing import make_session_token
@@ -33,7 +34,8 @@ def list_alerts(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None
         return
     table = Table("entry", "kind", "status", "suspect", "likely cause", "id")
     for a in rows:
-        table.add_row(str(a["index"]), a["kind"], a["status"], a["suspect"], a.get("cause") or a["message"], a["id"])
+        table.add_row(*(Text(str(v)) for v in (a["index"], a["kind"], a["status"], a["suspect"],
+                                                 a.get("cause") or a["message"], a["id"])))
     render.console.print(table)
 
 
@@ -48,8 +50,8 @@ def alert_stats(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None
         render.emit_json(stats)
         return
     rate = stats["false_alert_rate"]
-    render.console.print(f"status: {stats['by_status']}\nkinds: {stats['by_kind']}\nfalse-alert rate: "
-                         f"{'—' if rate is None else f'{100 * rate:.1f} %'}", highlight=False)
+    render.console.print(Text(f"status: {stats['by_status']}\nkinds: {stats['by_kind']}\nfalse-alert rate: "
+                              f"{'—' if rate is None else f'{100 * rate:.1f} %'}"), highlight=False)
 
 
 @alerts_app.command("update")
@@ -70,7 +72,7 @@ def update_alert(alert_id: Annotated[str, typer.Argument(help="the alert's id")]
     if json_out:
         render.emit_json(receipt)
     else:
-        render.console.print(f"recorded at entry {receipt['index']} (tree size {receipt['tree_size']})")
+        render.console.print(Text(f"recorded at entry {receipt['index']} (tree size {receipt['tree_size']})"))
 
 
 def recalls(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None, data_dir: DataDir = None,
@@ -85,7 +87,8 @@ def recalls(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None, da
     table = Table("batch", "reason", "recovered", "still held by")
     for r in rows:
         holders = ", ".join(f"{a}: {n}" for a, n in r["holders"].items()) or "—"
-        table.add_row(f"{r['gtin']} / {r['lot']}", r["reason"], f"{100 * r['recovered_share']:.0f} %", holders)
+        table.add_row(Text(f"{r['gtin']} / {r['lot']}"), Text(str(r["reason"])),
+                      f"{100 * r['recovered_share']:.0f} %", Text(holders))
     render.console.print(table)
 
 
@@ -105,7 +108,7 @@ def risk(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None, data_
                 continue
             signals = "\n".join(f"{s['explanation']} [{', '.join(map(str, s['evidence'][:6]))}]"
                                 for s in row["signals"])
-            table.add_row(row["subject"], f"{row['score']:.2f}", signals)
+            table.add_row(Text(str(row["subject"])), f"{row['score']:.2f}", Text(signals))
         render.console.print(table)
 
 
@@ -117,4 +120,4 @@ def dashboard(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None, 
     identity = resolve_identity(key, actor, data_dir, required=True, what="the dashboard")
     assert identity is not None
     token = make_session_token(identity.key, identity.actor, dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours))
-    render.console.print(f"{url.rstrip('/')}/dashboard?token={token}", highlight=False, soft_wrap=True)
+    render.console.print(Text(f"{url.rstrip('/')}/dashboard?token={token}"), highlight=False, soft_wrap=True)

@@ -1,8 +1,8 @@
 """athar scan: decode pack codes (images, text, stdin) and give each a verdict, online or from an offline bundle.
 
 Exit code: the worst verdict over all codes (exit_codes.VERDICT: TAMPERED, then suspect verdicts, then
-AUTHENTIC); when some input could not be read at all (no image, no barcode, not a GS1 pack code) and no code
-got a suspect verdict, 2.
+AUTHENTIC); when no code got a suspect verdict: 6 if a pack could not be checked offline (not in the bundle),
+else 2 if some input could not be read at all (no image, no barcode, not a GS1 pack code).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from scanner_cli.identity import (
     RootKey,
     Url,
     client,
-    key_file_actor,
     pinned_trust,
     resolve_identity,
     usage,
@@ -82,19 +81,25 @@ def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (
     EXPIRED, NOT_IN_CUSTODY or TAMPERED, with its provenance."""
     if not images and not text and not stdin:
         usage("nothing to scan: give image files, --text CODE or --stdin")
+    if sys.stdout is None:  # started with stdout closed ('>&-'): the verdicts could not be shown
+        usage("standard output is closed: the verdicts cannot be shown")
     oneline = oneline or stdin
     worst = -1
     errors = 0
+    not_checked = 0
 
     def show(item: Scanned, result: ScanResult | None) -> None:
-        nonlocal worst, errors
+        nonlocal worst, errors, not_checked
         if result is None:
             errors += 1
             render.fail_line(item.error or "unreadable")
             if json_out:
                 _json_line({"input": item.source, "verdict": None, "error": item.error})
             return
-        worst = max(worst, SEVERITY[result.verdict])
+        if result.not_checked:
+            not_checked += 1
+        else:
+            worst = max(worst, SEVERITY[result.verdict])
         if json_out:
             _json_line(result.to_json(item.source))
         elif oneline:
@@ -102,10 +107,20 @@ def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (
         else:
             render.console.print(_panel(item.source, result))
 
-    inputs = _inputs(images or [], text or [], stdin)
+    seen = 0
+
+    def counted(items: Iterator[Scanned]) -> Iterator[Scanned]:
+        nonlocal seen
+        for item in items:
+            seen += 1
+            yield item
+
+    inputs = counted(_inputs(images or [], text or [], stdin))
     if offline is not None:
-        _scan_offline(offline, inputs, show, actor or (key_file_actor(key) if key else None), data_dir,
-                      ledger_key, root_key)
+        # the identity is resolved as online (a key file that is missing or names no actor is an error, not
+        # silently no identity): custody is judged for the actor it names
+        me = resolve_identity(key, actor, data_dir)
+        _scan_offline(offline, inputs, show, me.actor if me else None, data_dir, ledger_key, root_key)
     else:
         identity = resolve_identity(key, actor, data_dir)
         # with an identity the pinned keys are required; without one they are used when named (a data directory
@@ -126,10 +141,14 @@ def scan(images: Annotated[list[Path] | None, typer.Argument(help="image files (
                     show(Scanned(item.source, None, f"{item.source}: {err.message}"), None)
                     continue
                 show(item, result)
+    if not seen:  # only --stdin can give nothing: an empty or blank input is a mistake, not a clean scan
+        usage("no codes on standard input")
     by_severity = {v: k for k, v in SEVERITY.items()}
     verdict = by_severity.get(worst)
-    if verdict is not None and (verdict is not Verdict.AUTHENTIC or not errors):
+    if verdict is not None and verdict is not Verdict.AUTHENTIC:
         raise typer.Exit(exit_codes.VERDICT[verdict])
+    if not_checked:
+        raise typer.Exit(exit_codes.NOT_CHECKED)
     raise typer.Exit(exit_codes.USAGE if errors else exit_codes.OK)
 
 
@@ -168,6 +187,8 @@ def _inputs(images: list[Path], texts: list[str], stdin: bool) -> Iterator[Scann
         yield _from_text(t, f"text {i}" if len(texts) > 1 else "text")
     if stdin:
         for n, line in enumerate(sys.stdin, 1):
+            if n == 1:  # a file saved by a Windows editor starts with a byte order mark
+                line = line.removeprefix("\ufeff")
             if line.strip():
                 yield _from_text(line.rstrip("\r\n"), f"line {n}")
 
@@ -223,14 +244,14 @@ def _json_line(value: object) -> None:
 def _print_line(source: str, r: ScanResult) -> None:
     c = r.code
     line = Text()
-    line.append(f"{r.verdict.value:<17}", style=COLOURS.get(r.verdict, "bold yellow"))
+    line.append(f"{r.label:<17}", style=COLOURS.get(r.verdict, "bold yellow") if not r.not_checked else "yellow")
     line.append(f" {c.gtin} lot {c.lot or '-'} sn {c.serial}  {r.reason}  [{source}]")
     render.console.print(line, soft_wrap=True)
 
 
 def _panel(source: str, r: ScanResult) -> Panel:
     c = r.code
-    style = COLOURS.get(r.verdict, "bold yellow")
+    style = COLOURS.get(r.verdict, "bold yellow") if not r.not_checked else "bold yellow"
     facts = Table.grid(padding=(0, 2))
     facts.add_row("reason", Text(r.reason))
     facts.add_row("product", Text(f"{r.product or '-'}" + (f"  ({r.manufacturer})" if r.manufacturer else "")))
@@ -246,8 +267,9 @@ def _panel(source: str, r: ScanResult) -> Panel:
             steps.add_column(col, no_wrap=col in ("#", "when (UTC)", "what", "signature"))
         for s in r.provenance:
             sig = Text("✓ verified", style="green") if s.signature == "verified" else Text(s.signature, style="dim")
-            steps.add_row(str(s.index), Text(s.time[:16].replace("T", " "), no_wrap=True), s.type, s.actor_name,
-                          ", ".join(p for p in (s.role, s.region) if p), sig)
+            steps.add_row(str(s.index), Text(s.time[:16].replace("T", " "), no_wrap=True), Text(s.type),
+                          Text(s.actor_name), Text(", ".join(p for p in (s.role, s.region) if p)), sig)
         parts.append(steps)
-    return Panel(Group(*parts), title=Text(f" {r.verdict.value} ", style=style), title_align="left",
-                 subtitle=source, subtitle_align="right", border_style=BORDERS.get(r.verdict, "yellow"))
+    return Panel(Group(*parts), title=Text(f" {r.label} ", style=style), title_align="left",
+                 subtitle=Text(source), subtitle_align="right",
+                 border_style="yellow" if r.not_checked else BORDERS.get(r.verdict, "yellow"))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import quote
 
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from scanner_cli.scantext import (
+    ScanTextError,
     parse_scanned_text,
     to_digital_link,
     to_element_string,
@@ -85,3 +88,50 @@ def test_digital_link_round_trip(
     code = parse_scanned_text(uri)
     assert (code.gtin, code.expiry, code.lot, code.serial) == (gtin, expiry, lot, serial)
     assert code.source == "digital-link"
+
+
+def _another(value: str) -> str:
+    """A different value of the same length (lot and serial are at most 20 characters)."""
+    return value[:-1] + ("Y" if value.endswith("X") else "X")
+
+
+@given(gtins, dates, values, values, st.sampled_from(["10", "17", "21"]), st.booleans())
+def test_an_ai_given_twice_must_agree(
+    gtin: str, expiry: dt.date, lot: str, serial: str, ai: str, hri: bool
+) -> None:
+    """The same AI twice with the same value reads as once; with another value the code is refused."""
+    assume("(" not in lot + serial)
+    given_value = {"10": lot, "17": expiry.strftime("%y%m%d"), "21": serial}[ai]
+    other = {"10": _another(lot), "17": (expiry + dt.timedelta(days=1)).strftime("%y%m%d"), "21": _another(serial)}[ai]
+    base = to_hri(gtin, expiry, lot, serial)
+    reference = parse_scanned_text(base)
+    again = parse_scanned_text(f"{base}({ai}){given_value}")
+    assert (again.gtin, again.expiry, again.lot, again.serial) == (
+        reference.gtin, reference.expiry, reference.lot, reference.serial)
+    with pytest.raises(ScanTextError, match=rf"AI \({ai}\) twice, with different values"):
+        parse_scanned_text(f"{base}({ai}){other}" if hri else f"({ai}){other}{base}")
+
+
+@given(gtins, dates, values, st.sampled_from(["10", "17", "21"]), st.booleans())
+def test_a_digital_link_query_may_not_contradict_itself_or_its_path(
+    gtin: str, expiry: dt.date, value: str, ai: str, in_path: bool
+) -> None:
+    first = expiry.strftime("%y%m%d") if ai == "17" else value
+    second = (expiry + dt.timedelta(days=1)).strftime("%y%m%d") if ai == "17" else _another(value)
+    if in_path and ai != "17":  # lot and serial live in the path, the query contradicts it
+        uri = to_digital_link("https://id.example.org", gtin, first if ai == "10" else None,
+                              first if ai == "21" else "S1", None) + f"?{ai}={quote(second, safe='')}"
+    else:
+        uri = (to_digital_link("https://id.example.org", gtin, None, "S1", None)
+               + f"?{ai}={quote(first, safe='')}&{ai}={quote(second, safe='')}")
+    with pytest.raises(ScanTextError, match=rf"AI \({ai}\) twice, with different values"):
+        parse_scanned_text(uri)
+
+
+@given(st.text(max_size=2000))
+def test_any_text_gives_a_pack_or_one_short_error_line(text: str) -> None:
+    try:
+        parse_scanned_text(text)
+    except ScanTextError as exc:
+        message = str(exc)
+        assert len(message) <= 300 and "\n" not in message

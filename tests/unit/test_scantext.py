@@ -157,3 +157,32 @@ def test_encoders_reject_unencodable(gtin: str, expiry: dt.date | None, lot: str
 def test_digital_link_rejects_bad_base_url() -> None:
     with pytest.raises(ValueError, match="absolute http"):
         to_digital_link("id.example.org", "09504000059101", None, None, None)
+
+
+@pytest.mark.parametrize("text", ["https://[::1", "https://[::1/01/09504000059101/21/A", "http://[::1/x"])
+def test_malformed_uri_is_a_scan_text_error(text: str) -> None:
+    with pytest.raises(ScanTextError, match=r"is not a GS1 code: it is not a valid URI"):
+        parse_scanned_text(text)
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("(01)09504000059101(17)281331(21)A", "expiry '281331' is not a valid date (YYMMDD)."),
+    ("0109504000059101172813312" + "1A", "expiry '281331' is not a valid date (YYMMDD)."),
+    ("(01)09504000059101(11)289931(21)A", "production date '289931' is not a valid date (YYMMDD)."),
+    ("(01)0950400005910(21)A", "the value '0950400005910' of AI (01) does not have the form GS1 requires."),
+])
+def test_pattern_errors_are_said_in_the_labels_terms(text: str, reason: str) -> None:
+    with pytest.raises(ScanTextError) as info:
+        parse_scanned_text(text)
+    assert str(info.value) == f"{text!r} is not a GS1 code: {reason}"
+    assert "pattern" not in str(info.value)
+
+
+def test_long_input_gives_a_short_message() -> None:
+    """biip repeats the whole input in its message: the message as a whole is capped."""
+    reference = REFERENCE_DIR / "barcodes" / "qrcode" / "qrcode-2_high-res-1.txt"
+    text = "]Q1" + (reference.read_text(encoding="utf-8") if reference.exists() else "QR code text. " * 150)
+    assert len(text) > 1000
+    with pytest.raises(ScanTextError) as info:
+        parse_scanned_text(text)
+    assert len(str(info.value)) <= 300

@@ -87,8 +87,9 @@ OFFLINE_CASES = [  # code, verdict, words of the reason
     (element("OF2", "OFF1"), "AUTHENTIC", "genuine"),
     (element("OF1", "OFF1"), "ALREADY_DISPENSED", "already dispensed"),
     (element("OR1", "OFF2"), "RECALLED", "label error"),
-    (element("OF9", "OFF1"), "UNKNOWN", "ever registered"),
-    (element("EL1", "ELSEWHERE"), "UNKNOWN", "not in this bundle"),
+    # not in the bundle: perhaps registered in a batch the bundle lacks, so no verdict offline
+    (element("OF9", "OFF1"), "NOT_CHECKED", "not among this bundle's packs of batch OFF1"),
+    (element("EL1", "ELSEWHERE"), "NOT_CHECKED", "not in this bundle"),
     (element("OF2", "OFF1", expiry="290101"), "MISMATCH", "expiry"),
 ]
 
@@ -96,15 +97,17 @@ OFFLINE_CASES = [  # code, verdict, words of the reason
 def test_offline_scan(offline: Offline) -> None:
     r = offline.cli("scan", "--offline", str(offline.bundle), "--stdin", "--json",
                     input="".join(code + "\n" for code, _, _ in OFFLINE_CASES))
-    assert r.code == 10, r.err  # the worst verdict: UNKNOWN
+    assert r.code == 11, r.err  # the worst verdict: MISMATCH (a pack outside the bundle has none)
     docs = r.json_lines()
     assert len(docs) == len(OFFLINE_CASES)
     for doc, (_, verdict, says) in zip(docs, OFFLINE_CASES, strict=True):
         assert doc["verdict"] == verdict and doc["mode"] == "offline" and says in doc["reason"], doc
-        assert doc["checked"] is (says != "not in this bundle"), doc  # a pack outside the bundle is not checked
-        if verdict != "UNKNOWN":
+        assert doc["checked"] is (verdict != "NOT_CHECKED"), doc  # a pack outside the bundle is not checked
+        assert doc["not_checked"] is (verdict == "NOT_CHECKED"), doc
+        if verdict != "NOT_CHECKED":
             assert doc["provenance"] and all(s["signature"] == "verified" for s in doc["provenance"])
-    for code, exit_code in [(OFFLINE_CASES[0][0], 0), (OFFLINE_CASES[2][0], 13), (OFFLINE_CASES[5][0], 11)]:
+    for code, exit_code in [(OFFLINE_CASES[0][0], 0), (OFFLINE_CASES[2][0], 13), (OFFLINE_CASES[5][0], 11),
+                            (OFFLINE_CASES[3][0], 6), (OFFLINE_CASES[4][0], 6)]:
         assert offline.cli("scan", "--offline", str(offline.bundle), "--text", code).code == exit_code
 
 
@@ -206,7 +209,7 @@ def test_one_pack_bundles(offline: Offline) -> None:
         "signed by the ledger", "signed by the ledger", "verified"]
     # a pack this bundle is not for: no finding, exit 10 like a pack outside a batch bundle
     r = offline.cli("scan", "--offline", str(offline.packs["OF2"]), "--text", element("OF3", "OFF1"), "--json")
-    assert r.code == 10 and "not this one" in r.json_lines()[0]["reason"] and not r.json_lines()[0]["checked"]
+    assert r.code == 6 and "not this one" in r.json_lines()[0]["reason"] and not r.json_lines()[0]["checked"]
     # custody is not judged from a public bundle, and the scan says so (a batch bundle judges it)
     r = offline.cli("scan", "--offline", str(offline.packs["OF2"]), "--text", element("OF2", "OFF1"), "--json",
                     actor="ph-fes")
@@ -225,3 +228,31 @@ def test_tampered_one_pack_bundle(offline: Offline, tmp_path: Path) -> None:
     assert r.code == 20 and len(r.err.strip().splitlines()) == 1 and "statement is not signed" in r.err
     r = offline.cli("scan", "--offline", str(bad), "--text", element("OF2", "OFF1"), "--json")
     assert r.code == 20 and r.json_lines()[0]["verdict"] == "TAMPERED"
+
+
+def test_offline_a_serial_the_bundle_lacks_is_not_a_finding(offline: Offline) -> None:
+    """EL1 is registered (in batch ELSEWHERE, not exported): a label claiming batch OFF1 for it is MISMATCH online,
+    and offline only 'not in this bundle', exit 6, whatever lot the code claims, or none."""
+    for code, says in [(element("EL1", "OFF1"), "serial EL1 is not among this bundle's packs of batch OFF1 of GTIN"),
+                       (f"(01){GTIN}(21)EL1", f"serial EL1 is not among this bundle's packs of GTIN {GTIN}")]:
+        r = offline.cli("scan", "--offline", str(offline.bundle), "--text", code, "--json")
+        assert r.code == 6, r.err
+        (doc,) = r.json_lines()
+        assert doc["verdict"] == "NOT_CHECKED" and doc["checked"] is False and says in doc["reason"], doc
+        assert "suspect falsified" not in doc["reason"]
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", element("EL1", "OFF1"))
+    assert r.code == 6 and "NOT_CHECKED" in r.out
+
+
+def test_offline_identity_is_resolved_as_online(offline: Offline, tmp_path: Path) -> None:
+    code = element("OF3", "OFF1")
+    for args, says in [(["--key", str(tmp_path / "nonexist.key")], "does not exist"),
+                       (["--actor", "ph-nobody"], "ph-nobody.key does not exist")]:
+        r = offline.cli("scan", "--offline", str(offline.bundle), "--text", code, *args)
+        assert r.code == 2 and says in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", code, "--json")
+    assert r.code == 0 and "custody not checked (no identity given)" in r.json_lines()[0]["verification"]
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", code, "--json", actor="inspector")
+    assert r.code == 0 and "custody not checked: inspector is not a dispensing" in r.json_lines()[0]["verification"]
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", code, "--json", actor="ph-rabat")
+    assert r.code == 16 and "custody not checked" not in r.json_lines()[0]["verification"]
