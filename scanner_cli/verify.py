@@ -204,7 +204,13 @@ def offline_verdict(vb: OfflineBundle, code: PackCode, actor: str | None,
         elif code.lot is not None and vb.state.batch(code.gtin, code.lot) is None:
             what = f"batch {code.lot} of GTIN {code.gtin} is not in this bundle"
         elif code.lot is not None:
-            what = f"serial {code.serial} is not among this bundle's packs of batch {code.lot} of GTIN {code.gtin}"
+            # the bundle holds that batch's chain, so every pack it registered: the label names a pack the batch
+            # never had, a finding whichever of the two it is
+            return ScanResult(code, Verdict.UNKNOWN, f"serial {code.serial} is not among the packs of batch "
+                              f"{code.lot} of GTIN {code.gtin}, which this bundle holds in full: the label is false "
+                              "(suspect falsified, or a pack labelled with another batch's lot; online tells which)",
+                              "offline", verification=f"verified offline against the pinned keys ({when})",
+                              checked=True)
         else:
             what = f"serial {code.serial} is not among this bundle's packs of GTIN {code.gtin}"
         return ScanResult(code, Verdict.UNKNOWN, f"{what}: the pack cannot be checked offline (this is not a "

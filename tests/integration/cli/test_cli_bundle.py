@@ -87,8 +87,9 @@ OFFLINE_CASES = [  # code, verdict, words of the reason
     (element("OF2", "OFF1"), "AUTHENTIC", "genuine"),
     (element("OF1", "OFF1"), "ALREADY_DISPENSED", "already dispensed"),
     (element("OR1", "OFF2"), "RECALLED", "label error"),
+    # a serial its batch never had, the batch being in the bundle: a false label, whatever else it is
+    (element("OF9", "OFF1"), "UNKNOWN", "not among the packs of batch OFF1"),
     # not in the bundle: perhaps registered in a batch the bundle lacks, so no verdict offline
-    (element("OF9", "OFF1"), "NOT_CHECKED", "not among this bundle's packs of batch OFF1"),
     (element("EL1", "ELSEWHERE"), "NOT_CHECKED", "not in this bundle"),
     (element("OF2", "OFF1", expiry="290101"), "MISMATCH", "expiry"),
 ]
@@ -97,17 +98,17 @@ OFFLINE_CASES = [  # code, verdict, words of the reason
 def test_offline_scan(offline: Offline) -> None:
     r = offline.cli("scan", "--offline", str(offline.bundle), "--stdin", "--json",
                     input="".join(code + "\n" for code, _, _ in OFFLINE_CASES))
-    assert r.code == 11, r.err  # the worst verdict: MISMATCH (a pack outside the bundle has none)
+    assert r.code == 10, r.err  # the worst verdict: UNKNOWN (a pack outside the bundle has none)
     docs = r.json_lines()
     assert len(docs) == len(OFFLINE_CASES)
     for doc, (_, verdict, says) in zip(docs, OFFLINE_CASES, strict=True):
         assert doc["verdict"] == verdict and doc["mode"] == "offline" and says in doc["reason"], doc
         assert doc["checked"] is (verdict != "NOT_CHECKED"), doc  # a pack outside the bundle is not checked
         assert doc["not_checked"] is (verdict == "NOT_CHECKED"), doc
-        if verdict != "NOT_CHECKED":
+        if verdict not in ("NOT_CHECKED", "UNKNOWN"):
             assert doc["provenance"] and all(s["signature"] == "verified" for s in doc["provenance"])
     for code, exit_code in [(OFFLINE_CASES[0][0], 0), (OFFLINE_CASES[2][0], 13), (OFFLINE_CASES[5][0], 11),
-                            (OFFLINE_CASES[3][0], 6), (OFFLINE_CASES[4][0], 6)]:
+                            (OFFLINE_CASES[3][0], 10), (OFFLINE_CASES[4][0], 6)]:
         assert offline.cli("scan", "--offline", str(offline.bundle), "--text", code).code == exit_code
 
 
@@ -230,17 +231,22 @@ def test_tampered_one_pack_bundle(offline: Offline, tmp_path: Path) -> None:
     assert r.code == 20 and r.json_lines()[0]["verdict"] == "TAMPERED"
 
 
-def test_offline_a_serial_the_bundle_lacks_is_not_a_finding(offline: Offline) -> None:
-    """EL1 is registered (in batch ELSEWHERE, not exported): a label claiming batch OFF1 for it is MISMATCH online,
-    and offline only 'not in this bundle', exit 6, whatever lot the code claims, or none."""
-    for code, says in [(element("EL1", "OFF1"), "serial EL1 is not among this bundle's packs of batch OFF1 of GTIN"),
-                       (f"(01){GTIN}(21)EL1", f"serial EL1 is not among this bundle's packs of GTIN {GTIN}")]:
-        r = offline.cli("scan", "--offline", str(offline.bundle), "--text", code, "--json")
-        assert r.code == 6, r.err
-        (doc,) = r.json_lines()
-        assert doc["verdict"] == "NOT_CHECKED" and doc["checked"] is False and says in doc["reason"], doc
-        assert "suspect falsified" not in doc["reason"]
-    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", element("EL1", "OFF1"))
+def test_offline_a_serial_the_bundle_lacks(offline: Offline) -> None:
+    """EL1 is registered (in batch ELSEWHERE, not exported). A label claiming batch OFF1, which the bundle holds in
+    full, for it is false either way (MISMATCH online): offline says so without claiming which. With no lot on the
+    label the pack may be in any batch of the GTIN, and offline can only say it is not in the bundle, exit 6."""
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", element("EL1", "OFF1"), "--json")
+    assert r.code == 10, r.err
+    (doc,) = r.json_lines()
+    assert doc["verdict"] == "UNKNOWN" and doc["checked"] is True, doc
+    assert "not among the packs of batch OFF1" in doc["reason"] and "another batch's lot" in doc["reason"], doc
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", f"(01){GTIN}(21)EL1", "--json")
+    assert r.code == 6, r.err
+    (doc,) = r.json_lines()
+    assert doc["verdict"] == "NOT_CHECKED" and doc["checked"] is False, doc
+    assert f"serial EL1 is not among this bundle's packs of GTIN {GTIN}" in doc["reason"], doc
+    assert "suspect falsified" not in doc["reason"]
+    r = offline.cli("scan", "--offline", str(offline.bundle), "--text", f"(01){GTIN}(21)EL1")
     assert r.code == 6 and "NOT_CHECKED" in r.out
 
 
