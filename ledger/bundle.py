@@ -127,14 +127,19 @@ def _proven_entries(raw: Any, cp: Checkpoint) -> list[Entry]:
     entries: list[Entry] = []
     seen: set[int] = set()
     for item in raw:
-        index = item.get("index") if isinstance(item, Mapping) else None
+        if not isinstance(item, Mapping):
+            raise _fail(None, "malformed entry: an entry is not a JSON object")
+        index = item.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise _fail(None, f"malformed entry: its index is {str(index)[:40]!r}, not a whole number")
+        hashes = item.get("proof")
+        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+            raise _fail(index, "malformed entry: its proof is not a list of hex hashes")
         try:
-            assert isinstance(item, Mapping) and isinstance(index, int)
-            leaf = canonical(item["entry"])
-            entry = Entry.from_leaf(leaf)
-            proof = [bytes.fromhex(h) for h in item["proof"]]
-        except (AssertionError, KeyError, TypeError, ValueError, E.IntegrityError, SigningError) as exc:
-            raise _fail(index if isinstance(index, int) else None, f"malformed entry: {exc}") from exc
+            entry = Entry.from_leaf(canonical(item.get("entry")))
+            proof = [bytes.fromhex(h) for h in hashes]
+        except (TypeError, ValueError, E.IntegrityError, SigningError) as exc:
+            raise _fail(index, f"malformed entry: {exc}") from exc
         if entry.index != index or index in seen:
             raise _fail(index, "the entry's index does not match its position")
         try:

@@ -106,9 +106,16 @@ class ScanResult:
 # ---- bundles ------------------------------------------------------------------------------------------------
 
 
+def _whole_number(text: str) -> int:
+    # no bundle field comes near 2^53; a longer number is a damaged file, whose reason should not be Python's limit
+    if len(text.lstrip("-")) > 16:
+        raise ValueError(f"it holds a number of {len(text)} digits, more than any bundle field can")
+    return int(text)
+
+
 def read_bundle(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"), parse_int=_whole_number)
     except FileNotFoundError as exc:
         raise BundleFileError(f"bundle file {path} does not exist") from exc
     except RecursionError as exc:

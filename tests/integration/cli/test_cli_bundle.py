@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +160,11 @@ def _drop_recall(doc: dict[str, Any]) -> None:
     (_drop_last, "does not end at the signed head"),
     (_resign_checkpoint, "not signed by the pinned ledger key"),
     (_drop_recall, "does not end at the signed head"),
-], ids=["edit-field", "drop-entry", "drop-last-of-chain", "checkpoint-other-key", "drop-recall"])
+    (lambda doc: doc["entries"][0].update(index=str(doc["entries"][0]["index"])), "its index is '"),
+    (lambda doc: doc["entries"][0].update(proof=None), "its proof is not a list of hex hashes"),
+    (lambda doc: doc["entries"].insert(0, "an entry"), "an entry is not a JSON object"),
+], ids=["edit-field", "drop-entry", "drop-last-of-chain", "checkpoint-other-key", "drop-recall", "index-as-text",
+        "proof-null", "entry-not-object"])
 def test_tampered_bundle(offline: Offline, tmp_path: Path, tamper: Callable[[dict[str, Any]], None],
                          says: str) -> None:
     doc = copy.deepcopy(offline.doc)
@@ -191,6 +196,10 @@ def test_unreadable_bundle(offline: Offline, tmp_path: Path) -> None:
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1
     r = offline.cli("scan", "--offline", str(tmp_path / "missing.json"), "--text", element("OF2", "OFF1"))
     assert r.code == 2 and "does not exist" in r.err
+    huge = tmp_path / "huge.json"
+    huge.write_text(re.sub(r'"index":\s*\d+', '"index": ' + "9" * 5000, offline.bundle.read_text(), count=1))
+    r = offline.cli("bundle", "verify", str(huge))
+    assert r.code == 2 and "a number of 5000 digits" in r.err and len(r.err.strip().splitlines()) == 1, r.err
 
 
 def test_one_pack_bundles(offline: Offline) -> None:
