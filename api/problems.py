@@ -3,6 +3,7 @@ framework's own errors (validation, unknown route, wrong method, oversized body)
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.path_segments import restore
 from ledger import errors as E
 
+logger = logging.getLogger("athar.api")
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "/problems/"
 
@@ -64,9 +66,17 @@ def problem(status: int, code: str, title: str, detail: str, instance: str | Non
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def public_detail(err: E.LedgerError) -> str:
+    """What any caller may read of an error. What the database said, and where it is, goes to the server's log."""
+    if isinstance(err, E.StorageUnavailable) and err.public != err.message:
+        logger.warning("%s", err.message)
+        return err.public
+    return err.message
+
+
 def ledger_problem(err: E.LedgerError, instance: str | None = None) -> JSONResponse:
     details = {k: v for k, v in err.details.items() if isinstance(v, str | int | float | bool) or v is None}
-    return problem(status_for(type(err)), err.code, err.title, err.message, instance,
+    return problem(status_for(type(err)), err.code, err.title, public_detail(err), instance,
                    **({"details": details} if details else {}))
 
 

@@ -268,6 +268,12 @@ class StorageUnavailable(LedgerError):
     code = "storage_unavailable"
     title = "The ledger database is unavailable"
 
+    def __init__(self, message: str, *, public: str | None = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        #: what anyone may read: ``message`` can name the database's host, port, user and schema and quote its
+        #: driver, which the operator needs and a patient checking a pack has no business learning
+        self.public = public or message
+
 
 class OutcomeUnknown(StorageUnavailable):
     """The write may or may not have been recorded; resending the same signed event is safe (idempotent)."""

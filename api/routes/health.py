@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import State
-from api.problems import HTTP_PROBLEMS, problem, responses, status_for
+from api.problems import HTTP_PROBLEMS, problem, public_detail, responses, status_for
 from api.schemas import HealthOut
 from ledger import errors as E
 
@@ -24,7 +24,7 @@ async def ready(st: State) -> JSONResponse:
     try:
         size = await st.run(st.ledger.size)
     except E.LedgerError as err:
-        return JSONResponse(HealthOut(status="unavailable", detail=err.message).model_dump(), status_code=503)
+        return JSONResponse(HealthOut(status="unavailable", detail=public_detail(err)).model_dump(), status_code=503)
     return JSONResponse(HealthOut(status="ready", tree_size=size).model_dump())
 
 

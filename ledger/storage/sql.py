@@ -1146,8 +1146,10 @@ def _translated(db: Database) -> Iterator[None]:
         yield
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         if isinstance(exc.orig, Exception) and "locked" in str(exc.orig):
-            raise StorageUnavailable(f"the ledger database is busy: {exc.orig}") from exc
-        raise StorageUnavailable(f"the ledger database {redact(db.url)} is unavailable: {exc.orig}") from exc
+            raise StorageUnavailable(f"the ledger database is busy: {exc.orig}",
+                                     public="the ledger database is busy; nothing was written") from exc
+        raise StorageUnavailable(f"the ledger database {redact(db.url)} is unavailable: {exc.orig}",
+                                 public="the ledger database is unavailable; nothing was written") from exc
 
 
 def put_personal_data(unit: SqlUnit, data_hash: str, salt: bytes, content: str, created: dt.datetime) -> None:

@@ -119,6 +119,10 @@ def test_ready_follows_the_database_and_the_server_recovers_by_itself(tmp_path: 
             r = http.get(path, headers=sign_request(reg, "regulator", "GET", path, int(time.time())))
             assert r.status_code == 503 and r.json()["code"] == "storage_unavailable", r.text
             assert http.get(f"/v1/packs/{GTIN}/OPSS00000").status_code == 503
+            # anyone may call these: what the driver said, and where the database is, stay in the server's log
+            for answer in (http.get(f"/v1/packs/{GTIN}/OPSS00000").text, http.get("/v1/ready").text, r.text):
+                assert str(proxy.port) not in answer and "search_path" not in answer and "127.0.0.1" not in answer
+                assert "postgres" not in answer.lower(), answer
             assert world.ledger.size() == size  # nothing was written
             proxy.restore()
             deadline = time.monotonic() + 20
