@@ -43,6 +43,9 @@ class JsonFormatter(logging.Formatter):
         doc = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
                "logger": record.name, "message": record.getMessage()}
         doc.update(getattr(record, "fields", {}))
+        if record.exc_info and record.exc_info[0] is not None:
+            # what an operator needs to diagnose a 500: uvicorn's own line says only "Exception in ASGI application"
+            doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)
 
 

@@ -6,8 +6,9 @@ types. Every exported event is an ``ObjectEvent``; one ledger entry gives exactl
 order given.
 
 Skipped entries: ``actor_register``, ``key_rotate`` and ``key_revoke`` are master data (who the parties
-are and which keys they sign with), and ``alert`` is the ledger's own evidence of a refused submission:
-none of them is something that happened to a medicine, so none becomes an EPCIS event.
+are and which keys they sign with), ``alert`` is the ledger's own evidence of a refused submission, and
+``alert_update`` the regulator's handling of one: none of them is something that happened to a medicine, so none
+becomes an EPCIS event.
 
 Identifiers (GS1 Digital Link URIs, which EPCIS 2.0 accepts wherever an EPC URI may appear; the
 ``urn:epc:id:sgtin`` / ``sgln`` forms would need the GS1 company prefix length, which the ledger does not
@@ -109,7 +110,8 @@ __all__ = [
 EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 ATHAR_NS = "https://athar.example/ns/"
 DIGITAL_LINK = "https://id.gs1.org"
-SKIPPED_TYPES = frozenset({ev.ActorRegister.TYPE, ev.KeyRotate.TYPE, ev.KeyRevoke.TYPE, ev.Alert.TYPE})
+SKIPPED_TYPES = frozenset({ev.ActorRegister.TYPE, ev.KeyRotate.TYPE, ev.KeyRevoke.TYPE, ev.Alert.TYPE,
+                           ev.AlertUpdate.TYPE})
 _OWNING_PARTY = "owning_party"
 
 

@@ -435,3 +435,11 @@ def test_pack_uri_encodes_like_biip(serial: str) -> None:
     elements = GS1ElementStrings([GS1ElementString.extract("01" + GTIN), GS1ElementString.extract("21" + serial)])
     assert epcis.pack_uri(GTIN, serial) == GS1DigitalLinkURI.from_element_strings(elements).as_uri(
         domain="id.gs1.org")
+
+
+
+def test_a_regulators_alert_update_in_a_batch_chain_is_skipped(log: Log, doc: dict[str, Any]) -> None:
+    """A regulator handling an alert about a batch writes an alert_update; the batch's export failed on it (500)."""
+    log.add("alert_update", "regulator", alert="alert:over_shipment:x", status="investigating")
+    after = epcis.to_epcis_document(log.entries, ACTORS, created=CREATED, sender="urn:athar:ledger")
+    assert after["epcisBody"]["eventList"] == doc["epcisBody"]["eventList"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sys
 import time
 
 import pytest
@@ -42,3 +43,16 @@ def test_logs_are_json_lines_without_secrets(live: Live, caplog: pytest.LogCaptu
     assert any(d.get("path") == "/dashboard" and d.get("status") == 200 for d in docs)
     for secret in (token, details, "Khadija", signed.to_json()["signature"], "SECRETSERIAL1"):
         assert secret not in text
+
+
+def test_a_logged_exception_carries_its_traceback() -> None:
+    """uvicorn logs a 500's exception with the record's exc_info; the JSON line must keep it for the operator."""
+    try:
+        raise AssertionError("no EPCIS mapping for 'alert_update'")
+    except AssertionError:
+        record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application",
+                                   None, sys.exc_info())
+    doc = json.loads(JsonFormatter().format(record))
+    assert doc["message"] == "Exception in ASGI application"
+    assert "AssertionError: no EPCIS mapping for 'alert_update'" in doc["exception"]
+    assert "Traceback (most recent call last)" in doc["exception"] and "\n" not in json.dumps(doc)
