@@ -192,9 +192,9 @@ class AtharClient:
     def risk(self, limit: int = 50) -> dict[str, Any]:
         return self._object(self._request("GET", "/v1/audit/risk", params={"limit": limit}, signed=True))
 
-    def alerts(self, status: str | None = None, *, kind: str | None = None,
-               suspect: str | None = None) -> list[dict[str, Any]]:
-        params = {"status": status, "kind": kind, "suspect": suspect}
+    def alerts(self, status: str | None = None, *, kind: str | None = None, suspect: str | None = None,
+               gtin: str | None = None, limit: int | None = None, before: int | None = None) -> list[dict[str, Any]]:
+        params = {"status": status, "kind": kind, "suspect": suspect, "gtin": gtin, "limit": limit, "before": before}
         return self._list(self._request("GET", "/v1/alerts", params=params, signed=True))
 
 

@@ -24,11 +24,15 @@ def list_alerts(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None
                 status: Annotated[str | None, typer.Option(help="open, investigating or closed")] = None,
                 kind: Annotated[str | None, typer.Option(help="e.g. duplicate_dispense")] = None,
                 suspect: Annotated[str | None, typer.Option(help="an actor id")] = None,
+                gtin: Annotated[str | None, typer.Option(help="a product's GTIN")] = None,
+                limit: Annotated[int, typer.Option(min=1, max=5000, help="at most this many")] = 500,
+                before: Annotated[int | None, typer.Option(min=0, help="the next page: alerts logged before this "
+                                                                       "entry (the last one listed)")] = None,
                 json_out: Json = False) -> None:
-    """List alerts, newest first, optionally filtered."""
+    """List alerts, newest first, optionally filtered, a page at a time (--limit, then --before)."""
     identity = resolve_identity(key, actor, data_dir, required=True, what="reading alerts")
     with client(url, identity) as api:
-        rows = api.alerts(status, kind=kind, suspect=suspect)
+        rows = api.alerts(status, kind=kind, suspect=suspect, gtin=gtin, limit=limit, before=before)
     if json_out:
         render.emit_json(rows)
         return
@@ -37,6 +41,8 @@ def list_alerts(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None
         table.add_row(*(Text(str(v)) for v in (a["index"], a["kind"], a["status"], a["suspect"],
                                                  a.get("cause") or a["message"], a["id"])))
     render.console.print(table)
+    if len(rows) == limit:  # a full page: say so, rather than let it pass for all there is
+        render.errors.print(Text(f"{limit} alerts shown; more may follow: add --before {rows[-1]['index']}"))
 
 
 @alerts_app.command("stats")

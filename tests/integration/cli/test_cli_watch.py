@@ -95,6 +95,15 @@ def test_regulator_handles_alerts_from_the_command_line(tmp_path: Path) -> None:
         assert closed.returncode == 0, closed.stderr
         stats = json.loads(athar("alerts", "stats", "--url", base, *who, "--json").stdout)
         assert stats["false_alert_rate"] == 1.0
+        for n in range(3):  # three more alerts: a page of two, then the rest
+            world.ledger.submit(world.as_("ph-rabat").report(GTIN, "other", serial=f"PAGE{n}"))
+        first = athar("alerts", "list", "--url", base, *who, "--limit", "2")
+        assert first.returncode == 0 and "more may follow: add --before" in first.stderr, first.stderr
+        page = json.loads(athar("alerts", "list", "--url", base, *who, "--limit", "2", "--json").stdout)
+        rest = json.loads(athar("alerts", "list", "--url", base, *who, "--before", str(page[-1]["index"]),
+                                "--gtin", GTIN, "--json").stdout)
+        assert [a["serial"] for a in page] == ["PAGE2", "PAGE1"] and [a["serial"] for a in rest][0] == "PAGE0"
+        assert len(page) + len(rest) == 4
         pharmacy = athar("alerts", "list", "--url", base, "--data-dir", str(home), "--actor", "ph-rabat",
                          "--key", str(tmp_path / "regulator.key"))
         assert pharmacy.returncode == 4  # a key that is not ph-rabat's
