@@ -42,9 +42,11 @@ HTTP_PROBLEMS: dict[str, tuple[int, str]] = {
     "unauthenticated": (401, "This resource needs a signed request (Athar-* headers)"),
     "body_too_large": (413, "The request body is larger than the server accepts"),
     "rate_limited": (429, "Too many requests from this address; retry later"),
-    "not_found": (404, "No such resource"),
+    "not_found": (404, E.NotFound.title),  # the ledger's own not_found and the router's are one type
     "method_not_allowed": (405, "The resource does not accept this method"),
     "internal_error": (500, "The server failed; nothing was written"),
+    "unsupported_media_type": (415, "The body must be JSON"),
+    "bad_request": (400, "The request is malformed"),
 }
 
 
@@ -57,6 +59,8 @@ def status_for(cls: type[E.LedgerError]) -> int:
 
 def problem(status: int, code: str, title: str, detail: str, instance: str | None = None,
             **extra: Any) -> JSONResponse:
+    if code in HTTP_PROBLEMS:  # a type's title is the same at every occurrence (RFC 9457 section 3.1.4)
+        title = HTTP_PROBLEMS[code][1]
     body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail,
                             "code": code}
     if instance:
@@ -89,22 +93,24 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
         errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in err.errors()]
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
-        return problem(422, "invalid_request", "The request is not valid", detail, request.url.path, errors=errors)
+        return problem(422, "invalid_request", HTTP_PROBLEMS["invalid_request"][1], detail, request.url.path,
+                       errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
                 429: "rate_limited", 400: "bad_request", 401: "unauthenticated"}.get(err.status_code, "http_error")
-        response = problem(err.status_code, code, str(err.detail) if err.status_code != 404 else "Not found",
-                           str(err.detail), request.url.path)
+        # the title is the type's, the same at every occurrence (RFC 9457 section 3.1.4); the detail is this one's
+        title = HTTP_PROBLEMS[code][1] if code in HTTP_PROBLEMS else str(err.detail)
+        response = problem(err.status_code, code, title, str(err.detail), request.url.path)
         for k, v in (err.headers or {}).items():
             response.headers[k] = v
         return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception) -> JSONResponse:
-        return problem(500, "internal_error", "Internal error", "the server failed; nothing was written",
-                       request.url.path)
+        return problem(500, "internal_error", HTTP_PROBLEMS["internal_error"][1],
+                       "the server failed; nothing was written", request.url.path)
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {

@@ -101,7 +101,8 @@ def _actor(state: StateReader, actor_id: str, *, what: str = "actor") -> Actor:
 def _role(actor: Actor, allowed: frozenset[Role] | set[Role], action: str) -> None:
     if actor.role not in allowed:
         names = ", ".join(sorted(r.value for r in allowed))
-        raise E.RoleNotAllowed(f"a {actor.role.value} may not {action}; only: {names}", actor=actor.id)
+        article = "an" if actor.role.value[0] in "aeiou" else "a"
+        raise E.RoleNotAllowed(f"{article} {actor.role.value} may not {action}; only: {names}", actor=actor.id)
 
 
 def _batch(state: StateReader, gtin: str, lot: str) -> Batch:

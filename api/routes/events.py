@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import AppState, State
 from api.observability import log_with_request
-from api.problems import problem, responses
+from api.problems import HTTP_PROBLEMS, problem, responses
 from api.schemas import ReceiptOut
 from ledger import errors as E
 from ledger.entry import SignedEvent
@@ -110,7 +110,7 @@ def media_problem(content_type: bytes, instance: str) -> JSONResponse | None:
     media = content_type.split(b";", 1)[0].strip().lower()
     if not media or media == b"application/json" or media.endswith(b"+json"):
         return None
-    return problem(415, "unsupported_media_type", "The body must be JSON",
+    return problem(415, "unsupported_media_type", HTTP_PROBLEMS["unsupported_media_type"][1],
                    f"a signed event is sent as application/json, not {media.decode('latin-1')[:100]}", instance)
 
 

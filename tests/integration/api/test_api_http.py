@@ -160,6 +160,9 @@ def _problem(r: httpx.Response, status: int, code: str) -> dict[str, object]:
     assert r.headers["content-type"].startswith("application/problem+json")
     body = r.json()
     assert body["code"] == code and body["status"] == status and body["detail"]
+    # RFC 9457: a type's title is the same at every occurrence, the one its description gives
+    registered = httpx.get(f"{r.request.url.scheme}://{r.request.url.netloc.decode()}/problems/{code}").json()
+    assert body["title"] == registered["title"], (body, registered)
     return body
 
 
