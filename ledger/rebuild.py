@@ -68,11 +68,16 @@ def compare(expected: ProjectionSnapshot, stored: ProjectionSnapshot) -> Rebuild
                 diffs.append(f"{name} {key}: stored but not implied by the log")
             elif want[key] != have[key]:
                 cols = sorted(c for c in want[key] if want[key][c] != have[key].get(c))
-                detail = ", ".join(f"{c} is {have[key].get(c)!r}, log says {want[key][c]!r}" for c in cols)
+                detail = ", ".join(f"{c} is {_shown(have[key].get(c))}, log says {_shown(want[key][c])}" for c in cols)
                 diffs.append(f"{name} {key}: {detail}")
         out.differences[name] = diffs
         out.counts[name] = len(want)
     return out
+
+
+def _shown(value: Any) -> str:
+    """Hashes as hex, as every other athar output writes them."""
+    return bytes(value).hex() if isinstance(value, bytes | bytearray | memoryview) else repr(value)
 
 
 def rewrite(u: SqlUnit, expected: ProjectionSnapshot) -> None:
@@ -110,8 +115,9 @@ def rebuild(store: SqlStore, trust: TrustAnchors, origin: str, *, write: bool = 
     audit = verify_store(store, trust, origin, progress)
     if not audit.ok:
         assert audit.failure is not None
-        raise E.IntegrityError(f"the log fails verification at entry {audit.failure.index}: "
-                               f"{audit.failure.reason}; projections cannot be rebuilt from it")
+        where = f" at entry {audit.failure.index}" if audit.failure.index is not None else ""
+        raise E.IntegrityError(f"the log fails verification{where}: {audit.failure.reason}; projections cannot be "
+                               "rebuilt from it")
     expected = expected_projections(audit)
     with store.write() as u:
         size, _ = u.lock_head()

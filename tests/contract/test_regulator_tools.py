@@ -13,6 +13,7 @@ from ledger import errors as E
 from ledger.audit import verify_store
 from ledger.checkpoint import cosign, open_checkpoint, verify_cosignature
 from ledger.home import open_ledger
+from ledger.identifiers import batch_chain
 from ledger.monitor import ForkDetected, RollbackDetected, check_update
 from ledger.rebuild import rebuild
 from ledger.state import AlertRecord
@@ -91,9 +92,13 @@ def test_rebuild_finds_and_repairs_edited_projections(world: World) -> None:
         conn.execute(sa.text("UPDATE holdings SET quantity = quantity + 100 WHERE actor = 'dist-north'"))
         conn.execute(sa.text(f"UPDATE packs SET status = 'dispensed' WHERE serial = '{serials[4]}'"))
         conn.execute(sa.text("DELETE FROM actors WHERE id = 'ph-fes'"))
+        conn.execute(sa.text("UPDATE chain_heads SET head_hash = :h WHERE chain = :c"),
+                     {"h": b"\x00" * 32, "c": batch_chain(GTIN, "L3")})
     trust, origin = world.ledger.config.trust, world.ledger.config.origin
     _, report = rebuild(world.ledger.store, trust, origin)
     assert not report.clean
+    (head,) = report.differences["chain_heads"]
+    assert f"head_hash is {'00' * 32}, log says " in head and "\\x" not in head, head  # hashes in hex, as elsewhere
     assert len(report.differences["holdings"]) == 1 and len(report.differences["packs"]) == 1
     assert report.differences["actors"] == ["actors ph-fes: missing from the stored projection"]
     _, report = rebuild(world.ledger.store, trust, origin, write=True)
