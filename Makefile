@@ -36,7 +36,9 @@ setup: system-deps $(BIN)/athar
 demo: setup
 	$(BIN)/athar demo --data-dir $(ATHAR_HOME) --serve --host $(HOST) --port $(PORT)
 
-# All tests. PostgreSQL tests run when ATHAR_TEST_POSTGRES_URL is set (CI sets it and requires them).
+# All tests. PostgreSQL tests use ATHAR_TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test)
+# and are skipped when it is not reachable (CI sets ATHAR_REQUIRE_POSTGRES=1: they then fail instead). The serial
+# tests (-m serial) run last, alone: one stops and restarts the local PostgreSQL cluster.
 test: setup test-deps
 	$(BIN)/python -m pytest -q -n 2 -m "not serial" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -q -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no serial test selected

@@ -25,7 +25,7 @@ from api.rate_limit import FILE_NAME as RATE_FILE
 from api.rate_limit import RateLimiter
 from api.routes import actors, batches, digital_link, events, health, log, oversight, packs, reports
 from api.settings import Settings
-from api.supervision import end_with_supervisor
+from api.supervision import STARTUP_FAILURE, end_with_supervisor, record_startup_failure
 from ledger.errors import LedgerError
 from ledger.heap import settle_after_start
 from ledger.home import open_ledger
@@ -58,7 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The sequencer thread waits on the database between short bursts of work while request threads
         # compute; with the default 5 ms GIL switch interval it would wait up to 5 ms after every query.
         sys.setswitchinterval(0.0005)
-        ledger, db = open_ledger(settings.data_dir, settings.database_url, pool_size=settings.pool_size)
+        try:
+            ledger, db = open_ledger(settings.data_dir, settings.database_url, pool_size=settings.pool_size)
+        except LedgerError as err:
+            record_startup_failure(err.message)
+            raise
         local = GroupCommitter(ledger)
         committer = RemoteCommitter(local, settings.sequencer_socket) if settings.sequencer_socket else local
         # the committer and the overdue check hold a connection each, two go to heavy reports, the request
@@ -139,6 +143,11 @@ def app_from_env() -> FastAPI:
     name_this_process(API_WORKER)
     end_with_supervisor()
     configure_logging()
-    app = create_app(Settings.from_env())
+    try:
+        app = create_app(Settings.from_env())
+    except Exception as exc:  # uvicorn would restart a worker that raised here, forever: say why, and stop
+        record_startup_failure(str(exc) or type(exc).__name__)
+        logger.error("the API worker cannot start: %s", exc)
+        sys.exit(STARTUP_FAILURE)
     settle_after_start()  # not in create_app: tests build many apps in one process
     return app

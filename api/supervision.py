@@ -14,9 +14,12 @@ import os
 import signal
 import sys
 
-from ledger.paths import ENV_SUPERVISOR_PID
+from ledger.paths import ENV_RUN_DIR, ENV_SUPERVISOR_PID, STARTUP_FAILURE_FILE
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+#: uvicorn's exit status for a worker that failed before serving: its supervisor then stops instead of starting
+#: another one that would fail the same way (any other status is taken for a crash, and the worker restarted)
+STARTUP_FAILURE = 3
 
 
 def end_with_supervisor() -> bool:
@@ -35,3 +38,16 @@ def end_with_supervisor() -> bool:
     if os.getppid() != int(expected):  # it died before the request was made: the kernel will not tell us now
         os.kill(os.getpid(), signal.SIGTERM)
     return True
+
+
+def record_startup_failure(reason: str) -> None:
+    """Leave ``reason`` in the run directory, where ``athar serve`` reads it after its workers have stopped: their
+    own output is uvicorn's log, and the supervisor is the one to say, once, why the server did not start."""
+    run_dir = os.environ.get(ENV_RUN_DIR)
+    if not run_dir:
+        return
+    try:
+        with open(os.path.join(run_dir, STARTUP_FAILURE_FILE), "x", encoding="utf-8") as f:
+            f.write(reason)
+    except OSError:  # another worker's reason is there already, or the directory is gone: nothing to add
+        pass

@@ -11,6 +11,8 @@ ENV_DATABASE_URL = "ATHAR_DATABASE_URL"
 #: process their lifetime is tied to (``api.supervision``)
 ENV_RUN_DIR = "ATHAR_RUN_DIR"
 ENV_SUPERVISOR_PID = "ATHAR_SUPERVISOR_PID"
+#: in the run directory: why a worker could not start, for ``athar serve`` to report once it has stopped
+STARTUP_FAILURE_FILE = "startup-failure"
 #: the checkpoint origin (and signed-note key name) when none is configured
 DEFAULT_ORIGIN = "athar.local/ledger"
 

@@ -5,7 +5,7 @@
 2     usage error (bad option, unreadable input, no code found in an image)
 3     the ledger refused the request (a custody rule, a conflict, bad data)
 4     authentication or authorisation failed (key, signature, role)
-5     cannot reach the ledger (network, database unavailable)
+5     cannot reach the ledger (network, database unavailable); serve: cannot listen, or its workers did not start
 6     scan: a pack could not be checked (offline, it is not in the bundle; not a finding: check it online)
 10    scan verdict UNKNOWN (never registered: suspect falsified)
 11    scan verdict MISMATCH (lot or expiry differ from the registration)

@@ -11,8 +11,9 @@ from ledger.paths import ENV_DATABASE_URL, ENV_HOME, default_home
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help=f"data directory (default ${ENV_HOME}, else a "
                                               "per-user directory)", show_default=False)]
-DbUrl = Annotated[str | None, typer.Option("--db", help=f"database URL (default ${ENV_DATABASE_URL}, else "
-                                           "SQLite in the data directory)", show_default=False)]
+DbUrl = Annotated[str | None, typer.Option("--db", help=f"database URL (default ${ENV_DATABASE_URL}, else the URL "
+                                           "in the data directory's config.json, else SQLite in the data directory)",
+                                           show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable JSON output")]
 
 

@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import typer
 from rich.text import Text
 
-from ledger.paths import DEFAULT_ORIGIN, ENV_DATABASE_URL, ENV_HOME, ENV_RUN_DIR, ENV_SUPERVISOR_PID
-from scanner_cli import render
+from ledger.paths import (
+    DEFAULT_ORIGIN,
+    ENV_DATABASE_URL,
+    ENV_HOME,
+    ENV_RUN_DIR,
+    ENV_SUPERVISOR_PID,
+    STARTUP_FAILURE_FILE,
+)
+from scanner_cli import exit_codes, render
 from signing.keys import read_private_key, read_public_key
 
 if TYPE_CHECKING:
@@ -28,7 +37,7 @@ from scanner_cli.options import DataDir, DbUrl, Json, home_path
 from scanner_cli.serve_run import MAX_DEFAULT_WORKERS, default_workers, run_directory
 
 Host = Annotated[str, typer.Option(help="address to listen on")]
-Port = Annotated[int, typer.Option(help="port to listen on")]
+Port = Annotated[int, typer.Option(min=0, max=65535, help="port to listen on (0: any free port, shown at start)")]
 Workers = Annotated[int | None, typer.Option(
     min=1, help=f"worker processes (default: one per core, at most {MAX_DEFAULT_WORKERS})", show_default=False)]
 
@@ -70,34 +79,86 @@ def _serve(path: Path, db: str | None, host: str, port: int, workers: int, *, se
     os.environ[ENV_HOME] = str(path)
     if db:
         os.environ[ENV_DATABASE_URL] = db
-    os.environ.setdefault("ATHAR_PUBLIC_URL", f"http://{host}:{port}")
     # The workers share one listening socket, and libuv (under uvloop) accepts every pending connection at once:
     # clients that connect together (a pharmacy chain's tills, a load generator) all landed on one worker in some
     # runs, which then did all the work. One connection per turn of the loop spreads them.
     os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
-    open_ledger(path, db)[1].dispose()  # fail fast, with a readable message, before forking workers
+    # fail fast, in one line, before forking workers that would each fail on their own
+    shutdown_timeout = _check_settings().shutdown_timeout_seconds
+    open_ledger(path, db)[1].dispose()
     # what the workers share besides the database: the sequencer's socket, the count of anonymous reports
     with run_directory() as run_dir:
         os.environ[ENV_RUN_DIR] = run_dir
         if workers > 1:  # uvicorn then supervises worker processes, which must not outlive it (api.supervision)
             os.environ[ENV_SUPERVISOR_PID] = str(os.getpid())
         try:
-            _serve_in(path, db, host, port, workers, run_dir, sequencer=sequencer)
+            started = _serve_in(path, db, host, port, workers, run_dir, shutdown_timeout, sequencer=sequencer)
+            failure = Path(run_dir, STARTUP_FAILURE_FILE)
+            if failure.exists() or not started:
+                reason = failure.read_text(encoding="utf-8") if failure.exists() else "see the log above"
+                render.fail_line(f"the API server did not start: {reason}")
+                raise typer.Exit(exit_codes.UNAVAILABLE)
         finally:
             os.environ.pop(ENV_RUN_DIR, None)
             os.environ.pop(ENV_SUPERVISOR_PID, None)
 
 
-def _serve_in(path: Path, db: str | None, host: str, port: int, workers: int, run_dir: str, *,
-              sequencer: bool) -> None:
-    import uvicorn
+def _check_settings() -> Any:
+    """Read the API's settings as a worker will, and stop with a usage error on a bad ATHAR_* value. The module is
+    named, not imported, as uvicorn names the app: the CLI does not depend on the API."""
+    settings = importlib.import_module("api.settings")
+    try:
+        return settings.Settings.from_env()
+    except ValueError as err:  # api.settings.SettingsError
+        render.fail_line(str(err))
+        raise typer.Exit(exit_codes.USAGE) from None
 
-    with _sequencer_process(path, db, run_dir) if sequencer else contextlib.nullcontext():
-        render.console.print(f"athar API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs, "
+
+def _serve_in(path: Path, db: str | None, host: str, port: int, workers: int, run_dir: str,
+              shutdown_timeout: int, *, sequencer: bool) -> bool:
+    """Serve until stopped; False if the server stopped before it started serving."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    # named, not imported: the CLI does not import the API (the workers do); one send per response
+    config = uvicorn.Config("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                            log_level="warning", proxy_headers=True,
+                            http="api.http_protocol:CoalescingHttpToolsProtocol",
+                            timeout_graceful_shutdown=shutdown_timeout)
+    # bound here, not by uvicorn, so that the banner comes once the port is ours and names the port actually bound
+    # (--port 0 asks the system for a free one), and a port in use is one line
+    with _listen(host, port, config.backlog) as sock, \
+            _sequencer_process(path, db, run_dir) if sequencer else contextlib.nullcontext():
+        base = f"http://{f'[{host}]' if ':' in host else host}:{sock.getsockname()[1]}"
+        render.console.print(f"athar API on [bold]{base}[/]  (docs: {base}/docs, "
                              f"{workers} worker{'s' if workers > 1 else ''})", soft_wrap=True)
-        # named, not imported: the CLI does not import the API (the workers do); one send per response
-        uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", proxy_headers=True, http="api.http_protocol:CoalescingHttpToolsProtocol")
+        if workers > 1:
+            # it stops by itself only when a worker could not start (uvicorn's STARTUP_FAILURE), which that worker
+            # records in the run directory
+            Multiprocess(config, sockets=[sock]).run()
+            return True
+        server = uvicorn.Server(config)
+        try:
+            server.run(sockets=[sock])
+        except SystemExit:  # uvicorn's way of saying the app or its start-up failed; the caller says it once
+            pass
+        except KeyboardInterrupt:  # as uvicorn.run: a second Ctrl-C during the graceful shutdown
+            pass
+        return server.started
+
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)  # connections made as soon as the banner is out wait for the workers
+    except OSError as err:
+        sock.close()
+        render.fail_line(f"cannot listen on {host}:{port}: {err.strerror or err}")
+        raise typer.Exit(exit_codes.UNAVAILABLE) from None
+    sock.set_inheritable(True)  # the workers are spawned processes that take it over
+    return sock
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,6 +101,97 @@ def test_sigterm_to_a_one_worker_server_removes_its_run_directory(tmp_path: Path
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # a stop asked for, not a failure (systemd counts 143 one)
         assert not runs[0].exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _serve_cmd(home: Path, url: str, *args: str, prelude: str = "") -> list[str]:
+    code = f"{prelude}\nfrom scanner_cli.main import run\nrun()"
+    return [sys.executable, "-c", code, "serve", "--data-dir", str(home), "--db", url, *args]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> tuple[Path, str]:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    make_world(tmp_path / "home", url).db.dispose()
+    return tmp_path / "home", url
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("ATHAR_DB_POOL_SIZE", "abc"), ("ATHAR_MAX_BODY_BYTES", "-5"), ("ATHAR_PUBLIC_REPORTS_PER_MINUTE", "1.5"),
+    ("ATHAR_MAX_TRANSIT_DAYS", "0"), ("ATHAR_OVERDUE_CHECK_SECONDS", "1_000"), ("ATHAR_SHUTDOWN_TIMEOUT_SECONDS", "x"),
+])
+def test_a_bad_setting_is_one_line_and_a_usage_error_before_any_worker_starts(
+        home: tuple[Path, str], name: str, value: str) -> None:
+    r = subprocess.run(_serve_cmd(*home, "--port", str(free_port()), "--workers", "2"), cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, name: value})
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
+    assert name in r.stderr and repr(value) in r.stderr and "from " in r.stderr
+    assert "athar API on" not in r.stdout
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_worker_that_cannot_start_stops_the_server_in_one_line(home: tuple[Path, str], workers: str) -> None:
+    """The check before forking is skipped here, so the bad value reaches the workers as any start-up failure would
+    (a database gone between the check and the fork): the server stops, it does not restart them for ever."""
+    skip_check = ("import types, scanner_cli.commands.admin as a; "
+                  "a._check_settings = lambda: types.SimpleNamespace(shutdown_timeout_seconds=5)")
+    r = subprocess.run(_serve_cmd(*home, "--port", str(free_port()), "--workers", workers, prelude=skip_check),
+                       cwd=ROOT, capture_output=True, text=True, timeout=90,
+                       env={**os.environ, "ATHAR_DB_POOL_SIZE": "abc", "ATHAR_OVERDUE_CHECK_SECONDS": "0"})
+    assert r.returncode == 5, (r.returncode, r.stderr[-3000:])
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the API server did not start: ATHAR_DB_POOL_SIZE='abc'"), r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_a_usage_error(home: tuple[Path, str], port: str) -> None:
+    r = subprocess.run(_serve_cmd(*home, "--port", port), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--port" in r.stderr, (r.returncode, r.stderr)
+    assert "athar API on" not in r.stdout
+
+
+def test_a_port_in_use_is_one_line_and_no_banner(home: tuple[Path, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        r = subprocess.run(_serve_cmd(*home, "--port", str(taken.getsockname()[1]), "--workers", "1"), cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 5 and r.stderr.startswith("error: cannot listen on"), (r.returncode, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and "athar API on" not in r.stdout
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_is_not_held_by_a_half_sent_request(home: tuple[Path, str], workers: str) -> None:
+    """Port 0 takes a free port, which the banner names once it listens; a client that sent headers and part of
+    its body holds the stop only for ATHAR_SHUTDOWN_TIMEOUT_SECONDS."""
+    proc = subprocess.Popen(_serve_cmd(*home, "--port", "0", "--workers", workers), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "ATHAR_OVERDUE_CHECK_SECONDS": "0",
+                                 "ATHAR_SHUTDOWN_TIMEOUT_SECONDS": "2"})
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        port = int(banner.split("http://127.0.0.1:")[1].split()[0])
+        assert port != 0, banner
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:  # listening once announced
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/v1/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            client.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 100\r\n\r\n0123456789")
+            time.sleep(0.5)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            assert time.monotonic() - started < 15
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -135,18 +135,19 @@ def test_the_installed_uvicorn_calls_only_transport_methods_the_wrapper_handles(
 
 
 def test_athar_serve_runs_this_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import uvicorn
     from uvicorn.importer import import_from_string
+    from uvicorn.supervisors import Multiprocess
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     make_world(tmp_path / "home", url, clock=now_clock())
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))  # no server: its settings
+    # no server: its settings
+    monkeypatch.setattr(Multiprocess, "run", lambda self: seen.update(vars(self.config)))
     # _serve sets the environment its workers read: restored after the test, so no later test serves this ledger
-    for name in (ENV_HOME, ENV_DATABASE_URL, "ATHAR_PUBLIC_URL", "UV_TCP_SINGLE_ACCEPT"):
+    for name in (ENV_HOME, ENV_DATABASE_URL, "UV_TCP_SINGLE_ACCEPT"):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    admin._serve(tmp_path / "home", url, "127.0.0.1", 1, 2, sequencer=False)
+    admin._serve(tmp_path / "home", url, "127.0.0.1", 0, 2, sequencer=False)
     assert seen["app"] == "api.app:app_from_env" and seen["workers"] == 2
     assert import_from_string(seen["http"]) is CoalescingHttpToolsProtocol
 
