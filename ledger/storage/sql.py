@@ -931,6 +931,11 @@ class SqlUnit:
         row = self.conn.execute(_CHAIN_HEAD, {"chain": chain}).first()
         return (bytes(row.head_hash), int(row.head_index), int(row.length)) if row else None
 
+    def chain_heads(self, chains: Iterable[str]) -> dict[str, tuple[bytes, int, int]]:
+        """``chain_head`` for many chains at once; absent chains have no head."""
+        return {r.chain: (bytes(r.head_hash), int(r.head_index), int(r.length))
+                for r in self._rows_by_key(t.chain_heads, ["chain"], chains)}
+
     def set_chain_heads(self, heads: Sequence[tuple[str, bytes, int, int]]) -> None:
         """Set chain heads: (chain, head hash, head index, length)."""
         self._upsert_many(t.chain_heads, [{"chain": c, "head_hash": h, "head_index": i, "length": n}
@@ -1126,9 +1131,15 @@ class SqlStore:
             yield SqlUnit(conn)
 
     @contextmanager
-    def read(self) -> Iterator[SqlUnit]:
-        with _translated(self.db), self.db.reader.connect() as conn, conn.begin():
-            yield SqlUnit(conn)
+    def read(self, *, snapshot: bool = False) -> Iterator[SqlUnit]:
+        """``snapshot``: every statement sees the same snapshot on PostgreSQL too (REPEATABLE READ; its default,
+        READ COMMITTED, gives each statement its own), for readers that compare rows read by several statements.
+        SQLite's read transactions always hold one snapshot."""
+        with _translated(self.db), self.db.reader.connect() as conn:
+            if snapshot and conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield SqlUnit(conn)
 
     @contextmanager
     def read_statements(self) -> Iterator[SqlUnit]:
