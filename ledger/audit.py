@@ -195,8 +195,9 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
                                      "entries")
     except AuditFailure as stop:
         verifier.report.failure = stop.failure
-    except E.LedgerError as err:
-        verifier.report.failure = Failure(None, err.message)
+    except E.LedgerError as err:  # e.g. a stored row the readers refuse: the error names it
+        named = err.details.get("index")
+        verifier.report.failure = Failure(named if isinstance(named, int) else None, err.message)
     finally:
         reader.close()
     return verifier.finish()

@@ -12,7 +12,7 @@ from ledger import events as ev
 from ledger import pack_bundle as pb
 from ledger.bundle import FORMAT, MANIFEST_PURPOSE
 from ledger.entry import Entry
-from ledger.merkle import NodeID, inclusion_plan
+from ledger.merkle import NodeID, inclusion_plan, leaf_hash
 from ledger.provenance import Step
 from ledger.state import Batch, Pack
 from ledger.storage.rows import StoredEntry
@@ -24,17 +24,22 @@ def build_bundle(u: SqlUnit, ledger_key: KeyPair, chains: Iterable[str], *, crea
     cp = u.checkpoint()
     if cp is None:
         raise E.NotFound("the log is empty: nothing to bundle")
+    size = u.head()[0]
+    if cp.tree_size != size:
+        # the appender writes the head and its checkpoint in one transaction
+        raise E.IntegrityError(f"the newest checkpoint is of tree size {cp.tree_size} but the log head says {size} "
+                               "entries: run athar audit verify")
     by_chain: dict[str, list[StoredEntry]] = {}
     for e in u.registry_entries():  # the whole registry, in one query: signatures are checked against it
         by_chain.setdefault(e.chain, []).append(e)
     for chain in set(chains):
         by_chain[chain] = u.chain_entries(chain)
+    by_chain = {c: entries for c, entries in by_chain.items() if entries}
+    parsed = _whole_chains(u, by_chain)
     heads: dict[str, Any] = {}
     stored = []
     for chain in sorted(by_chain):
-        entries = [e for e in by_chain[chain] if e.index < cp.tree_size]
-        if not entries:
-            continue
+        entries = by_chain[chain]
         stored.extend(entries)
         heads[chain] = {"length": len(entries), "head_index": entries[-1].index,
                         "head_hash": entries[-1].entry_hash.hex()}
@@ -47,9 +52,39 @@ def build_bundle(u: SqlUnit, ledger_key: KeyPair, chains: Iterable[str], *, crea
         "checkpoint": cp.note,
         "manifest": manifest,
         "manifest_signature": b64encode(ledger_key.sign(MANIFEST_PURPOSE, manifest)),
-        "entries": [{"index": e.index, "entry": Entry.from_leaf(e.leaf).to_json(),
+        "entries": [{"index": e.index, "entry": parsed[e.index].to_json(),
                      "proof": [h.hex() for h in proof]} for e, proof in proved],
     }
+
+
+def _whole_chains(u: SqlUnit, by_chain: dict[str, list[StoredEntry]]) -> dict[int, Entry]:
+    """The entries of each chain, parsed by index, once it is checked whole; the manifest signs each chain's head
+    and length, and the bundle's verifier can only check the entries it is given, so a chain with an entry
+    deleted (its head, or one between) would otherwise be signed as complete. Each entry must be its stored leaf
+    in the Merkle tree (which the checkpoint signs), link to the one before it by its signed ``prev``, and the last
+    must be the head the appender recorded in ``chain_heads``. Not caught here: an attacker who also rewrites
+    ``chain_heads`` after deleting a head (the audit and monitors see it, through the checkpoints)."""
+    recorded = u.chain_heads(by_chain)
+    leaves = u.nodes(NodeID(0, e.index) for entries in by_chain.values() for e in entries)
+    parsed: dict[int, Entry] = {}
+    for chain, entries in by_chain.items():
+        prev: bytes | None = None
+        for e in entries:
+            entry = Entry.from_leaf(e.leaf)
+            if leaf_hash(e.leaf) != e.entry_hash or leaves.get(NodeID(0, e.index)) != e.entry_hash:
+                raise E.IntegrityError(f"entry {e.index} is not the leaf the Merkle tree holds at its index: "
+                                       "run athar audit verify", index=e.index)
+            if entry.index != e.index or entry.chain != chain or entry.prev != prev:
+                raise E.IntegrityError(f"chain {chain} is broken at entry {e.index} (an entry before it is missing "
+                                       "or moved): run athar audit verify", index=e.index)
+            parsed[e.index] = entry
+            prev = e.entry_hash
+        last = entries[-1]
+        if recorded.get(chain) != (last.entry_hash, last.index, len(entries)):
+            raise E.IntegrityError(f"chain {chain} ends at entry {last.index} after {len(entries)} entries, not at "
+                                   "the head recorded for it (an entry is missing): run athar audit verify",
+                                   index=last.index)
+    return parsed
 
 
 def build_pack_bundle(u: SqlUnit, ledger_key: KeyPair, pack: Pack, batch: Batch, tree_size: int,

@@ -252,7 +252,7 @@ class Reader:
         handled. Regions and other actors' stock are for regulators and inspectors."""
         if (region is not None or (actor is not None and actor != who.actor.id)) and not who.oversees:
             raise E.RoleNotAllowed("only regulators and inspectors may bundle a region or another actor's stock")
-        with self.ledger.store.read() as u:
+        with self.ledger.store.read(snapshot=True) as u:  # build_bundle checks chains against their heads
             wanted: set[tuple[str, str]] = set()
             for gtin, lot in batches:
                 self._visible_batch(u, gtin, lot, who)

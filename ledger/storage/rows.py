@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ledger import errors as E
 from ledger.identifiers import Channel, Role
 from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Pack, Shipment
 from ledger.storage.tables import as_utc
@@ -35,7 +36,46 @@ ENTRY_COLUMNS = "idx, entry_hash, leaf, chain, prev, event_id, event_type, actor
 
 def entry_from_columns(r: Sequence[Any]) -> StoredEntry:
     """A log entry from an untyped row of ``ENTRY_COLUMNS`` (taken by position, half the cost of typed rows)."""
-    return StoredEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], as_utc(r[10]), r[11])
+    return StoredEntry(r[0], blob(r[1], "entry", r[0], "entry_hash"), blob(r[2], "entry", r[0], "leaf"), r[3],
+                       None if r[4] is None else blob(r[4], "entry", r[0], "prev"), r[5], r[6], r[7], r[8], r[9],
+                       as_utc(r[10]), r[11])
+
+
+# SQLite stores any value in any column: a cell rewritten as text (or a note as a blob) reaches the readers as the
+# wrong Python type, which would fail far from the row as an AttributeError. Rows are checked as they are read.
+
+def blob(value: Any, kind: str, key: int, column: str) -> bytes:
+    """A hash or leaf column's value as bytes, or an integrity error naming the row (``kind`` ``key``)."""
+    if type(value) is bytes:
+        return value
+    if isinstance(value, bytearray | memoryview):  # what some drivers give for binary columns
+        return bytes(value)
+    raise wrong_type(kind, key, column, value, "bytes")
+
+
+def text(value: Any, kind: str, key: int, column: str) -> str:
+    """A text column's value, or an integrity error naming the row (``kind`` ``key``)."""
+    if type(value) is str:
+        return value
+    raise wrong_type(kind, key, column, value, "text")
+
+
+def wrong_type(kind: str, key: int, column: str, value: Any, want: str) -> E.IntegrityError:
+    # a checkpoint is named by the entry that completes it, as the audit names its failures
+    index = key - 1 if kind == "checkpoint of tree size" else key
+    return E.IntegrityError(f"{kind} {key}: its stored {column} is {type(value).__name__}, not {want}: the row was "
+                            "altered in the database", index=index if index >= 0 else None)
+
+
+def audit_row(r: Sequence[Any]) -> tuple[int, bytes, bytes, tuple[Any, ...]]:
+    """An ``audit_rows`` row (index, entry hash, leaf, then the indexed columns from chain and prev on), checked."""
+    h, leaf, prev = r[1], r[2], r[4]
+    # the audit's hot path: three type checks, a call only for a row that fails them
+    if type(h) is not bytes or type(leaf) is not bytes or (prev is not None and type(prev) is not bytes):
+        h, leaf = blob(h, "entry", r[0], "entry_hash"), blob(leaf, "entry", r[0], "leaf")
+        prev = None if prev is None else blob(prev, "entry", r[0], "prev")
+        return r[0], h, leaf, (r[3], prev, *r[5:])
+    return r[0], h, leaf, tuple(r[3:])
 
 
 def actor_from(row: Any) -> Actor:

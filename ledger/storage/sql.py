@@ -749,7 +749,7 @@ class SqlUnit:
     def audit_rows(self, start: int, end: int) -> list[tuple[int, bytes, bytes, tuple[Any, ...]]]:
         """Entries ``start`` to ``end - 1`` as an audit compares them: index, entry hash, leaf, and the indexed
         columns (chain, prev, event id, actor, event type, GTIN, lot, serial); plain tuples, no row objects."""
-        return [(r[0], r[1], r[2], tuple(r[3:])) for r in self.conn.execute(_AUDIT_ROWS, {"start": start, "end": end})]
+        return [rows.audit_row(r) for r in self.conn.execute(_AUDIT_ROWS, {"start": start, "end": end})]
 
     def registry_entries(self) -> list[StoredEntry]:
         """Every entry of the actor registry's chains (registrations, key rotations and revocations)."""
@@ -931,6 +931,11 @@ class SqlUnit:
         row = self.conn.execute(_CHAIN_HEAD, {"chain": chain}).first()
         return (bytes(row.head_hash), int(row.head_index), int(row.length)) if row else None
 
+    def chain_heads(self, chains: Iterable[str]) -> dict[str, tuple[bytes, int, int]]:
+        """``chain_head`` for many chains at once; absent chains have no head."""
+        return {r.chain: (bytes(r.head_hash), int(r.head_index), int(r.length))
+                for r in self._rows_by_key(t.chain_heads, ["chain"], chains)}
+
     def set_chain_heads(self, heads: Sequence[tuple[str, bytes, int, int]]) -> None:
         """Set chain heads: (chain, head hash, head index, length)."""
         self._upsert_many(t.chain_heads, [{"chain": c, "head_hash": h, "head_index": i, "length": n}
@@ -979,7 +984,7 @@ class SqlUnit:
         if not ranges:
             return {}
         q = sa.select(c.level, c.idx, c.hash).where(sa.or_(*ranges))
-        return {NodeID(lv, i): bytes(h) for lv, i, h in self.conn.execute(q)}
+        return {NodeID(lv, i): _node_hash(lv, i, h) for lv, i, h in self.conn.execute(q)}
 
     def insert_nodes(self, nodes: Sequence[tuple[NodeID, bytes]]) -> None:
         if self._postgres:
@@ -998,12 +1003,11 @@ class SqlUnit:
         q = q.where(t.checkpoints.c.tree_size == size) if size is not None else q.order_by(
             t.checkpoints.c.tree_size.desc()).limit(1)
         row = self.conn.execute(q).first()
-        return StoredCheckpoint(int(row.tree_size), bytes(row.root_hash), row.note, row.created_at) if row else None
+        return _checkpoint(row) if row else None
 
     def checkpoints(self) -> list[StoredCheckpoint]:
         q = sa.select(t.checkpoints).order_by(t.checkpoints.c.tree_size)
-        return [StoredCheckpoint(int(r.tree_size), bytes(r.root_hash), r.note, r.created_at)
-                for r in self.conn.execute(q)]
+        return [_checkpoint(r) for r in self.conn.execute(q)]
 
     def cosignature_lines(self, tree_size: int) -> list[str]:
         q = (sa.select(t.cosignatures.c.line).where(t.cosignatures.c.tree_size == tree_size)
@@ -1111,9 +1115,20 @@ _ENTRIES_PAGE = sa.text(
 
 
 def _stored(row: Any) -> StoredEntry:
-    return StoredEntry(int(row.idx), bytes(row.entry_hash), bytes(row.leaf), row.chain,
-                       bytes(row.prev) if row.prev is not None else None, row.event_id, row.event_type, row.actor,
-                       row.gtin, row.lot, row.received_at, row.serial)
+    i = int(row.idx)
+    return StoredEntry(i, rows.blob(row.entry_hash, "entry", i, "entry_hash"), rows.blob(row.leaf, "entry", i, "leaf"),
+                       row.chain, rows.blob(row.prev, "entry", i, "prev") if row.prev is not None else None,
+                       row.event_id, row.event_type, row.actor, row.gtin, row.lot, row.received_at, row.serial)
+
+
+def _node_hash(level: int, index: int, h: Any) -> bytes:
+    return h if type(h) is bytes else rows.blob(h, f"Merkle node at level {level}, index", index, "hash")
+
+
+def _checkpoint(row: Any) -> StoredCheckpoint:
+    size = int(row.tree_size)
+    return StoredCheckpoint(size, rows.blob(row.root_hash, "checkpoint of tree size", size, "root_hash"),
+                            rows.text(row.note, "checkpoint of tree size", size, "note"), row.created_at)
 
 
 class SqlStore:
@@ -1126,9 +1141,15 @@ class SqlStore:
             yield SqlUnit(conn)
 
     @contextmanager
-    def read(self) -> Iterator[SqlUnit]:
-        with _translated(self.db), self.db.reader.connect() as conn, conn.begin():
-            yield SqlUnit(conn)
+    def read(self, *, snapshot: bool = False) -> Iterator[SqlUnit]:
+        """``snapshot``: every statement sees the same snapshot on PostgreSQL too (REPEATABLE READ; its default,
+        READ COMMITTED, gives each statement its own), for readers that compare rows read by several statements.
+        SQLite's read transactions always hold one snapshot."""
+        with _translated(self.db), self.db.reader.connect() as conn:
+            if snapshot and conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield SqlUnit(conn)
 
     @contextmanager
     def read_statements(self) -> Iterator[SqlUnit]:
