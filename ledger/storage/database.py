@@ -104,7 +104,9 @@ def migrate(db: Database) -> None:
     try:
         with db.writer.begin() as conn:
             command.upgrade(_alembic_config(conn), "head")
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DBAPIError as exc:
+        # Not only OperationalError: a search_path naming no schema, missing privileges and the like arrive as
+        # ProgrammingError, and are as much "this database cannot be used" as a refused connection.
         raise StorageUnavailable(f"cannot migrate {redact(db.url)}: {exc.orig}") from exc
 
 
