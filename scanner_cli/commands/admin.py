@@ -21,6 +21,7 @@ from rich.text import Text
 from ledger.paths import DEFAULT_ORIGIN, ENV_DATABASE_URL, ENV_HOME, ENV_RUN_DIR, ENV_SUPERVISOR_PID
 from scanner_cli import render
 from scanner_cli.identity import usage
+from signing.errors import SigningError
 from signing.keys import read_private_key, read_public_key
 
 if TYPE_CHECKING:
@@ -46,7 +47,10 @@ def init(data_dir: DataDir = None, db: DbUrl = None,
     from ledger.home import HomeMismatch, init_home
 
     path = home_path(data_dir)
-    root = read_public_key(root_public_key) if root_public_key else None
+    try:
+        root = read_public_key(root_public_key) if root_public_key else None
+    except SigningError as exc:
+        usage(f"--root-public-key: {exc}")
     try:
         home, created = init_home(path, origin=origin, database_url=db, root_public_key=root)
     except HomeMismatch as err:
