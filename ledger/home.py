@@ -20,7 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ledger.admission import TrustAnchors
-from ledger.errors import ConflictError, StorageUnavailable
+from ledger.errors import ConflictError, IntegrityError, StorageUnavailable
 from ledger.paths import DEFAULT_ORIGIN, ENV_DATABASE_URL
 from ledger.service import Ledger, LedgerConfig
 from ledger.storage.database import Database, migrate, open_database, redact, schema_is_current, sqlite_url
@@ -256,3 +256,31 @@ def open_ledger(path: Path, database_url: str | None = None, *, pool_size: int =
         db.dispose()
         raise
     return ledger, db
+
+
+def open_read_only(path: Path, trust: TrustAnchors, database_url: str | None = None) -> tuple[SqlStore, Database, str]:
+    """The store of a ledger to verify, opened read-only (a copy may be on read-only storage and must not change),
+    with only its public keys: ``trust`` and the origin in config.json. Returns (store, database, origin)."""
+    home = Home(path)
+    origin = home.config().get("origin", DEFAULT_ORIGIN)
+    db = open_database(home.database_url(database_url), read_only=True)
+    try:
+        try:
+            current = schema_is_current(db)
+        except Exception as exc:
+            raise StorageUnavailable(f"cannot open the ledger database: {exc}") from exc
+        if not current:
+            raise HomeError("the database schema is missing or out of date; run 'athar init' to migrate it")
+        store = SqlStore(db)
+        with store.read() as u:
+            have = u.meta()
+        want = {"ledger_key_id": trust.ledger.key_id, "root_key_id": trust.root.key_id}
+        diff = [k for k in want if have.get(k) != want[k]]
+        if diff:
+            raise IntegrityError(f"this database belongs to another ledger than the pinned keys ({', '.join(diff)} "
+                                 f"differ): it was created with ledger key {have.get('ledger_key_id')} and root "
+                                 f"key {have.get('root_key_id')}")
+    except BaseException:
+        db.dispose()
+        raise
+    return store, db, origin
