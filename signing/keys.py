@@ -147,8 +147,19 @@ def write_public_key(path: Path, key: PublicKey, *, label: str = "") -> None:
     path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
+def public_key_path(private_key_path: Path) -> Path:
+    """Where a private key's public half is kept: NAME.pub beside NAME.key (or beside NAME)."""
+    if private_key_path.suffix == ".key":
+        return private_key_path.with_suffix(".pub")
+    return private_key_path.with_name(private_key_path.name + ".pub")
+
+
 def read_public_key(path: Path) -> PublicKey:
     doc = _read_json(path)
+    if doc.get("type") == "athar-private-key":
+        # it holds the public key too, but whoever is handed this file could sign as its owner
+        raise KeyFileError(f"{path} is a private key file: give its public half instead "
+                           f"({public_key_path(path).name}, written beside it when it was made)")
     if doc.get("algorithm") != ALGORITHM or "public_key" not in doc:
         raise KeyFileError(f"{path} is not an athar Ed25519 key file")
     return PublicKey.from_b64(str(doc["public_key"]))
@@ -159,7 +170,9 @@ def _read_json(path: Path) -> dict[str, Any]:
         doc = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise KeyFileError(f"key file {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except json.JSONDecodeError as exc:
+        raise KeyFileError(f"{path} is not an athar key file (a JSON document with the key in base64)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc}") from exc
     if not isinstance(doc, dict):
         raise KeyFileError(f"{path} is not a key file")

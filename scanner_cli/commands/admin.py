@@ -29,6 +29,8 @@ from ledger.paths import (
     STARTUP_FAILURE_FILE,
 )
 from scanner_cli import exit_codes, render
+from scanner_cli.identity import usage
+from signing.errors import SigningError
 from signing.keys import read_private_key, read_public_key
 
 if TYPE_CHECKING:
@@ -43,16 +45,25 @@ Workers = Annotated[int | None, typer.Option(
 
 
 def init(data_dir: DataDir = None, db: DbUrl = None,
-         origin: Annotated[str, typer.Option(help="checkpoint origin, e.g. sante.gov.ma/athar")] = DEFAULT_ORIGIN,
+         origin: Annotated[str | None, typer.Option(
+             help=f"checkpoint origin, e.g. sante.gov.ma/athar (default {DEFAULT_ORIGIN}); fixed once created",
+             show_default=False)] = None,
          root_public_key: Annotated[Path | None, typer.Option(
              help="the regulator's root public key file; without it a root key pair is generated here")] = None,
          json_out: Json = False) -> None:
-    """Create a data directory (ledger key, regulator root key) and migrate the database. Idempotent."""
-    from ledger.home import init_home
+    """Create a data directory (ledger key, regulator root key) and migrate the database. Idempotent; on an
+    existing directory, --db, --origin and --root-public-key must match what it holds."""
+    from ledger.home import HomeMismatch, init_home
 
     path = home_path(data_dir)
-    root = read_public_key(root_public_key) if root_public_key else None
-    home, created = init_home(path, origin=origin, database_url=db, root_public_key=root)
+    try:
+        root = read_public_key(root_public_key) if root_public_key else None
+    except SigningError as exc:
+        usage(f"--root-public-key: {exc}")
+    try:
+        home, created = init_home(path, origin=origin, database_url=db, root_public_key=root)
+    except HomeMismatch as err:
+        usage(err.message)
     info = {"data_dir": str(path), "created": created, "database": home.database_url(db).split("@")[-1],
             "ledger_key": home.ledger_key().key_id, "root_key": home.trust().root.key_id}
     if json_out:

@@ -46,21 +46,26 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
            key: KeyFile = None, actor: Actor = None, ledger_key: LedgerKey = None, root_key: RootKey = None,
            json_out: Json = False) -> None:
     """Verify the whole log, from the database or (--url) a remote API: every signature, chain link, Merkle
-    node and checkpoint; exit 0 when intact, 20 naming the first bad entry otherwise."""
+    node and checkpoint; exit 0 when intact, 20 naming the first bad entry otherwise. Locally it needs only the
+    two public keys (--ledger-key/--root-key, default the data directory's keys/*.pub) and never writes."""
     if url is not None:
         verify_remote(url, key, actor, data_dir, ledger_key, root_key, json_out)
         return
     from ledger.audit import verify_store
     from ledger.heap import long_task
-    from ledger.home import open_ledger
+    from ledger.home import Home, open_read_only
 
-    ledger, database = open_ledger(home_path(data_dir), db)
+    Home(home_path(data_dir)).config()  # no data directory at all is the first thing to say
+    # only the public keys: an offline verifier of a copy is never given the ledger's private key
+    trust = pinned_trust(data_dir, ledger_key, root_key)
+    assert trust is not None
+    store, database, origin = open_read_only(home_path(data_dir), trust, db)
     try:
         with long_task(), Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(),
                                    TimeRemainingColumn(), console=render.errors, disable=json_out,
                                    transient=True) as bar:
             task = bar.add_task("entries", total=None)
-            report = verify_store(ledger.store, ledger.config.trust, ledger.config.origin,
+            report = verify_store(store, trust, origin,
                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
     finally:
         database.dispose()
