@@ -16,7 +16,7 @@ from ledger import errors as E
 
 if TYPE_CHECKING:
     from ledger.audit import AuditReport
-from ledger.checkpoint import Checkpoint, cosign, verifier_key
+from ledger.checkpoint import Checkpoint, CheckpointError, cosign, verifier_key
 from ledger.monitor import check_update
 from scanner_cli import exit_codes, render
 from scanner_cli.identity import (
@@ -156,14 +156,19 @@ def watch(url: Url = DEFAULT_URL, data_dir: DataDir = None, ledger_key: LedgerKe
     or fork is reported loudly (exit 20). With --witness-key, cosign each verified checkpoint."""
     trust = pinned_trust(data_dir, ledger_key, root_key)
     assert trust is not None
+    if witness_key is not None and not witness_key.is_file():
+        usage(f"key file {witness_key} does not exist")
     witness = read_private_key(witness_key) if witness_key else None
     if witness and not witness_name:
         usage("--witness-key needs --witness-name (the name clients know the witness by)")
+    if not state.parent.is_dir():
+        usage(f"--state {state}: the directory {state.parent} does not exist")
+    _trusted(state)  # a bad state file is said before the log is asked anything
     with client(url) as api:
         while True:
             note = api.checkpoint()
             origin = note.split("\n", 1)[0]
-            trusted = Checkpoint.parse_body(state.read_text().split("\n\n", 1)[0] + "\n") if state.exists() else None
+            trusted = _trusted(state)
             try:
                 new = check_update(trusted, note, verifier_key(origin, trust.ledger),
                                    lambda a, b: [bytes.fromhex(h) for h in api.consistency(a, b)["hashes"]])
@@ -180,6 +185,17 @@ def watch(url: Url = DEFAULT_URL, data_dir: DataDir = None, ledger_key: LedgerKe
             if once:
                 return
             time.sleep(interval)
+
+
+def _trusted(state: Path) -> Checkpoint | None:
+    """The last checkpoint this monitor trusted, from ``state`` (None before the first)."""
+    if not state.exists():
+        return None
+    try:
+        return Checkpoint.parse_body(state.read_text(encoding="utf-8").split("\n\n", 1)[0] + "\n")
+    except (OSError, UnicodeDecodeError, CheckpointError) as exc:
+        # not moved aside here: it is the monitor's only memory of what the log promised
+        usage(f"--state {state} does not hold a checkpoint this monitor wrote ({exc})")
 
 
 def _report(report: AuditReport, json_out: bool) -> None:

@@ -68,6 +68,20 @@ def test_watch_accepts_growth_and_detects_a_fork(tmp_path: Path) -> None:
     world.db.dispose()
 
 
+def test_watch_refuses_a_bad_state_or_witness_key_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    make_world(home, f"sqlite:///{home}/ledger.db").db.dispose()
+    garbage = tmp_path / "garbage.checkpoint"
+    garbage.write_text("garbage")
+    nowhere = "http://127.0.0.1:9"  # each is refused before the log is asked anything
+    for args, says in [(["--state", str(tmp_path / "no-such-dir" / "x")], "does not exist"),
+                       (["--state", str(garbage)], "does not hold a checkpoint"),
+                       (["--witness-key", str(tmp_path / "none.key"), "--witness-name", "w"], "does not exist")]:
+        r = athar("audit", "watch", "--url", nowhere, "--data-dir", str(home), "--once", *args)
+        assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
 def test_regulator_handles_alerts_from_the_command_line(tmp_path: Path) -> None:
     import contextlib
     import json
