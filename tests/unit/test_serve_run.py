@@ -89,13 +89,7 @@ def test_sigterm_to_a_one_worker_server_removes_its_run_directory(tmp_path: Path
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "TMPDIR": str(tmp), "ATHAR_OVERDUE_CHECK_SECONDS": "0"})
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        _wait_ready(port)
         runs = [p.parent for p in tmp.glob(f"athar-*/{PID_FILE}") if p.read_text().strip() == str(proc.pid)]
         assert len(runs) == 1, list(tmp.iterdir())
         proc.send_signal(signal.SIGTERM)
@@ -105,6 +99,16 @@ def test_sigterm_to_a_one_worker_server_removes_its_run_directory(tmp_path: Path
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def _wait_ready(port: int, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
 
 
 def _serve_cmd(home: Path, url: str, *args: str, prelude: str = "") -> list[str]:
@@ -178,13 +182,7 @@ def test_sigterm_is_not_held_by_a_half_sent_request(home: tuple[Path, str], work
         port = int(banner.split("http://127.0.0.1:")[1].split()[0])
         assert port != 0, banner
         with socket.create_connection(("127.0.0.1", port), timeout=30) as client:  # listening once announced
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v1/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            _wait_ready(port)
             client.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                            b"Content-Length: 100\r\n\r\n0123456789")
             time.sleep(0.5)
