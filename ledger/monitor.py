@@ -47,6 +47,12 @@ def check_update(trusted: Checkpoint | None, note: str, verifier_key: str,
         return new
     try:
         proof = list(consistency(trusted.size, new.size))
+    except E.NotFound as exc:
+        # every checkpoint the log signed stays provable (checkpoints are append-only): one it now denies having
+        # was deleted, as an attacker hiding a rewritten history would
+        raise ForkDetected(f"the log denies the checkpoint of tree size {trusted.size}, which it signed and this "
+                           f"monitor trusts ({exc.message}): history was rewritten", size=trusted.size) from exc
+    try:
         verify_consistency(trusted.size, new.size, trusted.root, new.root, proof)
     except ProofError as exc:
         raise ForkDetected(f"tree size {new.size} does not extend the trusted tree size {trusted.size}: "

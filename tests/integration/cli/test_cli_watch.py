@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,25 @@ def test_watch_accepts_growth_and_detects_a_fork(tmp_path: Path) -> None:
         alarm = athar("audit", "watch", "--url", forked, *common)
     assert alarm.returncode == 20
     assert "ALARM" in alarm.stderr and ("fork" in alarm.stderr or "rewritten" in alarm.stderr)
+    world.db.dispose()
+
+
+def test_watch_raises_the_alarm_when_the_log_denies_a_checkpoint_it_signed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    world = make_world(home, f"sqlite:///{home}/ledger.db")
+    world.commission("D1", 2)
+    state = tmp_path / "trusted.checkpoint"
+    common = ["--data-dir", str(home), "--state", str(state), "--once"]
+    with running_server(Settings(data_dir=home, overdue_check_seconds=0)) as base:
+        assert athar("audit", "watch", "--url", base, *common).returncode == 0
+        trusted = world.ledger.size()
+        world.ledger.submit(world.as_("maphar").commission(GTIN, "D2", dt.date(2029, 1, 1), "X", ["D2S1"]))
+        with sqlite3.connect(home / "ledger.db") as db:  # the attacker: append-only triggers dropped, row deleted
+            db.execute("DROP TRIGGER checkpoints_no_delete")
+            db.execute("DELETE FROM checkpoints WHERE tree_size = ?", (trusted,))
+        alarm = athar("audit", "watch", "--url", base, *common)
+    assert alarm.returncode == 20, alarm.stderr
+    assert "ALARM" in alarm.stderr and f"denies the checkpoint of tree size {trusted}" in alarm.stderr
     world.db.dispose()
 
 
