@@ -16,6 +16,7 @@ from ledger.request_signing import (
     signed_value,
 )
 from ledger.service import Ledger
+from ledger.state import Actor, KeyRecord
 from signing import b64decode
 from signing.errors import SigningError
 
@@ -32,15 +33,7 @@ def authenticate_read(ledger: Ledger, *, actor: str, key_id: str, timestamp: str
     if abs(now.timestamp() - ts) > max_skew.total_seconds():
         raise E.SignatureInvalid(f"the request was signed at {ts}, too far from the server time "
                                  f"{int(now.timestamp())}; check the clock")
-    with ledger.store.read() as u:
-        record = u.actor(actor)
-        key = u.key(key_id)
-    if record is None:
-        raise E.UnknownKey(f"actor {actor!r} is not registered")
-    if key is None or key.actor != actor:
-        raise E.UnknownKey(f"key {key_id} is not a key of {actor}", key_id=key_id)
-    if key.status != "active" or record.status != "active":
-        raise E.KeyNotActive(f"key {key_id} of {actor} is {key.status}", key_id=key_id)
+    record, key = _signer(ledger, actor, key_id)
     try:
         registered_public_key(key).verify(READ_PURPOSE, signed_value(actor, key_id, method, path, ts),
                                           b64decode(signature, HEADER_SIGNATURE))
@@ -62,12 +55,24 @@ def authenticate_session(ledger: Ledger, token: str) -> Principal:
     now = ledger.clock()
     if not now.timestamp() < expires <= (now + MAX_SESSION).timestamp():
         raise E.SignatureInvalid("the session token has expired (or claims more than 12 hours); make a new one")
-    with ledger.store.read() as u:
-        record, key = u.actor(actor), u.key(key_id)
-    if record is None or key is None or key.actor != actor or key.status != "active" or record.status != "active":
-        raise E.UnknownKey(f"key {key_id} is not an active key of {actor}", key_id=key_id)
+    record, key = _signer(ledger, actor, key_id)
     try:
         registered_public_key(key).verify(SESSION_PURPOSE, claim, signature)
     except SigningError as exc:
         raise E.SignatureInvalid("the session token's signature does not verify") from exc
     return Principal(record)
+
+
+def _signer(ledger: Ledger, actor: str, key_id: str) -> tuple[Actor, KeyRecord]:
+    """The actor and its key that may sign a read (a request or a session token): the same refusals for both."""
+    with ledger.store.read() as u:
+        record, key = u.actor(actor), u.key(key_id)
+    if record is None:
+        raise E.UnknownKey(f"actor {actor!r} is not registered")
+    if key is None or key.actor != actor:
+        raise E.UnknownKey(f"key {key_id} is not a key of {actor}", key_id=key_id)
+    if key.status != "active":
+        raise E.KeyNotActive(f"key {key_id} of {actor} is {key.status}", key_id=key_id)
+    if record.status != "active":
+        raise E.KeyNotActive(f"actor {actor} is {record.status}", key_id=key_id)
+    return record, key

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import jinja2
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from api.deps import State, Who
@@ -88,7 +88,9 @@ def _dashboard(st: State, who: Principal) -> str:
 @router.get("/dashboard", response_class=HTMLResponse, summary="The regulator's dashboard (HTML)",
             description="Open with a session token made by `athar dashboard` (the regulator signs a short-lived "
                         "claim with its own key).", responses=responses(401, 403, 422))
-async def dashboard(st: State, token: Annotated[str, Query(min_length=10, max_length=2000)]) -> HTMLResponse:
+async def dashboard(st: State, token: Annotated[str | None, Query(max_length=2000)] = None) -> HTMLResponse:
+    if not token:  # as any signed resource: 401, saying how to sign
+        raise HTTPException(401, "the dashboard needs a session token: open the link 'athar dashboard' prints")
     who = await st.run(authenticate_session, st.ledger, token)
     if not who.oversees:
         raise E.RoleNotAllowed("the dashboard is for regulators and inspectors")

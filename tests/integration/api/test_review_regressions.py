@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import time
 
-from ledger.request_signing import b64url
+from ledger.request_signing import b64url, make_session_token, sign_request
 from tests.integration.api.conftest import Live
 from tests.support import GTIN
 
@@ -41,3 +42,17 @@ def test_unencodable_bodies_and_tokens_are_4xx(live: Live) -> None:
     token = b64url(claim) + "." + b64url(b"\0" * 64)
     r = live.http.get("/dashboard", params={"token": token})
     assert r.status_code == 401, r.text
+
+
+def test_the_dashboard_refuses_as_every_signed_read_does(live: Live) -> None:
+    """A revoked key is 403 key_not_active for a session token as for a signed request; no token at all is 401."""
+    w = live.world
+    path = "/v1/alerts"
+    token = make_session_token(w.keys["inspector"], "inspector", dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
+    assert live.http.get("/dashboard", params={"token": token}).status_code == 200
+    w.ledger.submit(w.root.revoke_key("inspector", w.keys["inspector"].key_id, "laptop stolen"))
+    read = live.http.get(path, headers=sign_request(w.keys["inspector"], "inspector", "GET", path, int(time.time())))
+    page = live.http.get("/dashboard", params={"token": token})
+    assert (read.status_code, read.json()["code"]) == (page.status_code, page.json()["code"]) == (403, "key_not_active")
+    r = live.http.get("/dashboard")
+    assert r.status_code == 401 and r.json()["code"] == "unauthenticated" and "athar dashboard" in r.json()["detail"]
