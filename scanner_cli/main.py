@@ -8,7 +8,7 @@ import typer
 
 from ledger.errors import LedgerError
 from scanner_cli import exit_codes, render
-from scanner_cli.commands import actions, admin, audit, bundle, keys, label, regulator, scan
+from scanner_cli.commands import actions, actors, admin, audit, bundle, keys, label, regulator, scan
 from signing.errors import SigningError
 
 app = typer.Typer(name="athar", help="athar: a tamper-evident traceability ledger for medicines.",
@@ -18,6 +18,7 @@ app.command()(admin.serve)
 app.command()(admin.demo)
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
+app.add_typer(actors.app, name="actors")
 app.add_typer(actions.batch_app, name="batch")
 app.command()(actions.ship)
 app.command()(actions.receive)

@@ -80,7 +80,7 @@ def read_serials(serials: str | None, serials_file: Path | None) -> list[str] | 
     return [valid(ids.serial, s) for s in items]
 
 
-def _submit(signed: SignedEvent, identity: Identity, url: str, data_dir: Path | None, ledger_key: Path | None,
+def submit(signed: SignedEvent, identity: Identity, url: str, data_dir: Path | None, ledger_key: Path | None,
             root_key: Path | None, json_out: bool, summary: str, **extra: Any) -> None:
     trust = pinned_trust(data_dir, ledger_key, root_key, required=False)
     with client(url, identity) as api:
@@ -144,7 +144,7 @@ def commission(gtin: Gtin, lot: Lot,
     me = _me(key, actor, data_dir, "commissioning a batch")
     g, lt = valid(ids.gtin14, gtin), valid(ids.lot, lot)
     signed = _builder(me).commission(g, lt, _expiry(expiry), product, listed, channel=_channel(channel))
-    _submit(signed, me, url, data_dir, ledger_key, root_key, json_out,
+    submit(signed, me, url, data_dir, ledger_key, root_key, json_out,
             f"batch {g}/{lt}: {len(listed)} packs commissioned", gtin=g, lot=lt, serials=len(listed))
 
 
@@ -165,7 +165,7 @@ def ship(gtin: Gtin, lot: Lot,
     signed = _builder(me).ship(g, lt, valid(ids.actor_id, to), serials=listed, quantity=quantity,
                                channel=_channel(channel))
     n = len(listed) if listed is not None else quantity
-    _submit(signed, me, url, data_dir, ledger_key, root_key, json_out,
+    submit(signed, me, url, data_dir, ledger_key, root_key, json_out,
             f"shipment {signed.event_id}: {n} packs of {g}/{lt} to {to} (the recipient receives it with "
             f"'athar receive {signed.event_id}')", shipment=signed.event_id)
 
@@ -176,7 +176,7 @@ def receive(shipment: Annotated[str, typer.Argument(help="the shipment id (the s
     """Receive a shipment addressed to you: custody moves to you."""
     me = _me(key, actor, data_dir, "receiving")
     signed = _builder(me).receive(valid(ids.event_id, shipment))
-    _submit(signed, me, url, data_dir, ledger_key, root_key, json_out, f"shipment {shipment} received",
+    submit(signed, me, url, data_dir, ledger_key, root_key, json_out, f"shipment {shipment} received",
             shipment=shipment)
 
 
@@ -187,7 +187,7 @@ def refuse(shipment: Annotated[str, typer.Argument(help="the shipment id (the sh
     """Refuse a shipment addressed to you: custody returns to the sender."""
     me = _me(key, actor, data_dir, "refusing a shipment")
     signed = _builder(me).refuse(valid(ids.event_id, shipment), reason)
-    _submit(signed, me, url, data_dir, ledger_key, root_key, json_out, f"shipment {shipment} refused",
+    submit(signed, me, url, data_dir, ledger_key, root_key, json_out, f"shipment {shipment} refused",
             shipment=shipment)
 
 
@@ -229,7 +229,7 @@ def dispense(code: CodeArg = None, gtin: OptGtin = None, serial: OptSerial = Non
         usage("the pack has no serial number (AI 21): only serialized packs are dispensed one by one")
     me = _me(key, actor, data_dir, "dispensing")
     signed = _builder(me).dispense(pack.gtin, pack.serial, lot=pack.lot, expiry=pack.expiry)
-    _submit(signed, me, url, data_dir, ledger_key, root_key, json_out,
+    submit(signed, me, url, data_dir, ledger_key, root_key, json_out,
             f"pack {pack.gtin} serial {pack.serial} dispensed", gtin=pack.gtin, serial=pack.serial)
 
 
@@ -240,7 +240,7 @@ def recall(gtin: Gtin, lot: Lot, reason: Reason, key: KeyFile = None, actor: Act
     me = _me(key, actor, data_dir, "recalling a batch")
     g, lt = valid(ids.gtin14, gtin), valid(ids.lot, lot)
     signed = _builder(me).recall(g, lt, reason)
-    _submit(signed, me, url, data_dir, ledger_key, root_key, json_out, f"batch {g}/{lt} recalled", gtin=g, lot=lt)
+    submit(signed, me, url, data_dir, ledger_key, root_key, json_out, f"batch {g}/{lt} recalled", gtin=g, lot=lt)
 
 
 def report(code: CodeArg = None, gtin: OptGtin = None, serial: OptSerial = None, lot: OptLot = None,
@@ -258,7 +258,7 @@ def report(code: CodeArg = None, gtin: OptGtin = None, serial: OptSerial = None,
     if me is not None and details is None:
         signed = _builder(me).report(pack.gtin, category, serial=pack.serial, lot=pack.lot, region=region,
                                      expiry=pack.expiry.isoformat() if pack.expiry else None)
-        _submit(signed, me, url, data_dir, ledger_key, root_key, json_out,
+        submit(signed, me, url, data_dir, ledger_key, root_key, json_out,
                 f"report ({category}) on {pack.gtin}" + (f" serial {pack.serial}" if pack.serial else ""))
         return
     payload = {"gtin": pack.gtin, "serial": pack.serial, "lot": pack.lot,

@@ -1,0 +1,98 @@
+"""`athar actors`: the regulator registers an actor and rotates and revokes its keys with the root key, against a
+real server; the new actor's keys then work, or stop working, for custody commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.cli.conftest import Cli, Server
+from tests.support import GTIN
+
+pytestmark = pytest.mark.slow
+
+
+def _size(server: Server) -> int:
+    return int(httpx.get(server.url + "/v1/log/checkpoint").text.splitlines()[1])
+
+
+def _new_key(cli: Cli, path: Path, actor: str) -> str:
+    r = cli("keys", "new", "--out", str(path), "--actor", actor, "--json", data_dir=False)
+    assert r.code == 0, r.err
+    return str(r.json()["key_id"])
+
+
+def test_register_rotate_revoke(served: tuple[Server, Cli], tmp_path: Path) -> None:
+    server, cli = served
+    first = _new_key(cli, tmp_path / "first.key", "ph-tanger-02")
+    r = cli("actors", "register", "ph-tanger-02", "--name", "Pharmacie du Détroit", "--role", "pharmacy",
+            "--region", "Tanger-Tétouan-Al Hoceïma", "--city", "Tanger", "--gln", "6110000000017",
+            "--public-key", str(tmp_path / "first.pub"), "--json")
+    assert r.code == 0, r.err
+    assert r.json()["receipt_verified"] is True and r.json()["receipt"]["chain"] == "actor/ph-tanger-02"
+    shown = cli("actors", "show", "ph-tanger-02", "--json", data_dir=False).json()
+    assert (shown["role"], shown["city"], shown["gln"]) == ("pharmacy", "Tanger", "6110000000017")
+    assert [(k["key_id"], k["status"]) for k in shown["keys"]] == [(first, "active")]
+    listed = cli("actors", "list", "--json", data_dir=False).json()
+    assert "ph-tanger-02" in {a["id"] for a in listed}
+
+    # the registered key acts: it receives a shipment addressed to it
+    cli.commission("TNG1", ["TNG-1", "TNG-2", "TNG-3"])
+    cli.deliver("TNG1", ["TNG-1", "TNG-2", "TNG-3"], "maphar", "dist-north")
+    r = cli("ship", "--gtin", GTIN, "--lot", "TNG1", "--to", "ph-tanger-02", "--serials", "TNG-1,TNG-2,TNG-3",
+            "--json", actor="dist-north")
+    assert r.code == 0, r.err
+    assert cli("receive", r.json()["shipment"], "--key", str(tmp_path / "first.key"), data_dir=False).code == 0
+
+    # rotated: the old key is refused, the new one dispenses
+    second = _new_key(cli, tmp_path / "second.key", "ph-tanger-02")
+    r = cli("actors", "rotate-key", "ph-tanger-02", "--public-key", str(tmp_path / "second.pub"))
+    assert r.code == 0, r.err
+    old = cli("dispense", "--gtin", GTIN, "--serial", "TNG-1", "--key", str(tmp_path / "first.key"), data_dir=False)
+    assert old.code == 4 and len(old.err.strip().splitlines()) == 1, old.err
+    new = cli("dispense", "--gtin", GTIN, "--serial", "TNG-1", "--key", str(tmp_path / "second.key"),
+              data_dir=False)
+    assert new.code == 0, new.err
+
+    # revoked (a stolen laptop): the key signs nothing more
+    r = cli("actors", "revoke-key", "ph-tanger-02", "--key-id", second, "--reason", "laptop stolen")
+    assert r.code == 0, r.err
+    stolen = cli("dispense", "--gtin", GTIN, "--serial", "TNG-2", "--key", str(tmp_path / "second.key"),
+                 data_dir=False)
+    assert stolen.code == 4, stolen.err
+    keys = cli("actors", "show", "ph-tanger-02", "--json", data_dir=False).json()["keys"]
+    assert [(k["key_id"], k["status"]) for k in keys] == [(first, "rotated"), (second, "revoked")]
+    text = cli("actors", "show", "ph-tanger-02", data_dir=False)
+    assert first in text.out and second in text.out  # whole, to be copied into --key-id
+
+
+def test_refusals_append_nothing(served: tuple[Server, Cli], tmp_path: Path) -> None:
+    server, cli = served
+    _new_key(cli, tmp_path / "p.key", "ph-oujda-03")
+    pub = str(tmp_path / "p.pub")
+    base = ["actors", "register", "ph-oujda-03", "--name", "Pharmacie Oujda", "--region", "Oriental"]
+    before = _size(server)
+    cases = [
+        (base + ["--role", "chemist", "--public-key", pub], 2, "--role must be one of"),
+        (base + ["--role", "pharmacy", "--public-key", str(tmp_path / "p.key")], 2, "is a private key file"),
+        (base + ["--role", "pharmacy", "--public-key", "not-a-key"], 2, "--public-key"),
+        (base + ["--role", "pharmacy", "--public-key", pub, "--gln", "123"], 2, "GLN"),
+        (["actors", "register", "PH", "--name", "X", "--region", "R", "--role", "pharmacy", "--public-key", pub],
+         2, "actor id"),
+        # an actor's own key is not the root key: the server refuses it
+        (base + ["--role", "pharmacy", "--public-key", pub, "--key", str(tmp_path / "p.key")], 4, "root key"),
+        (["actors", "register", "ph-rabat", "--name", "X", "--region", "R", "--role", "pharmacy", "--public-key",
+          pub], 3, "already registered"),
+        (["actors", "revoke-key", "ph-rabat", "--key-id", "ed25519:00", "--reason", "x"], 4, "not a key of"),
+    ]
+    for argv, code, words in cases:
+        r = cli(*argv)
+        assert (r.code, r.out) == (code, ""), (argv, r.code, r.err)
+        assert words in r.err and len(r.err.strip().splitlines()) == 1, (argv, r.err)
+    # no root key in this data directory: a usage error naming the option
+    r = cli(*base, "--role", "pharmacy", "--public-key", pub, "--data-dir", str(tmp_path / "empty"), data_dir=False)
+    assert r.code == 2 and "--key" in r.err, r.err
+    assert _size(server) == before
+    assert cli("actors", "show", "ph-oujda-03", data_dir=False).code == 3
