@@ -9,7 +9,7 @@ stored Merkle nodes and every stored checkpoint), a remote auditor feeds it page
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ledger import errors as E
@@ -23,12 +23,14 @@ from ledger.checkpoint import (
     parse_verifier_key,
     split_note,
     verifier_key,
+    verify_cosignature,
 )
 from ledger.custody import Context, decide
 from ledger.entry import Entry, indexed_columns
 from ledger.merkle import CompactRange, NodeID, leaf_hash
 from ledger.replay import MemoryState
 from ledger.storage.sql import SqlStore
+from signing import PublicKey
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class AuditReport:
     actors: int = 0
     batches: int = 0
     checkpoints: int = 0
+    #: witness cosignatures verified with a witness key at hand, and those of witnesses whose key is not (by name)
+    cosignatures: int = 0
+    unchecked_witnesses: dict[str, int] = field(default_factory=dict)
     failure: Failure | None = None
     state: MemoryState = field(default_factory=MemoryState, repr=False)
     chain_heads: dict[str, ChainHead] = field(default_factory=dict, repr=False)
@@ -113,6 +118,24 @@ class LogVerifier:
         self.report.checkpoints += 1
         return cp
 
+    def cosignatures(self, note: str, witnesses: Mapping[str, PublicKey]) -> None:
+        """Check the witness cosignatures on a checkpoint note of this log (already checked with ``checkpoint``):
+        each by a witness whose key is at hand must verify; the others are counted as unchecked."""
+        text, sigs = split_note(note)
+        size = Checkpoint.parse_body(text).size
+        origin = self.vkey.split("+", 1)[0]
+        for name in sorted({sig.name for sig in sigs if sig.name != origin}):
+            key = witnesses.get(name)
+            if key is None:
+                self.report.unchecked_witnesses[name] = self.report.unchecked_witnesses.get(name, 0) + 1
+                continue
+            try:
+                verify_cosignature(note, name, key)
+            except CheckpointError as err:
+                raise AuditFailure(None, f"the cosignature of witness {name} on the checkpoint at tree size {size} "
+                                         f"does not verify with its key: {err}") from err
+            self.report.cosignatures += 1
+
     def finish(self) -> AuditReport:
         r = self.report
         r.tree_size = self.tree.size
@@ -160,9 +183,10 @@ class LogVerifier:
 
 def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
                  progress: Callable[[int, int], None] | None = None, *,
-                 helpers: int | None = None) -> AuditReport:
-    """Verify the whole stored log, its Merkle nodes and checkpoints. Stops at the first failure.
-    ``helpers``: processes checking signatures ahead (default: one per spare core, for big logs only)."""
+                 helpers: int | None = None, witnesses: Mapping[str, PublicKey] | None = None) -> AuditReport:
+    """Verify the whole stored log, its Merkle nodes, checkpoints and witness cosignatures. Stops at the first
+    failure. ``helpers``: processes checking signatures ahead (default: one per spare core, for big logs only).
+    ``witnesses``: the witness keys at hand (name -> key); cosignatures of other witnesses are counted, unchecked."""
     verifier = LogVerifier(trust, origin)
     reader = LogReader(store, trust, verifier.vkey, helpers)
     try:
@@ -193,6 +217,7 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
         if extra:
             raise AuditFailure(None, f"checkpoint for tree size {extra[0]} does not match the log of {head.size} "
                                      "entries")
+        _check_stored_cosignatures(store, verifier, witnesses or {})
     except AuditFailure as stop:
         verifier.report.failure = stop.failure
     except E.LedgerError as err:  # e.g. a stored row the readers refuse: the error names it
@@ -201,3 +226,28 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
     finally:
         reader.close()
     return verifier.finish()
+
+
+def _check_stored_cosignatures(store: SqlStore, verifier: LogVerifier, witnesses: Mapping[str, PublicKey]) -> None:
+    """A cosignature row is a witness's word that it saw this log at that size: one an attacker forged or moved to
+    another checkpoint must not pass for it."""
+    with store.read() as u:
+        rows = u.cosignatures()
+        notes = {cp.tree_size: cp.note for cp in u.checkpoints()} if rows else {}
+    origin = verifier.vkey.split("+", 1)[0]
+    for size, witness, line in rows:
+        if witness == origin:
+            raise AuditFailure(None, f"a cosignature is stored under the log's own name {origin} at tree size {size}")
+        note = notes.get(size)
+        if note is None:
+            raise AuditFailure(None, f"a cosignature of witness {witness} is stored for tree size {size}, which has "
+                                     "no checkpoint")
+        try:
+            names = {sig.name for sig in split_note(note + line)[1]}
+        except CheckpointError as err:
+            raise AuditFailure(None, f"the stored cosignature of witness {witness} at tree size {size} is not a "
+                                     f"signature line: {err}") from err
+        if witness not in names:
+            raise AuditFailure(None, f"the stored cosignature of witness {witness} at tree size {size} is signed "
+                                     f"under another name ({', '.join(sorted(names))})")
+        verifier.cosignatures(note + line, witnesses)

@@ -1014,6 +1014,12 @@ class SqlUnit:
              .order_by(t.cosignatures.c.witness))
         return [str(line) for line in self.conn.execute(q).scalars()]
 
+    def cosignatures(self) -> list[tuple[int, str, str]]:
+        """Every stored witness cosignature: (tree size, witness, signature line), in tree-size order."""
+        c = t.cosignatures.c
+        q = sa.select(c.tree_size, c.witness, c.line).order_by(c.tree_size, c.witness)
+        return [(int(n), str(w), str(line)) for n, w, line in self.conn.execute(q)]
+
     def put_cosignature(self, tree_size: int, witness: str, line: str, timestamp: int) -> None:
         c = t.cosignatures.c
         self.conn.execute(sa.delete(t.cosignatures).where(c.tree_size == tree_size, c.witness == witness))

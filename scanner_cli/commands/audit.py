@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from ledger import errors as E
 
@@ -32,8 +33,34 @@ from scanner_cli.identity import (
     usage,
 )
 from scanner_cli.options import DataDir, DbUrl, Json, home_path
-from signing import canonical
-from signing.keys import read_private_key
+from signing import PublicKey, canonical
+from signing.errors import SigningError
+from signing.keys import read_private_key, read_public_key
+
+Witnesses = Annotated[list[str] | None, typer.Option(
+    "--witness", show_default=False,
+    help="NAME=FILE: a witness's public key, to check its cosignatures (repeatable; the data directory's "
+         "keys/witnesses/NAME.pub are read too)")]
+
+
+def witness_keys(data_dir: Path | None, given: list[str] | None) -> dict[str, PublicKey]:
+    """The witness keys at hand: the data directory's keys/witnesses/NAME.pub, then each --witness NAME=FILE."""
+    from ledger.home import Home
+
+    try:
+        keys = Home(home_path(data_dir)).witnesses()
+    except SigningError as exc:
+        usage(f"a witness key in the data directory: {exc}")
+    for item in given or []:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            usage(f"--witness takes NAME=FILE (a witness's public key file), not {item!r}")
+        try:
+            keys[name] = read_public_key(Path(file))
+        except SigningError as exc:
+            usage(f"--witness {name}: {exc}")
+    return keys
+
 
 app = typer.Typer(help="Audit the ledger: verify every signature, chain link, Merkle node and checkpoint.",
                   no_args_is_help=True)
@@ -44,12 +71,13 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
            url: Annotated[str | None, typer.Option("--url", help="verify a remote ledger through its API instead "
                                                    "(needs --actor/--key of a regulator or inspector)")] = None,
            key: KeyFile = None, actor: Actor = None, ledger_key: LedgerKey = None, root_key: RootKey = None,
-           json_out: Json = False) -> None:
+           witness: Witnesses = None, json_out: Json = False) -> None:
     """Verify the whole log, from the database or (--url) a remote API: every signature, chain link, Merkle
-    node and checkpoint; exit 0 when intact, 20 naming the first bad entry otherwise. Locally it needs only the
-    two public keys (--ledger-key/--root-key, default the data directory's keys/*.pub) and never writes."""
+    node, checkpoint and the cosignatures of the witnesses whose keys are at hand; exit 0 when intact, 20 naming
+    the first bad entry otherwise. Locally it needs only the public keys (--ledger-key/--root-key, default the
+    data directory's keys/*.pub; witnesses: keys/witnesses/NAME.pub and --witness) and never writes."""
     if url is not None:
-        verify_remote(url, key, actor, data_dir, ledger_key, root_key, json_out)
+        verify_remote(url, key, actor, data_dir, ledger_key, root_key, witness, json_out)
         return
     from ledger.audit import verify_store
     from ledger.heap import long_task
@@ -66,7 +94,8 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
                                    transient=True) as bar:
             task = bar.add_task("entries", total=None)
             report = verify_store(store, trust, origin,
-                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                  witnesses=witness_keys(data_dir, witness))
     finally:
         database.dispose()
     _report(report, json_out)
@@ -112,14 +141,17 @@ def rebuild(data_dir: DataDir = None, db: DbUrl = None,
 
 @app.command("verify-remote")
 def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None, data_dir: DataDir = None,
-                  ledger_key: LedgerKey = None, root_key: RootKey = None, json_out: Json = False) -> None:
-    """Verify the whole log served by a remote API (regulator or inspector identity), streaming."""
+                  ledger_key: LedgerKey = None, root_key: RootKey = None, witness: Witnesses = None,
+                  json_out: Json = False) -> None:
+    """Verify the whole log served by a remote API (regulator or inspector identity), streaming, and the witness
+    cosignatures on its latest checkpoint."""
     from ledger.audit import AuditFailure, LogVerifier
     from ledger.heap import long_task
 
     identity = resolve_identity(key, actor, data_dir, required=True, what="a remote audit")
     trust = pinned_trust(data_dir, ledger_key, root_key)
     assert trust is not None
+    witnesses = witness_keys(data_dir, witness)
     with client(url, identity) as api:
         note = api.checkpoint()
         origin = note.split("\n", 1)[0]
@@ -139,6 +171,7 @@ def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = No
             if verifier.tree.size != size:
                 raise AuditFailure(verifier.tree.size, f"the server returned {verifier.tree.size} of {size} entries")
             verifier.checkpoint(note)
+            verifier.cosignatures(note, witnesses)
         except AuditFailure as stop:
             verifier.report.failure = stop.failure
     _report(verifier.finish(), json_out)
@@ -201,13 +234,20 @@ def _trusted(state: Path) -> Checkpoint | None:
 def _report(report: AuditReport, json_out: bool) -> None:
     result = {"ok": report.ok, "entries": report.entries, "tree_size": report.tree_size, "chains": report.chains,
               "actors": report.actors, "batches": report.batches, "checkpoints": report.checkpoints,
+              "cosignatures": report.cosignatures, "unchecked_cosignatures": report.unchecked_witnesses,
               "first_failure": None if report.failure is None else
               {"index": report.failure.index, "reason": report.failure.reason}}
     if json_out:
         render.emit_json(result)
     elif report.ok:
         render.console.print(f"[green]intact[/]: {report.entries} entries, {report.chains} chains, {report.actors} "
-                             f"actors, {report.batches} batches, {report.checkpoints} checkpoints verified")
+                             f"actors, {report.batches} batches, {report.checkpoints} checkpoints"
+                             + (f", {report.cosignatures} witness cosignatures" if report.cosignatures else "")
+                             + " verified", soft_wrap=True)
+        for name, n in sorted(report.unchecked_witnesses.items()):
+            render.console.print(Text(f"  {n} cosignature(s) of witness {name} not checked: its key is not at hand "
+                                      "(keys/witnesses/NAME.pub or --witness NAME=FILE)"), highlight=False,
+                                 soft_wrap=True)
     else:
         assert report.failure is not None
         where = f"entry {report.failure.index}" if report.failure.index is not None else "the log"

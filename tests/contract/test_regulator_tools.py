@@ -17,6 +17,7 @@ from ledger.identifiers import batch_chain
 from ledger.monitor import ForkDetected, RollbackDetected, check_update
 from ledger.rebuild import rebuild
 from ledger.state import AlertRecord
+from ledger.storage import tables
 from signing import KeyPair
 from signing.keys import write_public_key
 from tests.support import GTIN, World, make_world
@@ -157,4 +158,61 @@ def test_witness_cosignatures_are_verified_stored_and_served(tmp_path: Path, wor
     forged = cosign(note, "witness.example.ma", KeyPair.generate(), 5)
     with pytest.raises((E.SignatureInvalid, E.UnknownKey)):
         ledger.add_cosignatures(forged)
+    db.dispose()
+
+
+def test_audit_checks_stored_witness_cosignatures(world: World, db_url: str) -> None:
+    """A cosignature row is a witness's word that it saw this log: the audit verifies each one whose witness key is
+    at hand, and fails on one forged, moved to another checkpoint, or stored under another name."""
+    witness, other = KeyPair.generate(), KeyPair.generate()
+    for name, pair in (("witness.example.ma", witness), ("other.example.org", other)):
+        write_public_key(world.home.keys / "witnesses" / f"{name}.pub", pair.public)
+    world.db.dispose()
+    ledger, db = open_ledger(world.home.path, db_url)
+    first = ledger.checkpoint()
+    assert first is not None
+    ledger.add_cosignatures(cosign(first.note, "witness.example.ma", witness, 1795342500))
+    world.ledger = ledger
+    world.commission("CS1", 2)
+    second = ledger.checkpoint()
+    assert second is not None and second.tree_size > first.tree_size
+    ledger.add_cosignatures(cosign(second.note, "witness.example.ma", witness, 1795342600))
+    ledger.add_cosignatures(cosign(second.note, "other.example.org", other, 1795342601))
+    trust, origin, store = ledger.config.trust, ledger.config.origin, ledger.store
+
+    report = verify_store(store, trust, origin, witnesses={"witness.example.ma": witness.public,
+                                                           "other.example.org": other.public})
+    assert report.ok and report.cosignatures == 3 and report.unchecked_witnesses == {}
+    # an auditor without a witness's key is told, not failed
+    report = verify_store(store, trust, origin, witnesses={"witness.example.ma": witness.public})
+    assert report.ok and report.cosignatures == 2 and report.unchecked_witnesses == {"other.example.org": 1}
+
+    table = tables.cosignatures
+    c = table.c
+    keys = {"witness.example.ma": witness.public}
+
+    def tampered(change: sa.Update) -> str:
+        with db.writer.begin() as conn:
+            saved = [dict(r._mapping) for r in conn.execute(sa.select(table))]
+            conn.execute(change)
+        try:
+            failed = verify_store(store, trust, origin, witnesses=keys)
+        finally:
+            with db.writer.begin() as conn:
+                conn.execute(sa.delete(table))
+                conn.execute(sa.insert(table), saved)
+        assert not failed.ok and failed.failure is not None
+        return failed.failure.reason
+
+    where = (c.tree_size == first.tree_size) & (c.witness == "witness.example.ma")
+    forged = cosign(first.note, "witness.example.ma", KeyPair.generate(), 1795342500)
+    forged_line = forged[len(first.note):]
+    assert "does not verify" in tampered(sa.update(table).where(where).values(line=forged_line))
+    # the witness's real cosignature of the second checkpoint, moved onto the first
+    moved = sa.select(c.line).where((c.tree_size == second.tree_size) & (c.witness == "witness.example.ma"))
+    assert "does not verify" in tampered(sa.update(table).where(where).values(line=moved.scalar_subquery()))
+    renamed = (c.tree_size == second.tree_size) & (c.witness == "other.example.org")
+    assert "another name" in tampered(sa.update(table).where(renamed).values(witness="third.example.org"))
+    assert "no checkpoint" in tampered(sa.update(table).where(where).values(tree_size=second.tree_size + 5))
+    assert verify_store(store, trust, origin, witnesses=keys).ok  # each change was undone
     db.dispose()

@@ -25,7 +25,7 @@ def _new_key(cli: Cli, path: Path, actor: str) -> str:
 
 
 def test_register_rotate_revoke(served: tuple[Server, Cli], tmp_path: Path) -> None:
-    server, cli = served
+    _server, cli = served
     first = _new_key(cli, tmp_path / "first.key", "ph-tanger-02")
     r = cli("actors", "register", "ph-tanger-02", "--name", "Pharmacie du Détroit", "--role", "pharmacy",
             "--region", "Tanger-Tétouan-Al Hoceïma", "--city", "Tanger", "--gln", "6110000000017",
@@ -75,14 +75,14 @@ def test_refusals_append_nothing(served: tuple[Server, Cli], tmp_path: Path) -> 
     base = ["actors", "register", "ph-oujda-03", "--name", "Pharmacie Oujda", "--region", "Oriental"]
     before = _size(server)
     cases = [
-        (base + ["--role", "chemist", "--public-key", pub], 2, "--role must be one of"),
-        (base + ["--role", "pharmacy", "--public-key", str(tmp_path / "p.key")], 2, "is a private key file"),
-        (base + ["--role", "pharmacy", "--public-key", "not-a-key"], 2, "--public-key"),
-        (base + ["--role", "pharmacy", "--public-key", pub, "--gln", "123"], 2, "GLN"),
+        ([*base, "--role", "chemist", "--public-key", pub], 2, "--role must be one of"),
+        ([*base, "--role", "pharmacy", "--public-key", str(tmp_path / "p.key")], 2, "is a private key file"),
+        ([*base, "--role", "pharmacy", "--public-key", "not-a-key"], 2, "--public-key"),
+        ([*base, "--role", "pharmacy", "--public-key", pub, "--gln", "123"], 2, "GLN"),
         (["actors", "register", "PH", "--name", "X", "--region", "R", "--role", "pharmacy", "--public-key", pub],
          2, "actor id"),
         # an actor's own key is not the root key: the server refuses it
-        (base + ["--role", "pharmacy", "--public-key", pub, "--key", str(tmp_path / "p.key")], 4, "root key"),
+        ([*base, "--role", "pharmacy", "--public-key", pub, "--key", str(tmp_path / "p.key")], 4, "root key"),
         (["actors", "register", "ph-rabat", "--name", "X", "--region", "R", "--role", "pharmacy", "--public-key",
           pub], 3, "already registered"),
         (["actors", "revoke-key", "ph-rabat", "--key-id", "ed25519:00", "--reason", "x"], 4, "not a key of"),

@@ -54,7 +54,19 @@ def test_watch_accepts_growth_and_detects_a_fork(tmp_path: Path) -> None:
         remote = athar("audit", "verify", "--url", honest, "--data-dir", str(home), "--actor", "regulator",
                        "--key", str(tmp_path / "regulator.key"))
         assert remote.returncode == 0, remote.stderr
-        assert "intact" in remote.stdout
+        assert "intact" in remote.stdout and "1 witness cosignatures verified" in remote.stdout
+    # the local audit checks the stored cosignature with keys/witnesses/witness.ma.pub, or with --witness
+    local = athar("audit", "verify", "--data-dir", str(home), "--json")
+    assert local.returncode == 0, local.stderr
+    assert '"cosignatures": 1' in local.stdout
+    write_public_key(tmp_path / "impostor.pub", KeyPair.generate().public)
+    wrong = athar("audit", "verify", "--data-dir", str(home), "--witness", f"witness.ma={tmp_path / 'impostor.pub'}")
+    assert wrong.returncode == 20 and "cosignature of witness witness.ma" in wrong.stderr, wrong.stderr
+    bad = athar("audit", "verify", "--data-dir", str(home), "--witness", "witness.ma")
+    assert bad.returncode == 2 and "NAME=FILE" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    (home / "keys" / "witnesses" / "witness.ma.pub").unlink()
+    unchecked = athar("audit", "verify", "--data-dir", str(home))
+    assert unchecked.returncode == 0 and "1 cosignature(s) of witness witness.ma not checked" in unchecked.stdout
 
     # the fork: the copied ledger appends something else under the same keys
     fork_url = f"sqlite:///{fork_home}/ledger.db"  # the copied config.json still names the honest database
