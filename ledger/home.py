@@ -258,12 +258,14 @@ def open_ledger(path: Path, database_url: str | None = None, *, pool_size: int =
     return ledger, db
 
 
-def open_read_only(path: Path, trust: TrustAnchors, database_url: str | None = None) -> tuple[SqlStore, Database, str]:
-    """The store of a ledger to verify, opened read-only (a copy may be on read-only storage and must not change),
-    with only its public keys: ``trust`` and the origin in config.json. Returns (store, database, origin)."""
+def open_store(path: Path, trust: TrustAnchors, database_url: str | None = None, *,
+               read_only: bool = True) -> tuple[SqlStore, Database, str]:
+    """The store of a ledger to verify or rebuild with only its public keys (``trust``) and the origin in
+    config.json, never its private key; read-only unless told (a copy may be on read-only storage and must not
+    change). Returns (store, database, origin)."""
     home = Home(path)
     origin = home.config().get("origin", DEFAULT_ORIGIN)
-    db = open_database(home.database_url(database_url), read_only=True)
+    db = open_database(home.database_url(database_url), read_only=read_only)
     try:
         try:
             current = schema_is_current(db)

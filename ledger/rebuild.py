@@ -119,13 +119,19 @@ def rebuild(store: SqlStore, trust: TrustAnchors, origin: str, *, write: bool = 
         raise E.IntegrityError(f"the log fails verification{where}: {audit.failure.reason}; projections cannot be "
                                "rebuilt from it")
     expected = expected_projections(audit)
+    if not write:  # a comparison only: one snapshot is enough, and a read-only copy can be compared
+        with store.read(snapshot=True) as r:
+            _same_size(r.head()[0], audit.tree_size)
+            return audit, compare(expected, r.snapshot())
     with store.write() as u:
-        size, _ = u.lock_head()
-        if size != audit.tree_size:
-            raise E.StorageUnavailable(f"the log grew from {audit.tree_size} to {size} entries during the rebuild; "
-                                       "run it again")
+        _same_size(u.lock_head()[0], audit.tree_size)
         result = compare(expected, u.snapshot())
-        if write and not result.clean:
+        if not result.clean:
             rewrite(u, expected)
             result.rewritten = True
     return audit, result
+
+
+def _same_size(size: int, verified: int) -> None:
+    if size != verified:
+        raise E.StorageUnavailable(f"the log grew from {verified} to {size} entries during the rebuild; run it again")

@@ -81,13 +81,13 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
         return
     from ledger.audit import verify_store
     from ledger.heap import long_task
-    from ledger.home import Home, open_read_only
+    from ledger.home import Home, open_store
 
     Home(home_path(data_dir)).config()  # no data directory at all is the first thing to say
     # only the public keys: an offline verifier of a copy is never given the ledger's private key
     trust = pinned_trust(data_dir, ledger_key, root_key)
     assert trust is not None
-    store, database, origin = open_read_only(home_path(data_dir), trust, db)
+    store, database, origin = open_store(home_path(data_dir), trust, db)
     try:
         with long_task(), Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(),
                                    TimeRemainingColumn(), console=render.errors, disable=json_out,
@@ -104,17 +104,20 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
 @app.command()
 def rebuild(data_dir: DataDir = None, db: DbUrl = None,
             write: Annotated[bool, typer.Option("--write", help="replace stored projections that differ")] = False,
-            json_out: Json = False) -> None:
-    """Rebuild every projection (batches, packs, holdings, actors...) from the verified log; report differences."""
+            ledger_key: LedgerKey = None, root_key: RootKey = None, json_out: Json = False) -> None:
+    """Rebuild every projection (batches, packs, holdings, actors...) from the verified log; report differences.
+    It needs only the two public keys, like 'audit verify'; without --write it never writes."""
     from ledger.heap import long_task
-    from ledger.home import open_ledger
+    from ledger.home import Home, open_store
     from ledger.rebuild import rebuild as rebuild_projections
 
-    ledger, database = open_ledger(home_path(data_dir), db)
+    Home(home_path(data_dir)).config()
+    trust = pinned_trust(data_dir, ledger_key, root_key)
+    assert trust is not None
+    store, database, origin = open_store(home_path(data_dir), trust, db, read_only=not write)
     try:
         with long_task():
-            audit_report, result = rebuild_projections(ledger.store, ledger.config.trust, ledger.config.origin,
-                                                       write=write)
+            audit_report, result = rebuild_projections(store, trust, origin, write=write)
     finally:
         database.dispose()
     if json_out:

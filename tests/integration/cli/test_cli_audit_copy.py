@@ -87,3 +87,28 @@ def test_a_read_only_postgres_database_refuses_writes(postgres_url: str) -> None
             conn.execute(sa.text("CREATE TABLE must_not_exist (x int)"))
     finally:
         db.dispose()
+
+
+def test_rebuild_needs_only_the_public_keys_and_compares_without_writing(tmp_path: Path, db_url: str) -> None:
+    home = tmp_path / "home"
+    world = make_world(home, db_url)
+    serials = world.commission("LOT-B", 3)
+    world.deliver("maphar", "dist-north", "LOT-B", serials)
+    with world.db.writer.begin() as conn:  # the attacker edits a projection, not the log
+        conn.execute(sa.text("UPDATE holdings SET quantity = quantity + 100 WHERE actor = 'dist-north'"))
+    world.db.dispose()
+    copy = tmp_path / "aud"
+    public_copy(home, copy)
+    args = [] if db_url.startswith("sqlite") else ["--db", db_url]
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in copy.glob("ledger.db*")}
+    found = athar("audit", "rebuild", "--data-dir", str(copy), *args, "--json")
+    assert found.returncode == 20, found.stderr
+    report = json.loads(found.stdout)
+    assert report["clean"] is False and report["rewritten"] is False and len(report["differences"]["holdings"]) == 1
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in copy.glob("ledger.db*")
+            if p.name in before} == before
+    fixed = athar("audit", "rebuild", "--data-dir", str(copy), *args, "--write", "--json")
+    assert fixed.returncode == 0 and json.loads(fixed.stdout)["rewritten"] is True, fixed.stderr
+    clean = athar("audit", "rebuild", "--data-dir", str(copy), *args, "--json")
+    assert clean.returncode == 0 and json.loads(clean.stdout)["clean"] is True, clean.stderr
+    assert not list(copy.glob("keys/*.key"))
