@@ -87,6 +87,7 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
     # only the public keys: an offline verifier of a copy is never given the ledger's private key
     trust = pinned_trust(data_dir, ledger_key, root_key)
     assert trust is not None
+    witnesses = witness_keys(data_dir, witness)
     store, database, origin = open_store(home_path(data_dir), trust, db)
     try:
         with long_task(), Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(),
@@ -95,7 +96,7 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
             task = bar.add_task("entries", total=None)
             report = verify_store(store, trust, origin,
                                   progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                  witnesses=witness_keys(data_dir, witness))
+                                  witnesses=witnesses)
     finally:
         database.dispose()
     _report(report, json_out)
