@@ -285,7 +285,8 @@ class AlertOut(BaseModel):
     gtin: str | None
     lot: str | None
     serial: str | None
-    suspect: str
+    suspect: str = Field(description="the actor the alert is about; for a report (kind 'report'), the actor who "
+                                     "filed it, 'ledger' for an anonymous public report: not a suspect")
     index: int
     raised_at: dt.datetime
     status: str

@@ -38,7 +38,9 @@ def list_alerts(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None
         return
     table = Table("entry", "kind", "status", "suspect", "likely cause", "id")
     for a in rows:
-        table.add_row(*(Text(str(v)) for v in (a["index"], a["kind"], a["status"], a["suspect"],
+        # a report's "suspect" is who filed it, never shown as a suspect (its message names the reporter)
+        suspect = "—" if a["kind"] == "report" else a["suspect"]
+        table.add_row(*(Text(str(v)) for v in (a["index"], a["kind"], a["status"], suspect,
                                                  a.get("cause") or a["message"], a["id"])))
     render.console.print(table)
     if len(rows) == limit:  # a full page: say so, rather than let it pass for all there is

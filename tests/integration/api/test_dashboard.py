@@ -49,11 +49,13 @@ def test_dashboard_renders_in_a_real_browser(sqlite_only: None, live: Live, tmp_
     with pytest.raises(E.DuplicateDispense):
         w.ledger.submit(w.as_("ph-fes").dispense(GTIN, serials[0]))
     w.ledger.submit(w.as_("maphar").recall(GTIN, "LOT-DB", "sterility failure"))
+    w.ledger.submit(w.as_("ph-rabat").report(GTIN, "damaged_pack", serial=serials[1]))
 
     token = make_session_token(w.keys["regulator"], "regulator", dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10))
     dom = _browser_dom(f"{live.base}/dashboard?token={token}", tmp_path / "chromium")
-    assert 'id="open-alerts">1<' in dom
+    assert 'id="open-alerts">2<' in dom
     assert "duplicate_dispense" in dom and "ph-fes" in dom
+    assert "reported by ph-rabat" in dom  # who filed a report is not shown as a suspect
     assert "LOT-DB" in dom and "sterility failure" in dom  # the recall with its progress
     assert "Rabat-Salé-Kénitra" in dom  # dispensing volumes per region
 

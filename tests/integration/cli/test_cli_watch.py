@@ -4,6 +4,7 @@ witness's cosignature is served with the checkpoint. `athar audit verify --url` 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -145,6 +146,12 @@ def test_regulator_handles_alerts_from_the_command_line(tmp_path: Path) -> None:
             world.ledger.submit(world.as_("ph-rabat").report(GTIN, "other", serial=f"PAGE{n}"))
         first = athar("alerts", "list", "--url", base, *who, "--limit", "2")
         assert first.returncode == 0 and "more may follow: add --before" in first.stderr, first.stderr
+        wide = subprocess.run([sys.executable, "-m", "scanner_cli.main", "alerts", "list", "--url", base, *who,
+                               "--kind", "report", "--limit", "1"], capture_output=True, text=True, timeout=60,
+                              check=False, env={**os.environ, "COLUMNS": "200"})
+        (row,) = [line for line in wide.stdout.splitlines() if "PAGE" in line or "reported by" in line]
+        cells = [c.strip() for c in row.split("│") if c.strip()]
+        assert cells[2:5] == ["open", "—", "other reported by ph-rabat"], cells  # the reporter is no suspect
         page = json.loads(athar("alerts", "list", "--url", base, *who, "--limit", "2", "--json").stdout)
         rest = json.loads(athar("alerts", "list", "--url", base, *who, "--before", str(page[-1]["index"]),
                                 "--gtin", GTIN, "--json").stdout)
