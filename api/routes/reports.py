@@ -42,7 +42,8 @@ async def report(body: PublicReportIn, request: Request, st: State, who: MaybeWh
 async def alerts(st: State, who: Who,
                  status: Annotated[str | None, Query(pattern="^(open|investigating|closed)$")] = None,
                  kind: Annotated[str | None, Query(max_length=64, description="e.g. duplicate_dispense")] = None,
-                 suspect: Annotated[str | None, Query(max_length=64, description="an actor id")] = None,
+                 suspect: Annotated[str | None, Query(max_length=64, description="an actor id: the alerts about it "
+                                                      "(and the reports it filed, kind 'report')")] = None,
                  gtin: Annotated[str | None, Query(max_length=14)] = None,
                  limit: Annotated[int, Query(ge=1, le=5000)] = 500,
                  before: Annotated[int | None, Query(ge=0, description="the next page: alerts logged before this "
