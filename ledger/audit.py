@@ -23,7 +23,7 @@ from ledger.checkpoint import (
     parse_verifier_key,
     split_note,
     verifier_key,
-    verify_cosignature,
+    verify_every_cosignature,
 )
 from ledger.custody import Context, decide
 from ledger.entry import Entry, indexed_columns
@@ -130,7 +130,7 @@ class LogVerifier:
                 self.report.unchecked_witnesses[name] = self.report.unchecked_witnesses.get(name, 0) + 1
                 continue
             try:
-                verify_cosignature(note, name, key)
+                verify_every_cosignature(note, name, key)
             except CheckpointError as err:
                 raise AuditFailure(None, f"the cosignature of witness {name} on the checkpoint at tree size {size} "
                                          f"does not verify with its key: {err}") from err

@@ -309,6 +309,16 @@ def cosign(note: str, witness_name: str, keypair: KeyPair, timestamp: int) -> st
     return note + NoteSignature(witness_name, cosignature_key_id(witness_name, keypair.public), payload).line()
 
 
+def verify_every_cosignature(note: str, witness_name: str, public_key: PublicKey) -> int:
+    """Check every cosignature line of ``witness_name`` on a note, each on its own (``verify_cosignature`` is
+    satisfied by one good line among bad ones); return the latest timestamp."""
+    text, sigs = split_note(note)
+    lines = [sig for sig in sigs if sig.name == witness_name]
+    if not lines:
+        raise CheckpointError(f"checkpoint is not cosigned by {witness_name}")
+    return max(verify_cosignature(f"{text}\n{sig.line()}", witness_name, public_key) for sig in lines)
+
+
 def verify_cosignature(note: str, witness_name: str, public_key: PublicKey) -> int:
     """Check the cosignature of ``witness_name`` on a checkpoint note; return its timestamp."""
     kid = cosignature_key_id(witness_name, public_key)

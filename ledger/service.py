@@ -273,12 +273,13 @@ class Ledger:
                 key = self.config.witnesses.get(sig.name)
                 if key is None or sig.name == self.config.origin:
                     continue
-                try:
-                    timestamp = verify_cosignature(note, sig.name, key)
+                try:  # this line itself: another good line by the same name must not carry a bad one in
+                    timestamp = verify_cosignature(f"{text}\n{sig.line()}", sig.name, key)
                 except CheckpointError as exc:
                     raise E.SignatureInvalid(f"the cosignature of witness {sig.name} does not verify: {exc}") from exc
                 u.put_cosignature(body.size, sig.name, sig.line(), timestamp)
-                accepted.append(sig.name)
+                if sig.name not in accepted:
+                    accepted.append(sig.name)
         if not accepted:
             raise E.UnknownKey("the note carries no cosignature by a witness this ledger knows")
         return accepted

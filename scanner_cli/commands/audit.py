@@ -17,7 +17,7 @@ from ledger import errors as E
 
 if TYPE_CHECKING:
     from ledger.audit import AuditReport
-from ledger.checkpoint import Checkpoint, CheckpointError, cosign, verifier_key
+from ledger.checkpoint import Checkpoint, CheckpointError, cosign, split_note, verifier_key
 from ledger.monitor import check_update
 from scanner_cli import exit_codes, render
 from scanner_cli.identity import (
@@ -217,8 +217,17 @@ def watch(url: Url = DEFAULT_URL, data_dir: DataDir = None, ledger_key: LedgerKe
                 render.console.print(f"trusted checkpoint: size {new.size} root {new.root.hex()[:16]}…"
                                      + (f" (extends {trusted.size})" if trusted else " (first seen)"))
             if witness is not None and witness_name is not None:
-                cosigned = cosign(note, witness_name, witness, int(time.time()))
-                api.submit_cosignature(cosigned)
+                # the ledger's own signature and ours only: other witnesses' lines in the served note would let the
+                # log accept the note while it drops ours
+                text, sigs = split_note(note)
+                own = "".join(sig.line() for sig in sigs if sig.name == origin)
+                answer = api.submit_cosignature(cosign(f"{text}\n{own}", witness_name, witness, int(time.time())))
+                if witness_name not in answer.get("accepted", []):
+                    render.fail_line(f"the log did not accept the cosignature of {witness_name}: is the witness "
+                                     "configured on the server (keys/witnesses/NAME.pub)?")
+                    raise typer.Exit(exit_codes.AUTH)
+                render.console.print(Text(f"cosigned checkpoint size {new.size} as {witness_name}"),
+                                     highlight=False)
             if once:
                 return
             time.sleep(interval)

@@ -3,6 +3,7 @@ rebuild, log monitoring (rollback, fork), witness cosignatures."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from ledger import errors as E
 from ledger.audit import verify_store
-from ledger.checkpoint import cosign, open_checkpoint, verify_cosignature
+from ledger.checkpoint import CheckpointError, cosign, open_checkpoint, verify_cosignature, verify_every_cosignature
 from ledger.home import open_ledger
 from ledger.identifiers import batch_chain
 from ledger.monitor import ForkDetected, RollbackDetected, check_update
@@ -158,6 +159,16 @@ def test_witness_cosignatures_are_verified_stored_and_served(tmp_path: Path, wor
     forged = cosign(note, "witness.example.ma", KeyPair.generate(), 5)
     with pytest.raises((E.SignatureInvalid, E.UnknownKey)):
         ledger.add_cosignatures(forged)
+    # a bad line behind the witness's good one (as the served note carries it) is refused, not stored over it
+    garbage = served + "— witness.example.ma " + base64.b64encode(bytes(76)).decode() + "\n"
+    with pytest.raises(E.SignatureInvalid):
+        ledger.add_cosignatures(garbage)
+    assert ledger.cosigned_checkpoint() == served
+    assert verify_cosignature(garbage, "witness.example.ma", witness.public)  # one good line is not enough:
+    with pytest.raises(CheckpointError):  # what the audit checks a served note with
+        verify_every_cosignature(garbage, "witness.example.ma", witness.public)
+    assert verify_store(ledger.store, ledger.config.trust, ledger.config.origin,
+                        witnesses={"witness.example.ma": witness.public}).cosignatures == 1
     db.dispose()
 
 

@@ -49,7 +49,12 @@ def test_watch_accepts_growth_and_detects_a_fork(tmp_path: Path) -> None:
         grown = athar("audit", "watch", "--url", honest, *common, "--witness-key", str(tmp_path / "witness.key"),
                       "--witness-name", "witness.ma")
         assert grown.returncode == 0, grown.stderr
-        assert "extends" in grown.stdout
+        assert "extends" in grown.stdout and "cosigned checkpoint size" in grown.stdout
+        # a witness the server does not know is told so, even though the served note carries witness.ma's line
+        write_private_key(tmp_path / "stranger.key", KeyPair.generate())
+        stranger = athar("audit", "watch", "--url", honest, *common, "--witness-key", str(tmp_path / "stranger.key"),
+                         "--witness-name", "stranger.ma")
+        assert stranger.returncode == 4 and len(stranger.stderr.strip().splitlines()) == 1, stranger.stderr
         served = httpx.get(honest + "/v1/log/checkpoint").text
         assert verify_cosignature(served, "witness.ma", witness.public) > 0
         remote = athar("audit", "verify", "--url", honest, "--data-dir", str(home), "--actor", "regulator",
