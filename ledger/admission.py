@@ -62,6 +62,10 @@ def check_signer(signed: SignedEvent, event: ev.Event, index: int, state: StateR
     """Raise an AuthError unless the key may sign for ``event.actor`` at ``index``; return its public key."""
     public = anchor_key(signed, event.actor, trust)
     if public is not None:
+        if isinstance(event, ev.ActorRegister | ev.KeyRotate) and _key_id(event.public_key) in (
+                trust.root.key_id, trust.ledger.key_id):
+            # the server holds the ledger's private key: as an actor's key it would let the server sign as the actor
+            raise E.InvalidEvent("the ledger's and the root's own keys cannot be an actor's key")
         return public
     key = state.key(signed.key_id)
     if key is None:
@@ -73,6 +77,13 @@ def check_signer(signed: SignedEvent, event: ev.Event, index: int, state: StateR
         raise E.KeyNotActive(f"key {signed.key_id} of {key.actor} was {key.status} at entry "
                              f"{key.retired_index} and signs nothing after that", key_id=signed.key_id)
     return registered_public_key(key)
+
+
+def _key_id(public_key_b64: str) -> str | None:
+    try:
+        return PublicKey.from_b64(public_key_b64).key_id
+    except SigningError:
+        return None  # the custody rules refuse it, naming the field
 
 
 def verify_signature(signed: SignedEvent, public: PublicKey) -> None:

@@ -29,7 +29,7 @@ from ledger.custody import Context, decide
 from ledger.entry import Entry, indexed_columns
 from ledger.merkle import CompactRange, NodeID, leaf_hash
 from ledger.replay import MemoryState
-from ledger.storage.sql import SqlStore
+from ledger.storage.sql import ProjectionSnapshot, SqlStore
 from signing import PublicKey
 
 
@@ -60,6 +60,8 @@ class AuditReport:
     failure: Failure | None = None
     state: MemoryState = field(default_factory=MemoryState, repr=False)
     chain_heads: dict[str, ChainHead] = field(default_factory=dict, repr=False)
+    #: the stored projections, read in the same snapshot as the log head (``verify_store(projections=True)``)
+    projections: ProjectionSnapshot | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -183,14 +185,17 @@ class LogVerifier:
 
 def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
                  progress: Callable[[int, int], None] | None = None, *,
-                 helpers: int | None = None, witnesses: Mapping[str, PublicKey] | None = None) -> AuditReport:
+                 helpers: int | None = None, witnesses: Mapping[str, PublicKey] | None = None,
+                 projections: bool = False) -> AuditReport:
     """Verify the whole stored log, its Merkle nodes, checkpoints and witness cosignatures. Stops at the first
     failure. ``helpers``: processes checking signatures ahead (default: one per spare core, for big logs only).
-    ``witnesses``: the witness keys at hand (name -> key); cosignatures of other witnesses are counted, unchecked."""
+    ``witnesses``: the witness keys at hand (name -> key); cosignatures of other witnesses are counted, unchecked.
+    ``projections``: also read the stored projections in the log head's snapshot (``AuditReport.projections``)."""
     verifier = LogVerifier(trust, origin)
-    reader = LogReader(store, trust, verifier.vkey, helpers)
+    reader = LogReader(store, trust, verifier.vkey, helpers, projections=projections)
     try:
         head = reader.head()
+        verifier.report.projections = head.projections
         checkpoints = head.checkpoints
         for page in reader.pages():
             checked, signed = reader.results(page)

@@ -20,7 +20,7 @@ from typing import cast
 from ledger.admission import TrustAnchors
 from ledger.audit_signatures import Checked, SignatureChecks, helpers_for, pages
 from ledger.merkle import NodeID
-from ledger.storage.sql import SqlStore, StoredCheckpoint
+from ledger.storage.sql import ProjectionSnapshot, SqlStore, StoredCheckpoint
 
 PAGE = 2000
 #: the share of each page's checkpoint notes sent to the helpers at first, and how far one page moves it
@@ -34,6 +34,7 @@ class LogHead:
     size: int
     root: bytes
     checkpoints: dict[int, StoredCheckpoint]
+    projections: ProjectionSnapshot | None = None  # when asked for: read in the head's own snapshot
 
 
 #: the indexed columns stored beside a leaf (chain, prev, event id, actor, event type, GTIN, lot, serial), which
@@ -59,8 +60,9 @@ class LogReader:
     after ``head()``; errors of the reading thread are raised there. ``close()`` stops it early."""
 
     def __init__(self, store: SqlStore, trust: TrustAnchors, ledger_verifier: str, helpers: int | None,
-                 depth: int = 4) -> None:
+                 depth: int = 4, *, projections: bool = False) -> None:
         self.store, self.trust, self.ledger_verifier, self.helpers = store, trust, ledger_verifier, helpers
+        self.projections = projections
         self.note_share = NOTE_SHARE_START  # of the checkpoint notes of each page, the part the helpers check
         self.checks: SignatureChecks | None = None
         self._out: queue.Queue[LogHead | Page | _Done | BaseException] = queue.Queue(maxsize=depth)
@@ -117,16 +119,18 @@ class LogReader:
 
     def _run(self) -> None:
         try:
-            with self.store.read() as u:
+            with self.store.read(snapshot=self.projections) as u:
                 # checkpoints before the head: both are written in one transaction, so every honest
                 # checkpoint read here is at most the head size even while appends go on
                 checkpoints = {c.tree_size: c for c in u.checkpoints()}
                 size, root = u.head()
+                # the projections of exactly these entries, for a rebuild to compare with the replay on a live log
+                projections = u.snapshot() if self.projections else None
                 helpers = helpers_for(size) if self.helpers is None else self.helpers
                 if helpers:
                     self.checks = SignatureChecks({k.key_id: k.public_key for k in u.all_keys()}, self.trust,
                                                   self.ledger_verifier, helpers)
-                if not self._put(LogHead(size, root, checkpoints)):
+                if not self._put(LogHead(size, root, checkpoints, projections)):
                     return
                 sizes = sorted(checkpoints)
                 for start, end in pages(size, PAGE):

@@ -168,6 +168,14 @@ def _new_key(state: StateReader, public_key_b64: str, actor: str, ctx: Context) 
     return KeyRecord(key.key_id, actor, key.b64, "active", ctx.index, None)
 
 
+def _subject(state: StateReader, actor_id: str) -> Actor:
+    """The actor a registry event is about: an error about it is no error of the root key that signed."""
+    actor = state.actor(actor_id)
+    if actor is None:
+        raise E.UnknownSubject(f"actor {actor_id!r} is not registered in the ledger", actor=actor_id)
+    return actor
+
+
 @_rule(ev.ActorRegister)
 def _register(e: ev.ActorRegister, ctx: Context, state: StateReader) -> Decision:
     _root_only(e)
@@ -180,7 +188,7 @@ def _register(e: ev.ActorRegister, ctx: Context, state: StateReader) -> Decision
 @_rule(ev.KeyRotate)
 def _rotate(e: ev.KeyRotate, ctx: Context, state: StateReader) -> Decision:
     _root_only(e)
-    _actor(state, e.subject)
+    _subject(state, e.subject)
     new = _new_key(state, e.public_key, e.subject, ctx)
     retired = [PutKey(replace(k, status="rotated", retired_index=ctx.index)) for k in state.active_keys(e.subject)]
     return Decision(actor_chain(e.subject), (*retired, PutKey(new)))
@@ -189,11 +197,12 @@ def _rotate(e: ev.KeyRotate, ctx: Context, state: StateReader) -> Decision:
 @_rule(ev.KeyRevoke)
 def _revoke(e: ev.KeyRevoke, ctx: Context, state: StateReader) -> Decision:
     _root_only(e)
+    _subject(state, e.subject)
     key = state.key(e.key_id)
     if key is None or key.actor != e.subject:
-        raise E.UnknownKey(f"key {e.key_id} is not a key of {e.subject}", key_id=e.key_id)
+        raise E.UnknownSubjectKey(f"key {e.key_id} is not a key of {e.subject}", key_id=e.key_id)
     if key.status != "active":
-        raise E.KeyNotActive(f"key {e.key_id} is already {key.status}", key_id=e.key_id)
+        raise E.InvalidTransition(f"key {e.key_id} is already {key.status}", key_id=e.key_id)
     return Decision(actor_chain(e.subject), (PutKey(replace(key, status="revoked", retired_index=ctx.index)),))
 
 

@@ -19,9 +19,11 @@ types and CLI output) and a message a user can act on.
     │   ├── DuplicateBatch              (GTIN, lot) already commissioned
     │   ├── DuplicateSerial             (GTIN, serial) already commissioned
     │   ├── DuplicateActor / DuplicateKey
-    │   └── ShipmentClosed              the shipment was already received or refused
+    │   ├── ShipmentClosed              the shipment was already received or refused
+    │   └── LogGrew                     a projection rewrite found more entries than it had verified
     ├── CustodyError                    the custody rules refuse it
-    │   ├── NotFound: UnknownBatch, UnknownPack, UnknownShipment
+    │   ├── NotFound: UnknownBatch, UnknownPack, UnknownShipment,
+    │   │   UnknownSubject, UnknownSubjectKey   (the actor or key a registry event names)
     │   ├── NotHolder                   the actor does not hold the stock it moves
     │   ├── OverShipment                more than the actor holds
     │   ├── NotInCustody                a pharmacy dispenses a pack it does not hold
@@ -151,6 +153,11 @@ class ShipmentClosed(ConflictError):
     title = "The shipment was already received or refused"
 
 
+class LogGrew(ConflictError):
+    code = "log_grew"
+    title = "The log grew while its projections were being rebuilt"
+
+
 class CustodyError(LedgerError):
     code = "custody_error"
     title = "The custody rules refuse this event"
@@ -175,6 +182,16 @@ class UnknownPack(NotFound):
 class UnknownShipment(NotFound):
     code = "unknown_shipment"
     title = "Unknown shipment"
+
+
+class UnknownSubject(NotFound):
+    code = "unknown_subject"
+    title = "The actor a registry event names is not registered"
+
+
+class UnknownSubjectKey(NotFound):
+    code = "unknown_subject_key"
+    title = "The key a revocation names is not a key of that actor"
 
 
 class NotHolder(CustodyError):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -53,6 +54,8 @@ LEDGER_ID_PREFIXES = ("alert:", "public:")
 MAX_TEXT = 500
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z", re.ASCII)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+#: Unicode categories refused in one-line labels: control characters, line and paragraph separators
+_NOT_ON_ONE_LINE = frozenset({"Cc", "Zl", "Zp"})
 REPORT_CATEGORIES = ("suspected_falsified", "damaged_pack", "quality_defect", "diversion", "other")
 
 
@@ -90,6 +93,15 @@ class _Fields:
             raise InvalidEvent(f"field {name!r} is required in a {self.body.get('type')!r} event")
         if not isinstance(value, str) or not value or len(value) > max_len:
             raise InvalidEvent(f"field {name!r} must be a non-empty string of at most {max_len} characters")
+        return value
+
+    def label(self, name: str, max_len: int, *, optional: bool = False) -> str | None:
+        """A name shown on one line (an actor's name, region or city, a product): no control characters, which
+        a terminal would obey or a newline would split into a forged line, and not blank."""
+        value = self.text(name, optional=optional, max_len=max_len)
+        if value is not None and (not value.strip() or any(unicodedata.category(c) in _NOT_ON_ONE_LINE
+                                                           for c in value)):
+            raise InvalidEvent(f"field {name!r} must be printable text on one line, not blank")
         return value
 
     def req(self, name: str, max_len: int = MAX_TEXT) -> str:
@@ -379,7 +391,7 @@ def _specific(cls: type[Event], f: _Fields) -> dict[str, Any]:
         if f.count("quantity") != len(serials):
             raise InvalidEvent(f"'quantity' must equal the number of serials ({len(serials)})")
         return {"gtin": ids.gtin14(f.req("gtin")), "lot": ids.lot(f.req("lot")),
-                "expiry": ids.expiry(f.req("expiry")), "product": f.req("product", 200),
+                "expiry": ids.expiry(f.req("expiry")), "product": f.label("product", 200),
                 "serials": serials, "channel": _channel(f)}
     if cls is Ship:
         return {**_movement(f), "to": ids.actor_id(f.req("to")), "channel": _channel(f)}
@@ -415,12 +427,9 @@ def _specific(cls: type[Event], f: _Fields) -> dict[str, Any]:
             parsed_role = Role(role)
         except ValueError as exc:
             raise InvalidEvent(f"role {role!r} must be one of {', '.join(r.value for r in Role)}") from exc
-        gln = f.text("gln", optional=True)
-        if gln is not None and not (gln.isascii() and gln.isdigit() and len(gln) == 13):
-            raise InvalidEvent(f"GLN {gln!r} must be 13 digits")
-        return {"subject": ids.actor_id(f.req("subject")), "name": f.req("name", 200), "role": parsed_role,
-                "region": f.req("region", 100), "city": f.text("city", optional=True), "gln": gln,
-                "public_key": f.req("public_key", 100)}
+        return {"subject": ids.actor_id(f.req("subject")), "name": f.label("name", 200), "role": parsed_role,
+                "region": f.label("region", 100), "city": f.label("city", MAX_TEXT, optional=True),
+                "gln": _opt(f, "gln", ids.gln), "public_key": f.req("public_key", 100)}
     if cls is KeyRotate:
         return {"subject": ids.actor_id(f.req("subject")), "public_key": f.req("public_key", 100)}
     if cls is KeyRevoke:

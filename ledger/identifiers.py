@@ -4,6 +4,7 @@
 - Lot (AI 10) and serial (AI 21): 1-20 characters of GS1 AI encodable character set 82 (GS1 GS §7.11).
 - Expiry (AI 17): a calendar date; stored ISO (YYYY-MM-DD). The YYMMDD form with day 00 means the last
   day of the month (GS1 GS §7.12), which biip resolves.
+- GLN (AI 414, an actor's location): 13 digits with a valid mod-10 check digit (GS1 GS §7.9.1).
 - Actor ids: lowercase ``[a-z0-9][a-z0-9.-]{2,63}``; they appear in URLs and audit reports.
 """
 
@@ -15,6 +16,7 @@ import re
 from enum import StrEnum
 
 from biip import ParseError
+from biip.gln import Gln
 from biip.gs1_application_identifiers import GS1ApplicationIdentifier
 from biip.gs1_messages import GS1Message
 from biip.gtin import Gtin
@@ -99,6 +101,17 @@ def expiry(value: str) -> dt.date:
 
 def _bad(value: object) -> dt.date:
     raise ValueError(value)
+
+
+def gln(value: str) -> str:
+    """Validate a GLN (check digit included): a GLN with a typing error would name someone else's premises."""
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or len(value) != 13:
+        raise InvalidIdentifier(f"GLN {value!r} must be 13 digits", field="gln")
+    try:
+        Gln.parse(value)
+    except ParseError as exc:
+        raise InvalidIdentifier(f"GLN {value!r} has a wrong check digit: {exc}", field="gln") from exc
+    return value
 
 
 def actor_id(value: str) -> str:

@@ -112,17 +112,16 @@ class _Row:
 def rebuild(store: SqlStore, trust: TrustAnchors, origin: str, *, write: bool = False,
             progress: Callable[[int, int], None] | None = None) -> tuple[AuditReport, RebuildReport]:
     """Replay the verified log, compare with the stored projections and, with ``write``, replace them."""
-    audit = verify_store(store, trust, origin, progress)
+    audit = verify_store(store, trust, origin, progress, projections=not write)
     if not audit.ok:
         assert audit.failure is not None
         where = f" at entry {audit.failure.index}" if audit.failure.index is not None else ""
         raise E.IntegrityError(f"the log fails verification{where}: {audit.failure.reason}; projections cannot be "
                                "rebuilt from it")
     expected = expected_projections(audit)
-    if not write:  # a comparison only: one snapshot is enough, and a read-only copy can be compared
-        with store.read(snapshot=True) as r:
-            _same_size(r.head()[0], audit.tree_size)
-            return audit, compare(expected, r.snapshot())
+    if not write:  # the projections were read in the verified head's snapshot: a live log may grow meanwhile
+        assert audit.projections is not None
+        return audit, compare(expected, audit.projections)
     with store.write() as u:
         _same_size(u.lock_head()[0], audit.tree_size)
         result = compare(expected, u.snapshot())
@@ -134,4 +133,5 @@ def rebuild(store: SqlStore, trust: TrustAnchors, origin: str, *, write: bool = 
 
 def _same_size(size: int, verified: int) -> None:
     if size != verified:
-        raise E.StorageUnavailable(f"the log grew from {verified} to {size} entries during the rebuild; run it again")
+        raise E.LogGrew(f"the log grew from {verified} to {size} entries during the rebuild, so the projections "
+                        "no longer match the verified entries; run it again (nothing was written)")

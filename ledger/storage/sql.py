@@ -1177,6 +1177,11 @@ def _translated(db: Database) -> Iterator[None]:
                                      public="the ledger database is busy; nothing was written") from exc
         raise StorageUnavailable(f"the ledger database {redact(db.url)} is unavailable: {exc.orig}",
                                  public="the ledger database is unavailable; nothing was written") from exc
+    except sa.exc.ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege: a user that may only read
+            raise
+        raise StorageUnavailable(f"the ledger database {redact(db.url)} refused it: {exc.orig}; nothing was written",
+                                 public="the ledger database refused the write; nothing was written") from exc
 
 
 def put_personal_data(unit: SqlUnit, data_hash: str, salt: bytes, content: str, created: dt.datetime) -> None:

@@ -8,6 +8,7 @@ in production the regulator keeps it offline and passes ``--key``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,8 @@ from scanner_cli.options import DataDir, Json, home_path
 from signing import PublicKey
 from signing.errors import SigningError
 from signing.keys import read_private_key, read_public_key
+
+_KEY_ID = re.compile(r"ed25519:[0-9a-f]{32}")
 
 app = typer.Typer(help="The actor registry: list and show actors; the regulator registers actors and rotates and "
                        "revokes their keys with the root key.", no_args_is_help=True)
@@ -57,6 +60,8 @@ def _root(key: Path | None, data_dir: Path | None) -> Identity:
 def _public_key(value: str) -> PublicKey:
     """A public key from a key file or its base64 text: a path that exists is read as a file."""
     path = Path(value).expanduser()
+    if not path.is_file() and ("/" in value or path.suffix in (".pub", ".key", ".json")):
+        usage(f"--public-key: the file {value} does not exist")
     try:
         # a private key file is refused: the actor keeps it, and whoever holds it signs as the actor
         return read_public_key(path) if path.is_file() else PublicKey.from_b64(value)
@@ -85,10 +90,11 @@ def list_actors(url: Url = DEFAULT_URL, json_out: Json = False) -> None:
     if json_out:
         render.emit_json(rows)
         return
-    table = Table("actor", "role", "name", "region", "status", "active keys")
+    table = Table("role", "name", "region", "status", "active keys")
+    table.add_column("actor", no_wrap=True)  # whole: it is what every other command takes
     for a in rows:
         active = sum(1 for k in a["keys"] if k["status"] == "active")
-        table.add_row(*(Text(str(v)) for v in (a["id"], a["role"], a["name"], a["region"], a["status"], active)))
+        table.add_row(*(Text(str(v)) for v in (a["role"], a["name"], a["region"], a["status"], active, a["id"])))
     render.console.print(table)
 
 
@@ -156,6 +162,9 @@ def revoke_key(subject: Subject,
                key: RootSigningKey = None, data_dir: DataDir = None, url: Url = DEFAULT_URL,
                ledger_key: LedgerKey = None, root_key: RootKey = None, json_out: Json = False) -> None:
     """Revoke one of an actor's keys (lost or stolen): it signs nothing after this entry."""
+    if not _KEY_ID.fullmatch(key_id):
+        usage(f"--key-id {key_id!r} is not a key id: 'ed25519:' and 32 lowercase hex digits, as 'athar actors show' "
+              "lists them")
     me = _root(key, data_dir)
     signed = _check(_builder(me).revoke_key(valid(ids.actor_id, subject), key_id, reason))
     submit(signed, me, url, data_dir, ledger_key, root_key, json_out, f"actor {subject}: key {key_id} revoked",

@@ -17,7 +17,7 @@ from ledger import errors as E
 
 if TYPE_CHECKING:
     from ledger.audit import AuditReport
-from ledger.checkpoint import Checkpoint, CheckpointError, cosign, split_note, verifier_key
+from ledger.checkpoint import Checkpoint, CheckpointError, check_key_name, cosign, split_note, verifier_key
 from ledger.monitor import check_update
 from scanner_cli import exit_codes, render
 from scanner_cli.identity import (
@@ -51,10 +51,18 @@ def witness_keys(data_dir: Path | None, given: list[str] | None) -> dict[str, Pu
         keys = Home(home_path(data_dir)).witnesses()
     except SigningError as exc:
         usage(f"a witness key in the data directory: {exc}")
+    named: set[str] = set()
     for item in given or []:
         name, sep, file = item.partition("=")
         if not sep or not name or not file:
             usage(f"--witness takes NAME=FILE (a witness's public key file), not {item!r}")
+        try:
+            check_key_name(name)
+        except CheckpointError as exc:
+            usage(f"--witness {name}: not a witness name ({exc})")
+        if name in named:
+            usage(f"--witness {name} is given twice")
+        named.add(name)
         try:
             keys[name] = read_public_key(Path(file))
         except SigningError as exc:
@@ -198,6 +206,11 @@ def watch(url: Url = DEFAULT_URL, data_dir: DataDir = None, ledger_key: LedgerKe
     witness = read_private_key(witness_key) if witness_key else None
     if witness and not witness_name:
         usage("--witness-key needs --witness-name (the name clients know the witness by)")
+    if witness_name is not None:
+        try:
+            check_key_name(witness_name)
+        except CheckpointError as exc:
+            usage(f"--witness-name: {exc}")
     if not state.parent.is_dir():
         usage(f"--state {state}: the directory {state.parent} does not exist")
     _trusted(state)  # a bad state file is said before the log is asked anything

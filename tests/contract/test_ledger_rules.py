@@ -342,3 +342,15 @@ def test_a_client_cannot_suppress_the_alert_by_taking_its_id(world: World) -> No
     with pytest.raises(E.DuplicateDispense):
         world.ledger.submit(clone)
     assert [a.kind for a in alerts(world) if a.kind != "report"] == ["duplicate_dispense"]  # type: ignore[attr-defined]
+
+
+def test_the_ledgers_own_keys_are_never_an_actors_key(world: World) -> None:
+    """The server holds the ledger's private key: as an actor's key it would let the server sign as that actor."""
+    trust = world.ledger.config.trust
+    size = world.ledger.size()
+    for public in (trust.ledger, trust.root):
+        with pytest.raises(E.InvalidEvent, match="own keys"):
+            world.ledger.submit(world.root.register_actor("ph-shadow", "Shadow", "pharmacy", "Oriental", public.b64))
+        with pytest.raises(E.InvalidEvent, match="own keys"):
+            world.ledger.submit(world.root.rotate_key("ph-rabat", public.b64))
+    assert world.ledger.size() == size

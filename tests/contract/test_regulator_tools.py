@@ -111,6 +111,27 @@ def test_rebuild_finds_and_repairs_edited_projections(world: World) -> None:
         assert u.holding("dist-north", GTIN, "L3") == 3 and u.actor("ph-fes") is not None
 
 
+def test_rebuild_compares_a_growing_log_with_the_projections_of_what_it_verified(world: World) -> None:
+    """On a live ledger an event lands while the log is verified: the comparison is with the projections of the
+    verified entries (read in the head's snapshot), not of a later log; a rewrite then is refused, not done."""
+    serials = world.commission("L7", 4)
+    trust, origin = world.ledger.config.trust, world.ledger.config.origin
+    landed: list[int] = []
+
+    def an_event_lands(done: int, total: int) -> None:
+        if not landed:
+            landed.append(world.ledger.submit(world.as_("maphar").ship(GTIN, "L7", "dist-north",
+                                                                       serials=serials[:1])).index)
+
+    audit, report = rebuild(world.ledger.store, trust, origin, progress=an_event_lands)
+    assert report.clean and audit.tree_size == landed[0] < world.ledger.size()
+    landed.clear()
+    serials = serials[1:]
+    with pytest.raises(E.LogGrew):
+        rebuild(world.ledger.store, trust, origin, write=True, progress=an_event_lands)
+    assert rebuild(world.ledger.store, trust, origin)[1].clean
+
+
 def test_monitor_accepts_growth_and_detects_rollback_and_fork(tmp_path: Path, world: World, db_url: str) -> None:
     if not db_url.startswith("sqlite"):
         pytest.skip("the fork is made by copying the SQLite file")

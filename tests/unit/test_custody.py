@@ -579,7 +579,8 @@ def test_key_rotate_retires_old_keys(sim: Sim) -> None:
     assert sim.key(new.key_id).status == "active"
     assert [k.key_id for k in sim.state.active_keys("ph-rabat")] == [new.key_id]
     sim.no(sim.root.rotate_key("ph-rabat", new.public.b64), E.DuplicateKey)
-    sim.no(sim.root.rotate_key("nobody-here", KeyPair.from_seed(b"z" * 32).public.b64), E.UnknownActor)
+    # errors about the subject are not errors of the root key that signed (not AuthError: CLI exit 3, not 4)
+    sim.no(sim.root.rotate_key("nobody-here", KeyPair.from_seed(b"z" * 32).public.b64), E.UnknownSubject)
     # the old key signs nothing any more; the new one does
     sim.no(sim.as_("ph-rabat").report(GTIN, "other"), E.KeyNotActive)
     sim.keys["ph-rabat"] = new
@@ -588,11 +589,14 @@ def test_key_rotate_retires_old_keys(sim: Sim) -> None:
 
 def test_key_revoke(sim: Sim) -> None:
     key = sim.keys["ph-fes"]
-    sim.no(sim.root.revoke_key("ph-rabat", key.key_id, "not theirs"), E.UnknownKey)
-    sim.no(sim.root.revoke_key("ph-fes", "ed25519:" + "00" * 16, "unknown"), E.UnknownKey)
+    sim.no(sim.root.revoke_key("ph-rabat", key.key_id, "not theirs"), E.UnknownSubjectKey)
+    sim.no(sim.root.revoke_key("ph-fes", "ed25519:" + "00" * 16, "unknown"), E.UnknownSubjectKey)
+    sim.no(sim.root.revoke_key("nobody-here", key.key_id, "no such actor"), E.UnknownSubject)
     sim.ok(sim.root.revoke_key("ph-fes", key.key_id, "stolen"))
     assert sim.key(key.key_id).status == "revoked"
-    sim.no(sim.root.revoke_key("ph-fes", key.key_id, "again"), E.KeyNotActive)
+    sim.no(sim.root.revoke_key("ph-fes", key.key_id, "again"), E.InvalidTransition)
+    for refused in (E.UnknownSubject, E.UnknownSubjectKey, E.InvalidTransition):
+        assert not issubclass(refused, E.AuthError)
     sim.no(sim.as_("ph-fes").report(GTIN, "other"), E.KeyNotActive)
 
 

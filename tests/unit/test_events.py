@@ -239,9 +239,27 @@ def test_bad_role(role: str) -> None:
     refused(with_("actor_register", role=role))
 
 
-@pytest.mark.parametrize("gln", ["611123400001", "61112340000190", "611123400001x"])
+@pytest.mark.parametrize("gln", ["611123400001", "61112340000190", "611123400001x",
+                                 "6111234000018",  # one digit off: the check digit catches it
+                                 "6111234000091"])  # two digits swapped
 def test_bad_gln(gln: str) -> None:
     refused(with_("actor_register", gln=gln), "GLN")
+
+
+@pytest.mark.parametrize(("kind", "field", "value"), [
+    ("actor_register", "name", "Pharmacie\x1b[31m Rouge"),  # a terminal would obey it
+    ("actor_register", "name", "Pharmacie X\nstatus revoked"),  # a forged second line
+    ("actor_register", "region", "   "),
+    ("actor_register", "city", "Fès\u2028Rabat"),
+    ("commission", "product", "Amoxicilline\r500 mg"),
+])
+def test_one_line_labels_refuse_control_characters_and_blanks(kind: str, field: str, value: str) -> None:
+    refused(with_(kind, **{field: value}), "one line")
+
+
+def test_one_line_labels_keep_any_script() -> None:
+    body = with_("actor_register", name="صيدلية الأمل — Pharmacie Al Amal", region="Fès-Meknès", city="Fès")
+    assert isinstance(ev.parse_event(body), ev.ActorRegister)
 
 
 @pytest.mark.parametrize("category", ["fake", "Suspected_Falsified", "", None])

@@ -85,7 +85,16 @@ def test_refusals_append_nothing(served: tuple[Server, Cli], tmp_path: Path) -> 
         ([*base, "--role", "pharmacy", "--public-key", pub, "--key", str(tmp_path / "p.key")], 4, "root key"),
         (["actors", "register", "ph-rabat", "--name", "X", "--region", "R", "--role", "pharmacy", "--public-key",
           pub], 3, "already registered"),
-        (["actors", "revoke-key", "ph-rabat", "--key-id", "ed25519:00", "--reason", "x"], 4, "not a key of"),
+        ([*base, "--role", "pharmacy", "--public-key", pub, "--gln", "6113000000026"], 2, "check digit"),
+        ([*base, "--role", "pharmacy", "--public-key", str(tmp_path / "missing.pub")], 2, "does not exist"),
+        ([*base, "--role", "pharmacy", "--public-key", pub, "--name", "Pharmacie\nstatus revoked"], 2, "one line"),
+        # errors about the actor or key named are refusals (3), not errors of the root key that signed (4)
+        (["actors", "revoke-key", "ph-rabat", "--key-id", "ed25519:00", "--reason", "x"], 2, "not a key id"),
+        (["actors", "revoke-key", "ph-rabat", "--key-id", "ed25519:" + "0" * 32, "--reason", "x"], 3,
+         "not a key of"),
+        (["actors", "revoke-key", "nobody-here", "--key-id", "ed25519:" + "0" * 32, "--reason", "x"], 3,
+         "not registered"),
+        (["actors", "rotate-key", "nobody-here", "--public-key", pub], 3, "not registered"),
     ]
     for argv, code, words in cases:
         r = cli(*argv)

@@ -112,3 +112,29 @@ def test_rebuild_needs_only_the_public_keys_and_compares_without_writing(tmp_pat
     clean = athar("audit", "rebuild", "--data-dir", str(copy), *args, "--json")
     assert clean.returncode == 0 and json.loads(clean.stdout)["clean"] is True, clean.stderr
     assert not list(copy.glob("keys/*.key"))
+
+
+def test_rebuild_write_as_a_read_only_database_user_is_one_line(tmp_path: Path, postgres_url: str) -> None:
+    """An auditor's database account may only read: --write is then refused in one line, exit 5, not a traceback."""
+    home = tmp_path / "home"
+    world = make_world(home, postgres_url)
+    world.commission("LOT-P", 2)
+    world.db.dispose()
+    schema = postgres_url.rsplit("search_path%3D", 1)[1]
+    role = f"ro_{schema}"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA {schema} TO {role}"))
+        conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}"))
+    try:
+        reader = sa.engine.make_url(postgres_url).set(username=role, password=None).render_as_string(
+            hide_password=False)
+        assert athar("audit", "rebuild", "--data-dir", str(home), "--db", reader, "--json").returncode == 0
+        refused = athar("audit", "rebuild", "--data-dir", str(home), "--db", reader, "--write")
+        assert refused.returncode == 5 and "permission denied" in one_line(refused), refused.stderr
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+        engine.dispose()
