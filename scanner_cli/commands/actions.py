@@ -34,7 +34,7 @@ from scanner_cli.identity import (
 )
 from scanner_cli.options import DataDir, Json
 from scanner_cli.scantext import PackCode, ScanTextError, parse_scanned_text
-from scanner_cli.verify import verify_receipt
+from scanner_cli.verify import TamperedReceipt, verify_receipt
 
 batch_app = typer.Typer(help="Batches: commission (register) a batch and its serialized packs.",
                         no_args_is_help=True)
@@ -86,7 +86,11 @@ def submit(signed: SignedEvent, identity: Identity, url: str, data_dir: Path | N
     with client(url, identity) as api:
         receipt = api.submit(signed)
     if trust is not None:
-        verify_receipt(receipt, signed, trust)
+        try:
+            verify_receipt(receipt, signed, trust)
+        except TamperedReceipt as err:  # the server did take the event: say so, or it would be sent again elsewhere
+            raise TamperedReceipt(f"the server says it recorded event {signed.event_id} as entry "
+                                  f"{receipt.get('index')}, but its receipt fails verification: {err.message}") from err
     show_receipt(receipt, summary, verified=trust is not None, json_out=json_out, **extra)
 
 

@@ -105,3 +105,18 @@ def test_refusals_append_nothing(served: tuple[Server, Cli], tmp_path: Path) -> 
     assert r.code == 2 and "--key" in r.err, r.err
     assert _size(server) == before
     assert cli("actors", "show", "ph-oujda-03", data_dir=False).code == 3
+
+
+def test_a_receipt_that_fails_verification_still_says_the_event_was_recorded(served: tuple[Server, Cli],
+                                                                             tmp_path: Path) -> None:
+    """Pinned to another ledger's key, the receipt fails (exit 20), but the server did record the event: the line
+    says so, lest the regulator send it again elsewhere."""
+    _, cli = served
+    _new_key(cli, tmp_path / "w.key", "ph-wrong-01")
+    other = tmp_path / "other-ledger.key"
+    assert cli("keys", "new", "--out", str(other), data_dir=False).code == 0
+    r = cli("actors", "register", "ph-wrong-01", "--name", "Pharmacie X", "--role", "pharmacy", "--region", "Souss",
+            "--public-key", str(tmp_path / "w.pub"), "--ledger-key", str(tmp_path / "other-ledger.pub"))
+    assert r.code == 20 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "says it recorded event" in r.err and "not signed by the pinned ledger key" in r.err
+    assert cli("actors", "show", "ph-wrong-01", data_dir=False).code == 0
