@@ -60,12 +60,13 @@ def _root(key: Path | None, data_dir: Path | None) -> Identity:
 def _public_key(value: str) -> PublicKey:
     """A public key from a key file or its base64 text: a path that exists is read as a file."""
     path = Path(value).expanduser()
-    if not path.is_file() and ("/" in value or path.suffix in (".pub", ".key", ".json")):
-        usage(f"--public-key: the file {value} does not exist")
     try:
         # a private key file is refused: the actor keeps it, and whoever holds it signs as the actor
         return read_public_key(path) if path.is_file() else PublicKey.from_b64(value)
     except SigningError as exc:
+        # base64 holds '/' too: only what is no key and reads as a path is taken for a missing file
+        if not path.is_file() and (path.suffix in (".pub", ".key", ".json") or value.startswith(("/", ".", "~"))):
+            usage(f"--public-key: the file {value} does not exist")
         usage(f"--public-key: {exc}")
 
 

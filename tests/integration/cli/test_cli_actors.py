@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from signing import KeyPair
 from tests.integration.cli.conftest import Cli, Server
 from tests.support import GTIN
 
@@ -37,6 +38,14 @@ def test_register_rotate_revoke(served: tuple[Server, Cli], tmp_path: Path) -> N
     assert [(k["key_id"], k["status"]) for k in shown["keys"]] == [(first, "active")]
     listed = cli("actors", "list", "--json", data_dir=False).json()
     assert "ph-tanger-02" in {a["id"] for a in listed}
+    # the base64 form, as 'keys new' printed it; base64 holds '/' and '+', which are no path
+    seed = next(bytes([i]) * 32 for i in range(256) if "/" in KeyPair.from_seed(bytes([i]) * 32).public.b64)
+    slashed = KeyPair.from_seed(seed).public
+    r = cli("actors", "register", "hosp-agadir-01", "--name", "CHU Agadir", "--role", "hospital", "--region",
+            "Souss-Massa", "--public-key", slashed.b64)
+    assert r.code == 0, r.err
+    keys = cli("actors", "show", "hosp-agadir-01", "--json", data_dir=False).json()["keys"]
+    assert [k["key_id"] for k in keys] == [slashed.key_id]
 
     # the registered key acts: it receives a shipment addressed to it
     cli.commission("TNG1", ["TNG-1", "TNG-2", "TNG-3"])
