@@ -54,8 +54,13 @@ LEDGER_ID_PREFIXES = ("alert:", "public:")
 MAX_TEXT = 500
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z", re.ASCII)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-#: Unicode categories refused in one-line labels: control characters, line and paragraph separators
-_NOT_ON_ONE_LINE = frozenset({"Cc", "Zl", "Zp"})
+#: Unicode categories refused in one-line labels: control and format characters (bidi overrides reorder a line
+#: around them), surrogates, private-use and unassigned code points, line and paragraph separators
+_NOT_ON_ONE_LINE = frozenset({"Cc", "Cf", "Co", "Cn", "Cs", "Zl", "Zp"})
+#: joiners that Arabic and Persian words use between letters (never alone: a label needs a visible character)
+_JOINERS = frozenset({"\u200c", "\u200d"})
+#: letters and symbols that print as blank space
+_FILLERS = frozenset({"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"})
 REPORT_CATEGORIES = ("suspected_falsified", "damaged_pack", "quality_defect", "diversion", "other")
 
 
@@ -99,8 +104,9 @@ class _Fields:
         """A name shown on one line (an actor's name, region or city, a product): no control characters, which
         a terminal would obey or a newline would split into a forged line, and not blank."""
         value = self.text(name, optional=optional, max_len=max_len)
-        if value is not None and (not value.strip() or any(unicodedata.category(c) in _NOT_ON_ONE_LINE
-                                                           for c in value)):
+        if value is not None and (
+                any(unicodedata.category(c) in _NOT_ON_ONE_LINE and c not in _JOINERS for c in value)
+                or not any(unicodedata.category(c)[0] in "LNPS" and c not in _FILLERS for c in value)):
             raise InvalidEvent(f"field {name!r} must be printable text on one line, not blank")
         return value
 
