@@ -70,9 +70,9 @@ def merged(chain: ChainMap[K, V]) -> dict[K, V]:
 @dataclass
 class Carried:
     """What one group leaves to the next group of the same process: the registry, batches, chain heads and
-    Merkle frontier it ended with. Valid only for the log head (and meta rows) it was left at: if another
-    process appended in between, or a rebuild rewrote the projections (it adds a meta row), the next group
-    reads everything again."""
+    Merkle frontier it ended with. Valid only for the log head (and rewrite count) it was left at: if another
+    process appended in between, or a rebuild rewrote the projections (it counts one in the log head), the next
+    group reads everything again."""
 
     version: tuple[int, bytes, int]
     tree: CompactRange

@@ -81,9 +81,11 @@ def _shown(value: Any) -> str:
 
 
 def rewrite(u: SqlUnit, expected: ProjectionSnapshot) -> None:
-    """Replace every projection with what the log implies (one transaction). The meta row it adds tells
-    running servers that what they remember of the projections is void (see ``group_state.Carried``)."""
+    """Replace every projection with what the log implies (one transaction). Its count in the log head tells
+    running servers that what they remember of the projections is void (see ``group_state.Carried``); the meta row
+    it adds records when."""
     u.put_meta({f"projections-rewritten-{secrets.token_hex(8)}": dt.datetime.now(dt.UTC).isoformat()})
+    u.count_rewrite()
     u.clear_projections()
     changes: list[Change] = []
     for r in expected.actors.values():

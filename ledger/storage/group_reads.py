@@ -50,8 +50,8 @@ class GroupReads:
     holdings: dict[HoldingKey, int]  # every key evaluated, 0 when nobody holds it
 
 
-_LOCK = ("SELECT tree_size, root_hash, (SELECT count(*) FROM meta) FROM log_head WHERE id = 1 "
-         "FOR UPDATE OF log_head")
+# the rewrite counter is in the locked row: a statement that waits for the lock re-reads that row, not a subquery
+_LOCK = "SELECT tree_size, root_hash, rewrites FROM log_head WHERE id = 1 FOR UPDATE"
 # whole entries: a replay is answered with its stored entry, without a read of its own
 _IDS = f"SELECT {ENTRY_COLUMNS} FROM log_entries WHERE event_id = ANY(%(ids)s::varchar[])"
 _ACTORS = ("SELECT id, name, role, region, city, gln, status, registered_index FROM actors "

@@ -719,13 +719,19 @@ class SqlUnit:
         return int(row.tree_size), bytes(row.root_hash)
 
     def lock_head_versioned(self) -> tuple[int, bytes, int]:
-        """``lock_head`` plus the number of meta rows (a projection rewrite adds one), in the same round trip."""
-        q = sa.select(t.log_head.c.tree_size, t.log_head.c.root_hash,
-                      sa.select(sa.func.count()).select_from(t.meta).scalar_subquery()).where(t.log_head.c.id == 1)
+        """``lock_head`` plus the number of projection rewrites, read from the locked row itself: a statement that
+        waited for the lock behind a rewrite sees it (a subquery would answer from the snapshot before the wait)."""
+        c = t.log_head.c
+        q = sa.select(c.tree_size, c.root_hash, c.rewrites).where(c.id == 1)
         if self._postgres:
-            q = q.with_for_update(of=t.log_head)
-        size, root, metas = self.conn.execute(q).one()
-        return int(size), bytes(root), int(metas)
+            q = q.with_for_update()
+        size, root, rewrites = self.conn.execute(q).one()
+        return int(size), bytes(root), int(rewrites)
+
+    def count_rewrite(self) -> None:
+        """A projection rewrite: running servers drop what they carried of the projections (``lock_head_versioned``)."""
+        self.conn.execute(sa.update(t.log_head).where(t.log_head.c.id == 1)
+                          .values(rewrites=t.log_head.c.rewrites + 1))
 
     def head(self) -> tuple[int, bytes]:
         row = self.conn.execute(sa.select(t.log_head.c.tree_size, t.log_head.c.root_hash)).one()

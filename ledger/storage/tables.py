@@ -52,6 +52,8 @@ log_head = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("tree_size", sa.BigInteger, nullable=False),
     sa.Column("root_hash", Hash, nullable=False),
+    # bumped by every projection rewrite: a group append waiting for this row's lock re-reads it after the wait
+    sa.Column("rewrites", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 log_entries = sa.Table(

@@ -195,6 +195,37 @@ def test_what_a_group_carries_is_dropped_when_another_writer_or_a_rebuild_interv
         w.db.dispose()
 
 
+def test_an_append_waiting_behind_a_rewrite_sees_it(tmp_path: Path, db_url: str) -> None:
+    """A group append that waits for the log head's lock while `audit rebuild --write` rewrites the projections
+    must see the rewrite once it gets the lock (or it keeps deciding on what it carried from before). Counting
+    meta rows in a subquery of the locking statement answered from the snapshot before the wait on PostgreSQL."""
+    import threading
+
+    from tests.support import make_world
+
+    w = make_world(tmp_path / "home", db_url)
+    try:
+        store = w.ledger.store
+        with store.write() as u:
+            before = u.lock_head_versioned()
+        seen: list[tuple[int, bytes, int]] = []
+
+        def append_waits() -> None:
+            with store.write() as waiting:
+                seen.append(waiting.lock_head_versioned())
+
+        with store.write() as rewriting:
+            rewriting.lock_head()
+            waiter = threading.Thread(target=append_waits)
+            waiter.start()
+            waiter.join(0.5)  # the appender is now waiting for the lock (SQLite: for the write transaction)
+            rewriting.count_rewrite()
+        waiter.join(30)
+        assert seen and seen[0][:2] == before[:2] and seen[0][2] == before[2] + 1, (before, seen)
+    finally:
+        w.db.dispose()
+
+
 def test_a_group_writes_only_the_chain_heads_it_moved(tmp_path: Path, db_url: str) -> None:
     """The heads a process carries from group to group must not all be written again by every group (the cost
     of a commit would grow with everything the process ever touched)."""
