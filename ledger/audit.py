@@ -78,7 +78,7 @@ class LogVerifier:
     """Verifies entries fed in index order, from 0."""
 
     def __init__(self, trust: TrustAnchors, origin: str) -> None:
-        self.trust = trust
+        self.trust, self.origin = trust, origin
         self.vkey = verifier_key(origin, trust.ledger)
         self._vkey = parse_verifier_key(self.vkey)  # once: it was 27 of the 95 us each checkpoint took here
         self.report = AuditReport()
@@ -125,8 +125,7 @@ class LogVerifier:
         each by a witness whose key is at hand must verify; the others are counted as unchecked."""
         text, sigs = split_note(note)
         size = Checkpoint.parse_body(text).size
-        origin = self.vkey.split("+", 1)[0]
-        for name in sorted({sig.name for sig in sigs if sig.name != origin}):
+        for name in sorted({sig.name for sig in sigs if sig.name != self.origin}):
             key = witnesses.get(name)
             if key is None:
                 self.report.unchecked_witnesses[name] = self.report.unchecked_witnesses.get(name, 0) + 1
@@ -239,10 +238,10 @@ def _check_stored_cosignatures(store: SqlStore, verifier: LogVerifier, witnesses
     with store.read() as u:
         rows = u.cosignatures()
         notes = {cp.tree_size: cp.note for cp in u.checkpoints()} if rows else {}
-    origin = verifier.vkey.split("+", 1)[0]
     for size, witness, line in rows:
-        if witness == origin:
-            raise AuditFailure(None, f"a cosignature is stored under the log's own name {origin} at tree size {size}")
+        if witness == verifier.origin:
+            raise AuditFailure(None, f"a cosignature is stored under the log's own name {verifier.origin} at tree "
+                                     f"size {size}")
         note = notes.get(size)
         if note is None:
             raise AuditFailure(None, f"a cosignature of witness {witness} is stored for tree size {size}, which has "
