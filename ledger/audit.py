@@ -58,8 +58,12 @@ class AuditReport:
     cosignatures: int = 0
     unchecked_witnesses: dict[str, int] = field(default_factory=dict)
     failure: Failure | None = None
+    #: the entries an earlier audit verified, whose state this one resumed from (0: a full audit)
+    resumed_from: int = 0
     state: MemoryState = field(default_factory=MemoryState, repr=False)
     chain_heads: dict[str, ChainHead] = field(default_factory=dict, repr=False)
+    #: the Merkle tree's compact range over the verified entries (what a later audit resumes from)
+    tree: CompactRange = field(default_factory=CompactRange, repr=False)
     #: the stored projections, read in the same snapshot as the log head (``verify_store(projections=True)``)
     projections: ProjectionSnapshot | None = field(default=None, repr=False)
 
@@ -139,6 +143,7 @@ class LogVerifier:
 
     def finish(self) -> AuditReport:
         r = self.report
+        r.tree = self.tree
         r.tree_size = self.tree.size
         r.chains = len(r.chain_heads)
         r.actors = len(r.state.actors)
@@ -185,17 +190,26 @@ class LogVerifier:
 def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
                  progress: Callable[[int, int], None] | None = None, *,
                  helpers: int | None = None, witnesses: Mapping[str, PublicKey] | None = None,
-                 projections: bool = False) -> AuditReport:
+                 projections: bool = False, resume: LogVerifier | None = None) -> AuditReport:
     """Verify the whole stored log, its Merkle nodes, checkpoints and witness cosignatures. Stops at the first
     failure. ``helpers``: processes checking signatures ahead (default: one per spare core, for big logs only).
     ``witnesses``: the witness keys at hand (name -> key); cosignatures of other witnesses are counted, unchecked.
-    ``projections``: also read the stored projections in the log head's snapshot (``AuditReport.projections``)."""
-    verifier = LogVerifier(trust, origin)
-    reader = LogReader(store, trust, verifier.vkey, helpers, projections=projections)
+    ``projections``: also read the stored projections in the log head's snapshot (``AuditReport.projections``).
+    ``resume``: a verifier an earlier audit left (``ledger.audit_state``): only the entries after it are read and
+    verified, with the checkpoints and cosignatures from its size on; the roots they are checked against still
+    commit to every entry, so a log whose verified part was changed fails."""
+    verifier = resume or LogVerifier(trust, origin)
+    start = verifier.tree.size
+    reader = LogReader(store, trust, verifier.vkey, helpers, projections=projections, start=start)
     try:
         head = reader.head()
         verifier.report.projections = head.projections
         checkpoints = head.checkpoints
+        if head.size < start:
+            raise AuditFailure(None, f"the log shrank from the {start} entries verified before to {head.size}: "
+                                     "history was rolled back")
+        if start and start in checkpoints:  # the log's own word on the verified part, if it signed one there
+            verifier.checkpoint(checkpoints[start].note, checkpoints[start].root_hash)
         for page in reader.pages():
             checked, signed = reader.results(page)
             new_nodes: list[tuple[NodeID, bytes]] = []
@@ -221,7 +235,7 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
         if extra:
             raise AuditFailure(None, f"checkpoint for tree size {extra[0]} does not match the log of {head.size} "
                                      "entries")
-        _check_stored_cosignatures(store, verifier, witnesses or {})
+        _check_stored_cosignatures(store, verifier, witnesses or {}, start)
     except AuditFailure as stop:
         verifier.report.failure = stop.failure
     except E.LedgerError as err:  # e.g. a stored row the readers refuse: the error names it
@@ -232,12 +246,13 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
     return verifier.finish()
 
 
-def _check_stored_cosignatures(store: SqlStore, verifier: LogVerifier, witnesses: Mapping[str, PublicKey]) -> None:
+def _check_stored_cosignatures(store: SqlStore, verifier: LogVerifier, witnesses: Mapping[str, PublicKey],
+                               since: int) -> None:
     """A cosignature row is a witness's word that it saw this log at that size: one an attacker forged or moved to
-    another checkpoint must not pass for it."""
+    another checkpoint must not pass for it. Those for sizes from ``since`` on (a resumed audit's)."""
     with store.read() as u:
-        rows = u.cosignatures()
-        notes = {cp.tree_size: cp.note for cp in u.checkpoints()} if rows else {}
+        rows = u.cosignatures(since)
+        notes = {cp.tree_size: cp.note for cp in u.checkpoints(since)} if rows else {}
     for size, witness, line in rows:
         if witness == verifier.origin:
             raise AuditFailure(None, f"a cosignature is stored under the log's own name {verifier.origin} at tree "

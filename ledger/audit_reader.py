@@ -60,9 +60,9 @@ class LogReader:
     after ``head()``; errors of the reading thread are raised there. ``close()`` stops it early."""
 
     def __init__(self, store: SqlStore, trust: TrustAnchors, ledger_verifier: str, helpers: int | None,
-                 depth: int = 4, *, projections: bool = False) -> None:
+                 depth: int = 4, *, projections: bool = False, start: int = 0) -> None:
         self.store, self.trust, self.ledger_verifier, self.helpers = store, trust, ledger_verifier, helpers
-        self.projections = projections
+        self.projections, self.start = projections, start
         self.note_share = NOTE_SHARE_START  # of the checkpoint notes of each page, the part the helpers check
         self.checks: SignatureChecks | None = None
         self._out: queue.Queue[LogHead | Page | _Done | BaseException] = queue.Queue(maxsize=depth)
@@ -122,18 +122,18 @@ class LogReader:
             with self.store.read(snapshot=self.projections) as u:
                 # checkpoints before the head: both are written in one transaction, so every honest
                 # checkpoint read here is at most the head size even while appends go on
-                checkpoints = {c.tree_size: c for c in u.checkpoints()}
+                checkpoints = {c.tree_size: c for c in u.checkpoints(self.start)}
                 size, root = u.head()
                 # the projections of exactly these entries, for a rebuild to compare with the replay on a live log
                 projections = u.snapshot() if self.projections else None
-                helpers = helpers_for(size) if self.helpers is None else self.helpers
+                helpers = helpers_for(size - self.start) if self.helpers is None else self.helpers
                 if helpers:
                     self.checks = SignatureChecks({k.key_id: k.public_key for k in u.all_keys()}, self.trust,
                                                   self.ledger_verifier, helpers)
                 if not self._put(LogHead(size, root, checkpoints, projections)):
                     return
                 sizes = sorted(checkpoints)
-                for start, end in pages(size, PAGE):
+                for start, end in pages(size, PAGE, self.start):
                     rows = cast(list[tuple[int, bytes, bytes, Columns]], u.audit_rows(start, end))
                     completed = sizes[bisect.bisect_right(sizes, start):bisect.bisect_right(sizes, end)]
                     completed = completed[:round(len(completed) * self.note_share)]

@@ -142,6 +142,6 @@ def helpers_for(entries: int) -> int:
     return min(2, cores - 1) if entries >= MIN_ENTRIES and cores > 1 else 0
 
 
-def pages(size: int, page: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, size, page):
+def pages(size: int, page: int, first: int = 0) -> Iterator[tuple[int, int]]:
+    for start in range(first, size, page):
         yield start, min(size, start + page)

@@ -198,6 +198,17 @@ class CompactRange:
         cr._hashes = [_get(fetched, n) for n in root_nodes(size)]
         return cr
 
+    @classmethod
+    def from_hashes(cls, size: int, hashes: Sequence[bytes]) -> CompactRange:
+        """Build from the hashes ``nodes()`` gave, left to right (an auditor keeps them between audits)."""
+        want = len(root_nodes(size)) if size >= 0 else -1
+        if len(hashes) != want or any(len(h) != HASH_SIZE for h in hashes):
+            raise ProofError(f"a compact range of {size} leaves has {want} hashes of {HASH_SIZE} bytes")
+        cr = cls()
+        cr._size = size
+        cr._hashes = list(hashes)
+        return cr
+
     @property
     def size(self) -> int:
         return self._size

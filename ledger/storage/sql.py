@@ -1011,8 +1011,9 @@ class SqlUnit:
         row = self.conn.execute(q).first()
         return _checkpoint(row) if row else None
 
-    def checkpoints(self) -> list[StoredCheckpoint]:
-        q = sa.select(t.checkpoints).order_by(t.checkpoints.c.tree_size)
+    def checkpoints(self, since: int = 0) -> list[StoredCheckpoint]:
+        """The stored checkpoints for tree sizes from ``since`` on."""
+        q = sa.select(t.checkpoints).where(t.checkpoints.c.tree_size >= since).order_by(t.checkpoints.c.tree_size)
         return [_checkpoint(r) for r in self.conn.execute(q)]
 
     def cosignature_lines(self, tree_size: int) -> list[str]:
@@ -1020,10 +1021,11 @@ class SqlUnit:
              .order_by(t.cosignatures.c.witness))
         return [str(line) for line in self.conn.execute(q).scalars()]
 
-    def cosignatures(self) -> list[tuple[int, str, str]]:
-        """Every stored witness cosignature: (tree size, witness, signature line), in tree-size order."""
+    def cosignatures(self, since: int = 0) -> list[tuple[int, str, str]]:
+        """The stored witness cosignatures for tree sizes from ``since`` on: (tree size, witness, signature line),
+        in tree-size order."""
         c = t.cosignatures.c
-        q = sa.select(c.tree_size, c.witness, c.line).order_by(c.tree_size, c.witness)
+        q = sa.select(c.tree_size, c.witness, c.line).where(c.tree_size >= since).order_by(c.tree_size, c.witness)
         return [(int(n), str(w), str(line)) for n, w, line in self.conn.execute(q)]
 
     def put_cosignature(self, tree_size: int, witness: str, line: str, timestamp: int) -> None:

@@ -16,7 +16,8 @@ from rich.text import Text
 from ledger import errors as E
 
 if TYPE_CHECKING:
-    from ledger.audit import AuditReport
+    from ledger.admission import TrustAnchors
+    from ledger.audit import AuditReport, LogVerifier
 from ledger.checkpoint import Checkpoint, CheckpointError, check_key_name, cosign, split_note, verifier_key
 from ledger.monitor import check_update
 from scanner_cli import exit_codes, render
@@ -41,6 +42,11 @@ Witnesses = Annotated[list[str] | None, typer.Option(
     "--witness", show_default=False,
     help="NAME=FILE: a witness's public key, to check its cosignatures (repeatable; the data directory's "
          "keys/witnesses/NAME.pub are read too)")]
+
+AuditState = Annotated[Path | None, typer.Option(
+    "--state", show_default=False,
+    help="keep what this audit verified in FILE; when FILE exists, verify only the entries added since it was "
+         "written (an incremental audit), then update it. Keep it where only the auditor writes.")]
 
 
 def witness_keys(data_dir: Path | None, given: list[str] | None) -> dict[str, PublicKey]:
@@ -79,13 +85,14 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
            url: Annotated[str | None, typer.Option("--url", help="verify a remote ledger through its API instead "
                                                    "(needs --actor/--key of a regulator or inspector)")] = None,
            key: KeyFile = None, actor: Actor = None, ledger_key: LedgerKey = None, root_key: RootKey = None,
-           witness: Witnesses = None, json_out: Json = False) -> None:
+           witness: Witnesses = None, state: AuditState = None, json_out: Json = False) -> None:
     """Verify the whole log, from the database or (--url) a remote API: every signature, chain link, Merkle
     node, checkpoint and the cosignatures of the witnesses whose keys are at hand; exit 0 when intact, 20 naming
     the first bad entry otherwise. Locally it needs only the public keys (--ledger-key/--root-key, default the
-    data directory's keys/*.pub; witnesses: keys/witnesses/NAME.pub and --witness) and never writes."""
+    data directory's keys/*.pub; witnesses: keys/witnesses/NAME.pub and --witness) and never writes to the
+    ledger. With --state, only what was added since the last audit that kept that file."""
     if url is not None:
-        verify_remote(url, key, actor, data_dir, ledger_key, root_key, witness, json_out)
+        verify_remote(url, key, actor, data_dir, ledger_key, root_key, witness, state, json_out)
         return
     from ledger.audit import verify_store
     from ledger.heap import long_task
@@ -96,18 +103,19 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
     trust = pinned_trust(data_dir, ledger_key, root_key)
     assert trust is not None
     witnesses = witness_keys(data_dir, witness)
+    _state_dir(state)
     store, database, origin = open_store(home_path(data_dir), trust, db)
     try:
-        with long_task(), Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(),
-                                   TimeRemainingColumn(), console=render.errors, disable=json_out,
-                                   transient=True) as bar:
-            task = bar.add_task("entries", total=None)
-            report = verify_store(store, trust, origin,
-                                  progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                  witnesses=witnesses)
+        with long_task():
+            resume = _resume(state, trust, origin)
+            with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          console=render.errors, disable=json_out, transient=True) as bar:
+                task = bar.add_task("entries", total=None)
+                report = verify_store(store, trust, origin, resume=resume, witnesses=witnesses,
+                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
     finally:
         database.dispose()
-    _report(report, json_out)
+    _report(report, json_out, state, (trust, origin))
 
 
 @app.command()
@@ -154,9 +162,10 @@ def rebuild(data_dir: DataDir = None, db: DbUrl = None,
 @app.command("verify-remote")
 def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = None, data_dir: DataDir = None,
                   ledger_key: LedgerKey = None, root_key: RootKey = None, witness: Witnesses = None,
-                  json_out: Json = False) -> None:
+                  state: AuditState = None, json_out: Json = False) -> None:
     """Verify the whole log served by a remote API (regulator or inspector identity), streaming, and the witness
-    cosignatures on its latest checkpoint."""
+    cosignatures on its latest checkpoint. With --state, only what was added since the last audit that kept
+    that file."""
     from ledger.audit import AuditFailure, LogVerifier
     from ledger.heap import long_task
 
@@ -164,18 +173,22 @@ def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = No
     trust = pinned_trust(data_dir, ledger_key, root_key)
     assert trust is not None
     witnesses = witness_keys(data_dir, witness)
-    with client(url, identity) as api:
+    _state_dir(state)
+    with client(url, identity) as api, long_task():
         note = api.checkpoint()
         origin = note.split("\n", 1)[0]
-        verifier = LogVerifier(trust, origin)
+        verifier = _resume(state, trust, origin) or LogVerifier(trust, origin)
+        done = verifier.tree.size
         lines = note.split("\n")
         size = int(lines[1]) if len(lines) >= 3 and lines[1].isascii() and lines[1].isdigit() else 0
         try:
-            with long_task(), Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(),
-                                       TimeRemainingColumn(), console=render.errors, disable=json_out,
-                                       transient=True) as bar:
-                task = bar.add_task("entries", total=size)
-                for start in range(0, size, 1000):
+            if size < done:
+                raise AuditFailure(None, f"the log shrank from the {done} entries verified before to {size}: "
+                                         "history was rolled back")
+            with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          console=render.errors, disable=json_out, transient=True) as bar:
+                task = bar.add_task("entries", total=size, completed=done)
+                for start in range(done, size, 1000):
                     for item in api.entries(start, min(size, start + 1000)):
                         leaf = canonical(item["entry"])
                         verifier.add(int(item["index"]), leaf, bytes.fromhex(item["entry_hash"]))
@@ -186,7 +199,7 @@ def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = No
             verifier.cosignatures(note, witnesses)
         except AuditFailure as stop:
             verifier.report.failure = stop.failure
-    _report(verifier.finish(), json_out)
+    _report(verifier.finish(), json_out, state, (trust, origin))
 
 
 @app.command()
@@ -257,8 +270,35 @@ def _trusted(state: Path) -> Checkpoint | None:
         usage(f"--state {state} does not hold a checkpoint this monitor wrote ({exc})")
 
 
-def _report(report: AuditReport, json_out: bool) -> None:
-    result = {"ok": report.ok, "entries": report.entries, "tree_size": report.tree_size, "chains": report.chains,
+def _state_dir(state: Path | None) -> None:
+    if state is not None and not state.parent.is_dir():
+        usage(f"--state {state}: the directory {state.parent} does not exist")
+
+
+def _resume(state: Path | None, trust: TrustAnchors, origin: str) -> LogVerifier | None:
+    """The verifier the last audit kept in ``state``; None for a full audit. A file that cannot be used stops the
+    audit here (exit 2) and is left as it is: it is all the auditor remembers of what it verified."""
+    from ledger import audit_state
+
+    if state is None:
+        return None
+    try:
+        return audit_state.load(state, trust, origin)
+    except audit_state.StateFileError as exc:
+        usage(f"--state: {exc}")
+
+
+def _report(report: AuditReport, json_out: bool, state: Path | None = None,
+            kept: tuple[TrustAnchors, str] | None = None) -> None:
+    if report.ok and state is not None and kept is not None:
+        from ledger import audit_state
+
+        try:
+            audit_state.save(state, report, *kept)
+        except OSError as exc:
+            usage(f"the log is intact, but the audit state could not be saved to {state}: {exc.strerror or exc}")
+    result = {"ok": report.ok, "entries": report.entries, "resumed_from": report.resumed_from,
+              "tree_size": report.tree_size, "chains": report.chains,
               "actors": report.actors, "batches": report.batches, "checkpoints": report.checkpoints,
               "cosignatures": report.cosignatures, "unchecked_cosignatures": report.unchecked_witnesses,
               "first_failure": None if report.failure is None else
@@ -266,7 +306,10 @@ def _report(report: AuditReport, json_out: bool) -> None:
     if json_out:
         render.emit_json(result)
     elif report.ok:
-        render.console.print(f"[green]intact[/]: {report.entries} entries, {report.chains} chains, {report.actors} "
+        since = (f" (after the {report.resumed_from} of the last audit: {report.tree_size} in all)"
+                 if report.resumed_from else "")
+        render.console.print(f"[green]intact[/]: {report.entries} {'new ' if report.resumed_from else ''}entries"
+                             f"{since}, {report.chains} chains, {report.actors} "
                              f"actors, {report.batches} batches, {report.checkpoints} checkpoints"
                              + (f", {report.cosignatures} witness cosignatures" if report.cosignatures else "")
                              + " verified", soft_wrap=True)

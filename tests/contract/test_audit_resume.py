@@ -1,0 +1,161 @@
+"""An audit that resumes from the state an earlier one kept (``ledger.audit_state``), on SQLite and PostgreSQL:
+it verifies only the new entries, ends where a full audit ends, and still fails when the history it verified
+before was rolled back or rewritten under a newly signed root."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger import audit_state
+from ledger.admission import TrustAnchors
+from ledger.audit import AuditReport, verify_store
+from ledger.home import open_ledger
+from ledger.merkle import root_nodes
+from ledger.replay import MemoryState
+from signing import KeyPair
+from tests.contract.test_tamper import drop_triggers, sql
+from tests.support import GTIN, World, make_world
+
+
+def audit(world: World, state: Path | None = None, *, keep: bool = True) -> AuditReport:
+    cfg = world.ledger.config
+    resume = audit_state.load(state, cfg.trust, cfg.origin) if state else None
+    report = verify_store(world.ledger.store, cfg.trust, cfg.origin, resume=resume)
+    if state and keep and report.ok:
+        audit_state.save(state, report, cfg.trust, cfg.origin)
+    return report
+
+
+def same_state(a: MemoryState, b: MemoryState) -> None:
+    assert a.actors == b.actors
+    assert a.keys == b.keys
+    assert a.batches == b.batches
+    assert a.packs_ == b.packs_
+    assert {k: v for k, v in a.holdings.items() if v} == {k: v for k, v in b.holdings.items() if v}
+    assert a.shipments == b.shipments
+    assert a.alerts == b.alerts
+    assert {k: v for k, v in a.active.items() if v} == {k: v for k, v in b.active.items() if v}
+
+
+@pytest.fixture
+def world(tmp_path: Path, db_url: str) -> Iterator[World]:
+    w = make_world(tmp_path / "home", db_url)
+    try:
+        w.supply_history("L1")
+        yield w
+    finally:
+        w.db.dispose()
+
+
+def more_history(world: World) -> None:
+    """Entries of every kind the state carries: a batch, shipments by serial and quantity, a dispense, an alert
+    (a second dispense of one pack), a report, a recall, a key rotation."""
+    world.supply_history("L2")
+    serials = world.commission("L3", 4)
+    world.deliver("maphar", "dist-north", "L3", serials)
+    world.deliver("dist-north", "ph-rabat", "L3", serials[:2])
+    world.ledger.submit(world.as_("ph-rabat").dispense(GTIN, serials[0]))
+    with pytest.raises(Exception, match="dispensed"):
+        world.ledger.submit(world.as_("ph-fes").dispense(GTIN, serials[0]))
+    world.ledger.submit(world.as_("inspector").report(GTIN, "suspected_falsified", serial=serials[1]))
+    world.ledger.submit(world.as_("regulator").recall(GTIN, "L2", "contamination"))
+    new = KeyPair.generate()
+    world.ledger.submit(world.root.rotate_key("ph-fes", new.public.b64))
+    world.keys["ph-fes"] = new
+    world.deliver("dist-north", "ph-fes", "L3", serials[2:3])
+    world.ledger.submit(world.as_("ph-fes").dispense(GTIN, serials[2]))
+
+
+def test_a_resumed_audit_verifies_only_new_entries_and_ends_where_a_full_audit_does(
+        world: World, tmp_path: Path) -> None:
+    state = tmp_path / "audit.state"
+    first = audit(world, state)
+    assert first.ok, first.failure
+    assert (first.resumed_from, first.entries) == (0, world.ledger.size())
+    before = first.tree_size
+
+    more_history(world)
+    resumed = audit(world, state)
+    full = audit(world)
+    assert resumed.ok and full.ok, (resumed.failure, full.failure)
+    assert resumed.resumed_from == before
+    assert resumed.entries == world.ledger.size() - before > 20
+    assert resumed.tree_size == full.tree_size == world.ledger.size()
+    assert resumed.tree.root() == full.tree.root()
+    assert resumed.chain_heads == full.chain_heads
+    assert (resumed.chains, resumed.actors, resumed.batches) == (full.chains, full.actors, full.batches)
+    same_state(resumed.state, full.state)
+    # the stored checkpoints from the resumed size on, the first of them the one at the old size
+    assert resumed.checkpoints == sum(1 for s in range(before, full.tree_size + 1) if s)
+
+    # nothing new: the log must still be the one verified
+    again = audit(world, state)
+    assert again.ok and (again.entries, again.resumed_from) == (0, full.tree_size)
+    # and what was kept loads into the same state (the file round-trips every record)
+    cfg = world.ledger.config
+    loaded = audit_state.load(state, cfg.trust, cfg.origin)
+    assert loaded is not None
+    same_state(loaded.report.state, full.state)
+
+
+def test_a_log_rolled_back_behind_the_kept_state_fails(world: World, tmp_path: Path) -> None:
+    state = tmp_path / "audit.state"
+    assert audit(world, state).ok
+    size = world.ledger.size()
+    kept = state.read_bytes()
+    drop_triggers(world)
+    sql(world, "DELETE FROM log_entries WHERE idx >= :i", i=size - 3)
+    sql(world, "DELETE FROM checkpoints WHERE tree_size > :i", i=size - 3)
+    sql(world, "UPDATE log_head SET tree_size = :n", n=size - 3)
+    report = audit(world, state)
+    assert not report.ok
+    assert report.failure is not None and "rolled back" in report.failure.reason
+    assert state.read_bytes() == kept  # a failed audit leaves the kept state as it was
+
+
+def test_history_rewritten_under_a_new_signed_root_fails_the_resumed_audit(
+        world: World, tmp_path: Path, db_url: str) -> None:
+    """The attacker changes a stored Merkle node covering verified entries; the ledger, reopened, then signs the
+    next checkpoints over that changed tree. A resumed audit reads none of the old rows, but the root it computes
+    from its kept compact range and the new entries does not match the newly signed one."""
+    state = tmp_path / "audit.state"
+    assert audit(world, state).ok
+    size = world.ledger.size()
+    oldest = root_nodes(size)[0]
+    drop_triggers(world)
+    sql(world, "UPDATE merkle_nodes SET hash = :h WHERE level = :l AND idx = :i",
+        h=b"\x66" * 32, l=oldest.level, i=oldest.index)
+    world.db.dispose()
+    world.ledger, world.db = open_ledger(world.home.path, db_url)
+    world.ledger.clock = world.clock
+    world.commission("L9", 1)
+    report = audit(world, state)
+    assert not report.ok
+    assert report.failure is not None
+    assert "does not match the entries" in report.failure.reason, report.failure
+
+
+def test_a_state_file_of_another_ledger_or_damaged_is_refused(world: World, tmp_path: Path) -> None:
+    state = tmp_path / "audit.state"
+    assert audit(world, state).ok
+    cfg = world.ledger.config
+
+    for trust, origin in ((TrustAnchors(root=cfg.trust.root, ledger=KeyPair.generate().public), cfg.origin),
+                          (TrustAnchors(root=KeyPair.generate().public, ledger=cfg.trust.ledger), cfg.origin),
+                          (cfg.trust, "another.example/log")):
+        with pytest.raises(audit_state.StateFileError, match="another ledger"):
+            audit_state.load(state, trust, origin)
+
+    data = state.read_bytes()
+    header, _, body = data.partition(b"\n")
+    damaged = tmp_path / "damaged.state"
+    for bad in (data[: len(data) // 2], header + b"\n" + body.replace(b'"L1"', b'"L7"', 1), b"", b"not json\n{}",
+                json.dumps({"format": "athar-audit-state/0"}).encode() + b"\n{}"):
+        damaged.write_bytes(bad)
+        with pytest.raises(audit_state.StateFileError):
+            audit_state.load(damaged, cfg.trust, cfg.origin)
+    assert audit_state.load(tmp_path / "absent.state", cfg.trust, cfg.origin) is None

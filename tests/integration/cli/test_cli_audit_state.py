@@ -1,0 +1,115 @@
+"""`athar audit verify --state FILE` as an auditor runs it day after day: the first audit is full, the next ones
+verify only what was added, locally (SQLite and PostgreSQL) and through the API; a state that cannot be used, a
+rolled-back log and a forked one are each said in one line, and the kept state is never lost."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from api.settings import Settings
+from ledger.home import open_ledger
+from signing.keys import write_private_key
+from tests.integration.server import running_server
+from tests.support import GTIN, make_world
+
+
+def athar(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scanner_cli.main", *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_daily_audits_resume_from_the_kept_state(tmp_path: Path, db_url: str) -> None:
+    home = tmp_path / "home"
+    world = make_world(home, db_url)
+    serials = world.commission("LOT-A", 6)
+    world.deliver("maphar", "dist-north", "LOT-A", serials)
+    state = tmp_path / "audits" / "athar.state"
+    common = ["audit", "verify", "--data-dir", str(home), "--db", db_url, "--state", str(state)]
+
+    no_dir = athar(*common, "--json")
+    assert no_dir.returncode == 2 and "does not exist" in no_dir.stderr
+    assert len(no_dir.stderr.strip().splitlines()) == 1
+    state.parent.mkdir()
+
+    first = athar(*common, "--json")
+    assert first.returncode == 0, first.stderr
+    day1 = json.loads(first.stdout)
+    assert day1["resumed_from"] == 0 and day1["entries"] == world.ledger.size() == 12
+    assert state.is_file()
+
+    world.deliver("dist-north", "ph-rabat", "LOT-A", serials[:2])
+    world.ledger.submit(world.as_("ph-rabat").dispense(GTIN, serials[0]))
+    second = athar(*common)
+    assert second.returncode == 0, second.stderr
+    assert "intact: 3 new entries (after the 12 of the last audit: 15 in all)" in second.stdout, second.stdout
+
+    # a damaged state stops the audit in one line and stays as it was: it is all the auditor remembers
+    kept = state.read_bytes()
+    state.write_bytes(kept[:-40])
+    damaged = athar(*common)
+    assert damaged.returncode == 2 and "damaged" in damaged.stderr, damaged.stderr
+    assert len(damaged.stderr.strip().splitlines()) == 1
+    assert state.read_bytes() == kept[:-40]
+    state.write_bytes(kept)
+
+    # the log rolled back behind what was verified: TAMPERED, and the kept state is not replaced
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            for table in ("log_entries", "checkpoints"):
+                conn.execute(sa.text(f"DROP TRIGGER {table}_no_delete"))
+        else:
+            conn.execute(sa.text("ALTER TABLE log_entries DISABLE TRIGGER USER"))
+            conn.execute(sa.text("ALTER TABLE checkpoints DISABLE TRIGGER USER"))
+        conn.execute(sa.text("DELETE FROM log_entries WHERE idx >= 13"))
+        conn.execute(sa.text("DELETE FROM checkpoints WHERE tree_size > 13"))
+        conn.execute(sa.text("UPDATE log_head SET tree_size = 13"))
+    engine.dispose()
+    rolled = athar(*common)
+    assert rolled.returncode == 20 and "rolled back" in rolled.stderr, rolled.stderr
+    assert state.read_bytes() == kept
+    world.db.dispose()
+
+
+def test_a_remote_auditor_resumes_and_catches_a_fork(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    world = make_world(home, f"sqlite:///{home}/ledger.db")
+    world.commission("R1", 3)
+    write_private_key(tmp_path / "regulator.key", world.keys["regulator"])
+    world.db.dispose()
+    fork_home = tmp_path / "fork"
+    shutil.copytree(home, fork_home)  # same keys, same history so far
+    state = tmp_path / "remote.state"
+    identity = ["--data-dir", str(home), "--actor", "regulator", "--key", str(tmp_path / "regulator.key"),
+                "--state", str(state), "--json"]
+
+    with running_server(Settings(data_dir=home, overdue_check_seconds=0)) as url:
+        first = athar("audit", "verify", "--url", url, *identity)
+        assert first.returncode == 0, first.stderr
+        assert json.loads(first.stdout)["entries"] == 10
+        world.ledger.submit(world.as_("maphar").commission(GTIN, "R2", dt.date(2029, 1, 1), "X", ["R2S1"]))
+        world.ledger.submit(world.as_("maphar").commission(GTIN, "R3", dt.date(2029, 1, 1), "X", ["R3S1"]))
+        second = athar("audit", "verify", "--url", url, *identity)
+        assert second.returncode == 0, second.stderr
+        report = json.loads(second.stdout)
+        assert (report["resumed_from"], report["entries"], report["tree_size"]) == (10, 2, 12)
+    kept = state.read_bytes()
+
+    # the fork: a copy of the ledger from before those two entries appends others under the same keys
+    fork_url = f"sqlite:///{fork_home}/ledger.db"
+    fork, fork_db = open_ledger(fork_home, fork_url)
+    for lot in ("EVIL1", "EVIL2", "EVIL3"):
+        fork.submit(world.as_("maphar").commission(GTIN, lot, dt.date(2029, 1, 1), "X", [f"{lot}S1"]))
+    fork_db.dispose()
+    with running_server(Settings(data_dir=fork_home, database_url=fork_url, overdue_check_seconds=0)) as forked:
+        alarm = athar("audit", "verify", "--url", forked, *identity[:-1])
+    assert alarm.returncode == 20, alarm.stderr
+    assert "TAMPERED" in alarm.stderr and "does not match the entries" in alarm.stderr, alarm.stderr
+    assert state.read_bytes() == kept
