@@ -159,3 +159,15 @@ def test_a_state_file_of_another_ledger_or_damaged_is_refused(world: World, tmp_
         with pytest.raises(audit_state.StateFileError):
             audit_state.load(damaged, cfg.trust, cfg.origin)
     assert audit_state.load(tmp_path / "absent.state", cfg.trust, cfg.origin) is None
+
+
+def test_an_old_row_edited_with_nothing_signed_since_is_left_to_the_full_audit(world: World, tmp_path: Path) -> None:
+    """What a resumed audit does not do (docs/reliability.md): re-read the stored rows of the part it verified.
+    A leaf edited there, with no checkpoint signed over it since, is found by the next full audit."""
+    state = tmp_path / "audit.state"
+    assert audit(world, state).ok
+    drop_triggers(world)
+    sql(world, "UPDATE log_entries SET leaf = :leaf WHERE idx = 9", leaf=b'{"tampered":true}')
+    assert audit(world, state, keep=False).ok
+    full = audit(world)
+    assert not full.ok and full.failure is not None and full.failure.index == 9

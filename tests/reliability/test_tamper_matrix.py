@@ -4,7 +4,7 @@ tests/contract/test_tamper.py).
 The attacker has write access to the database (append-only triggers dropped) but no key. Where it helps the
 attacker, the rewrite is *consistent*: leaf bytes, entry hashes, ``prev`` links, Merkle nodes and the log head are
 all recomputed, so only signatures and the signed checkpoints remain to betray it. The honest server keeps running
-and, on its next append, signs a checkpoint over whatever tree the database now holds. Four mechanisms then look:
+and, on its next append, signs a checkpoint over whatever tree the database now holds. Five mechanisms then look:
 
 * **audit**: ``athar audit verify`` = ``ledger.audit.verify_store`` on the database;
 * **bundle**: an offline bundle served by ``POST /v1/bundles`` and checked by ``ledger.bundle.verify_bundle``;
@@ -12,7 +12,9 @@ and, on its next append, signs a checkpoint over whatever tree the database now 
   attacks touch, checked by ``ledger.pack_bundle.verify_pack_bundle``;
 * **monitor**: a monitor that trusted the checkpoint served before the attack checks the new one served by
   ``GET /v1/log/checkpoint`` with a consistency proof from ``GET /v1/log/proof/consistency``
-  (``ledger.monitor.check_update``).
+  (``ledger.monitor.check_update``);
+* **resumed audit**: ``athar audit verify --state`` with the state a full audit kept before the attack
+  (``ledger.audit_state``): it reads only the entries after the kept size, checking the roots against its own.
 
 ``EXPECTED`` is the table in docs/reliability.md (checked by ``test_doc_table_is_current``).
 """
@@ -20,6 +22,7 @@ and, on its next append, signs a checkpoint over whatever tree the database now 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import time
@@ -33,6 +36,7 @@ import pytest
 import sqlalchemy as sa
 
 from api.settings import Settings
+from ledger import audit_state
 from ledger.audit import verify_store
 from ledger.builder import EventBuilder
 from ledger.bundle import verify_bundle
@@ -62,29 +66,36 @@ class Case:
     bundle: str
     monitor: str
     packs: str
+    resumed: str
 
 
 EXPECTED: dict[str, Case] = {c.what: c for c in [
-    Case("edit a body (commission's product), rewritten consistently", "entry 9", "entry 9", "fork", "no"),
-    Case("edit a signature (a shipment re-signed by an attacker)", "entry 12", "entry 12", "fork", "no"),
+    Case("edit a body (commission's product), rewritten consistently", "entry 9", "entry 9", "fork", "no",
+         "checkpoint 17"),
+    Case("edit a signature (a shipment re-signed by an attacker)", "entry 12", "entry 12", "fork", "no",
+         "checkpoint 17"),
     Case("edit a prev (a shipment linked past its predecessor)", "entry 12",
-         "server refuses (500 integrity_error)", "fork", "no"),
+         "server refuses (500 integrity_error)", "fork", "no", "checkpoint 17"),
     Case("edit a projection (packs: give ph-fes a pack), then ph-fes dispenses it", "entry 16", "entry 16", "no",
-         "no"),
+         "no", "entry 16"),
     Case("swap an actor's key in the log (ph-rabat's registration) and re-sign its events", "entry 4", "entry 4",
-         "fork", "entry 14"),
+         "fork", "entry 14", "checkpoint 17"),
     Case("swap an actor's key row in the projection (actor_keys), then sign as the actor", "entry 16", "entry 16",
-         "no", "entry 14"),
+         "no", "entry 14", "entry 16"),
     Case("delete an entry (a dispense), renumber, keep old checkpoints", "entry 14",
-         "server refuses (500 integrity_error)", "no (nothing new is signed: appends fail with 503)", "entry 14"),
-    Case("delete an entry (a dispense), renumber, delete old checkpoints", "no", "no", "fork", "entry 14"),
-    Case("reorder two entries (registrations 1 and 2)", "entry 1", "no", "fork", "no"),
-    Case("truncate the last two entries, delete their checkpoints", "no", "no", "rollback/fork", "entry 14"),
+         "server refuses (500 integrity_error)", "no (nothing new is signed: appends fail with 503)", "entry 14",
+         "rollback"),
+    Case("delete an entry (a dispense), renumber, delete old checkpoints", "no", "no", "fork", "entry 14",
+         "checkpoint 16"),
+    Case("reorder two entries (registrations 1 and 2)", "entry 1", "no", "fork", "no", "checkpoint 17"),
+    Case("truncate the last two entries, delete their checkpoints", "no", "no", "rollback/fork", "entry 14",
+         "rollback"),
     Case("truncate the last two entries, keep the checkpoints", "yes (log head)",
-         "server refuses (500 integrity_error)", "no (nothing new is signed: appends fail with 503)", "entry 14"),
+         "server refuses (500 integrity_error)", "no (nothing new is signed: appends fail with 503)", "entry 14",
+         "rollback"),
     Case("replace the latest checkpoint with one signed by another key", "entry 15", "yes (checkpoint)",
-         "yes (checkpoint)", "yes (checkpoint)"),
-    Case("serve a forked log (two copies of the database, each extended)", "no", "no", "fork", "no"),
+         "yes (checkpoint)", "yes (checkpoint)", "checkpoint 16"),
+    Case("serve a forked log (two copies of the database, each extended)", "no", "no", "fork", "no", "no"),
 ]}
 
 
@@ -152,6 +163,7 @@ class Scene:
     http: httpx.Client
     trusted: str  # the checkpoint a monitor saw before the attack
     serials: list[str]
+    kept: Path  # the state a full audit kept before the attack (``audit verify --state``)
     stuck: bool = False  # the server refuses every append
 
     def post(self, signed: SignedEvent) -> httpx.Response:
@@ -160,6 +172,21 @@ class Scene:
     def signed_post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         key = self.world.keys["regulator"]
         return self.http.post(path, json=body, headers=sign_request(key, "regulator", "POST", path, int(time.time())))
+
+
+def resumed_audit(scene: Scene) -> str:
+    cfg = scene.world.ledger.config
+    report = verify_store(scene.world.ledger.store, cfg.trust, cfg.origin,
+                          resume=audit_state.load(scene.kept, cfg.trust, cfg.origin))
+    if report.ok:
+        return "no"
+    assert report.failure is not None
+    reason = report.failure.reason
+    if "rolled back" in reason:
+        return "rollback"
+    if (found := re.match(r"checkpoint at tree size (\d+)", reason)) is not None:
+        return f"checkpoint {found[1]}"
+    return f"entry {report.failure.index}" if report.failure.index is not None else "yes (log head)"
 
 
 def audit(world: World) -> str:
@@ -235,9 +262,12 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
     w.ledger.submit(w.as_("ph-rabat").dispense(GTIN, serials[0]))  # 14
     w.ledger.submit(w.as_("inspector").report(GTIN, "suspected_falsified", serial=serials[1]))  # 15
     assert w.ledger.size() == SIZE
+    kept = tmp_path / "audit.state"
+    report = verify_store(w.ledger.store, w.ledger.config.trust, w.ledger.config.origin)
+    audit_state.save(kept, report, w.ledger.config.trust, w.ledger.config.origin)
     settings = Settings(data_dir=tmp_path / "home", database_url=url, overdue_check_seconds=0)
     with running_server(settings) as base, httpx.Client(base_url=base, timeout=30) as http:
-        yield Scene(w, http, http.get("/v1/log/checkpoint").text, serials)
+        yield Scene(w, http, http.get("/v1/log/checkpoint").text, serials, kept)
     w.db.dispose()
 
 
@@ -356,7 +386,7 @@ def test_tamper_matrix(scene: Scene, what: str) -> None:
         assert append_honest(scene) == 503
         assert scene.world.ledger.size() == size
         scene.stuck = True
-    seen = Case(what, audit(scene.world), bundle(scene), monitor(scene), pack_bundles(scene))
+    seen = Case(what, audit(scene.world), bundle(scene), monitor(scene), pack_bundles(scene), resumed_audit(scene))
     print(f"\n{seen}")
     assert seen == EXPECTED[what]
 
@@ -378,14 +408,15 @@ def test_tamper_matrix_forked_log(scene: Scene, tmp_path: Path) -> None:
         # history B: the same size, another event (a dispense that A does not have), then one more
         assert http_b.post("/v1/events", json=w.as_("ph-rabat").dispense(GTIN, s := scene.serials[1]).to_json()
                            ).status_code == 201
-        seen_b_same = Scene(w, scene.http, http_b.get("/v1/log/checkpoint").text, scene.serials)
+        seen_b_same = Scene(w, scene.http, http_b.get("/v1/log/checkpoint").text, scene.serials, scene.kept)
         same_size = monitor(seen_b_same)  # a monitor that trusted B's checkpoint now sees A's of the same size
         assert http_b.post("/v1/events", json=w.as_("inspector").report(GTIN, "other", serial=s).to_json()
                            ).status_code == 201
         a_note = scene.http.get("/v1/log/checkpoint").text
-        later = monitor(Scene(w, scene.http, a_note, scene.serials), base_b)  # trusted A, then sees B, larger
+        # trusted A, then sees B, larger
+        later = monitor(Scene(w, scene.http, a_note, scene.serials, scene.kept), base_b)
         b_ledger_ok = _verifies(fork_dir, url_b)
-    seen = Case(what, audit(w), bundle(scene), later, pack_bundles(scene))
+    seen = Case(what, audit(w), bundle(scene), later, pack_bundles(scene), resumed_audit(scene))
     print(f"\n{seen} (same size: {same_size})")
     assert same_size == "fork" and b_ledger_ok
     assert seen == EXPECTED[what]
@@ -403,9 +434,11 @@ def _verifies(home: Path, url: str) -> bool:
 
 def render_table() -> str:
     lines = ["| tampering (attacker: database write access, no key) | `athar audit verify` | offline bundle "
-             "(`verify_bundle`) | monitor (`check_update`) | one-pack bundles (`verify_pack_bundle`) |",
-             "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {c.what} | {c.audit} | {c.bundle} | {c.monitor} | {c.packs} |" for c in EXPECTED.values()]
+             "(`verify_bundle`) | monitor (`check_update`) | one-pack bundles (`verify_pack_bundle`) | resumed audit "
+             "(`audit verify --state`) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {c.what} | {c.audit} | {c.bundle} | {c.monitor} | {c.packs} | {c.resumed} |"
+              for c in EXPECTED.values()]
     return "\n".join(lines)
 
 
