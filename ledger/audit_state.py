@@ -23,10 +23,11 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import operator
 import os
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def save(path: Path, report: AuditReport, trust: TrustAnchors, origin: str) -> N
         "origin": origin, "ledger_key": trust.ledger.b64, "root_key": trust.root.b64,
         "tree": {"size": tree.size, "hashes": [h.hex() for _, h in tree.nodes()]},
         "chains": {name: [h.hash.hex(), h.index, h.length] for name, h in r.chain_heads.items()},
-        "state": {name: [encode(record) for record in records] for name, records in _records(r.state).items()},
+        "state": {name: encode_all(_KINDS[name], records) for name, records in _records(r.state).items()},
         "holdings": [[*slot, n] for slot, n in r.state.holdings.items()],
     }, ensure_ascii=False, separators=(",", ":")).encode()
     header = json.dumps({"format": FORMAT, "sha256": hashlib.sha256(body).hexdigest(), "size": tree.size}).encode()
@@ -113,7 +114,7 @@ def _verifier(body: dict[str, Any], trust: TrustAnchors, origin: str) -> LogVeri
     tree = body["tree"]
     verifier.tree = CompactRange.from_hashes(int(tree["size"]), [bytes.fromhex(h) for h in tree["hashes"]])
     state = MemoryState()
-    records = {name: [decode(cls, row) for row in body["state"][name]] for name, cls in _KINDS.items()}
+    records = {name: decode_all(cls, body["state"][name]) for name, cls in _KINDS.items()}
     state.actors = {a.id: a for a in records["actors"]}
     state.keys = {k.key_id: k for k in records["keys"]}
     state.batches = {(b.gtin, b.lot): b for b in records["batches"]}
@@ -131,40 +132,67 @@ def _verifier(body: dict[str, Any], trust: TrustAnchors, origin: str) -> LogVeri
 
 
 def encode(record: Any) -> list[Any]:
-    return [_plain(v) for v in record.__dict__.values()]
+    return encode_all(type(record), [record])[0]
 
 
 def decode(cls: type, row: list[Any]) -> Any:
-    names, converters = _codec(cls)
-    if len(row) != len(names):
-        raise ValueError(f"a {cls.__name__} record has {len(row)} fields, want {len(names)}")
-    for i, convert in converters:
-        if row[i] is not None:
-            row[i] = convert(row[i])
-    record: Any = object.__new__(cls)
-    # what a frozen dataclass's __init__ does field by field, at once: most of a big state's load is packs
-    object.__setattr__(record, "__dict__", dict(zip(names, row, strict=True)))
-    return record
+    return decode_all(cls, [row])[0]
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dt.date):  # and datetime
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return list(value)
-    return value
+def encode_all(cls: type, records: Iterable[Any]) -> list[list[Any]]:
+    codec = _codec(cls)
+    fields = operator.attrgetter(*codec.names)
+    out = []
+    for record in records:
+        row = list(fields(record))
+        for i, convert in codec.to_json:
+            if row[i] is not None:
+                row[i] = convert(row[i])
+        out.append(row)
+    return out
 
 
-_CODECS: dict[type, tuple[tuple[str, ...], list[tuple[int, Callable[[Any], Any]]]]] = {}
+def decode_all(cls: type, rows: Iterable[list[Any]]) -> list[Any]:
+    codec = _codec(cls)
+    names, n, new = codec.names, len(codec.names), object.__new__
+    out = []
+    for row in rows:
+        if len(row) != n:
+            raise ValueError(f"a {cls.__name__} record has {len(row)} fields, want {n}")
+        for i, convert in codec.from_json:
+            if row[i] is not None:
+                row[i] = convert(row[i])
+        # what a frozen dataclass's __init__ does one field at a time, at once: most of a big state's load is packs
+        record: Any = new(cls)
+        record.__dict__.update(zip(names, row, strict=True))
+        out.append(record)
+    return out
 
 
-def _codec(cls: type) -> tuple[tuple[str, ...], list[tuple[int, Callable[[Any], Any]]]]:
+@dataclasses.dataclass(frozen=True)
+class _Codec:
+    names: tuple[str, ...]
+    to_json: list[tuple[int, Callable[[Any], Any]]]  # (field index, conversion) for the fields JSON cannot hold
+    from_json: list[tuple[int, Callable[[Any], Any]]]
+
+
+_CODECS: dict[type, _Codec] = {}
+
+
+def _codec(cls: type) -> _Codec:
     if cls not in _CODECS:
         hints = typing.get_type_hints(cls)
         fields = dataclasses.fields(cls)
-        converters = [(i, c) for i, f in enumerate(fields) if (c := _converter(hints[f.name])) is not None]
-        _CODECS[cls] = (tuple(f.name for f in fields), converters)
+        back = [(i, c) for i, f in enumerate(fields) if (c := _converter(hints[f.name])) is not None]
+        # enums are str subclasses, which JSON writes as their value; dates, times and tuples need converting
+        there: list[tuple[int, Callable[[Any], Any]]] = [
+            (i, list if c is tuple else _isoformat) for i, c in back if not isinstance(c, type(enum.Enum))]
+        _CODECS[cls] = _Codec(tuple(f.name for f in fields), there, back)
     return _CODECS[cls]
+
+
+def _isoformat(value: dt.date) -> str:
+    return value.isoformat()
 
 
 def _converter(hint: Any) -> Callable[[Any], Any] | None:
