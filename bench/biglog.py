@@ -48,7 +48,7 @@ def run(report: Report, kind: str, quick: bool, only: set[str], workers: int = 1
                 storage(report, b, kind)
             if "audit" in only and size == biggest:
                 audit(report, b, kind)
-                audit_resumed(report, b, kind, new=10_000 if quick else 50_000)
+                audit_resumed(report, b, kind, new=60_000 if quick else 200_000)
     if "audit" in only:
         # the same workload as a log written at low traffic holds it: each event a group, each with its checkpoint
         with big_ledger(kind, AUDIT_EVERY_ENTRY, checkpoint_every=EVERY_ENTRY) as b:
