@@ -227,7 +227,7 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
                                        f"stored Merkle node (level {node.level}, index {node.index}) does not "
                                        "match the entries")
             if progress:
-                progress(verifier.report.entries, head.size)
+                progress(verifier.tree.size, head.size)
         if verifier.tree.root() != head.root:
             raise AuditFailure(None, f"the log head root {head.root.hex()} does not match the entries' root "
                                      f"{verifier.tree.root().hex()}")
@@ -253,7 +253,7 @@ def _check_stored_cosignatures(store: SqlStore, verifier: LogVerifier, witnesses
     with store.read() as u:
         rows = u.cosignatures(since)
         notes = {cp.tree_size: cp.note for cp in u.checkpoints(since)} if rows else {}
-    for size, witness, line in rows:
+    for size, witness, line, timestamp in rows:
         if witness == verifier.origin:
             raise AuditFailure(None, f"a cosignature is stored under the log's own name {verifier.origin} at tree "
                                      f"size {size}")
@@ -262,11 +262,18 @@ def _check_stored_cosignatures(store: SqlStore, verifier: LogVerifier, witnesses
             raise AuditFailure(None, f"a cosignature of witness {witness} is stored for tree size {size}, which has "
                                      "no checkpoint")
         try:
-            names = {sig.name for sig in split_note(note + line)[1]}
+            sigs = split_note(note + line)[1]
         except CheckpointError as err:
             raise AuditFailure(None, f"the stored cosignature of witness {witness} at tree size {size} is not a "
                                      f"signature line: {err}") from err
+        names = {sig.name for sig in sigs}
         if witness not in names:
             raise AuditFailure(None, f"the stored cosignature of witness {witness} at tree size {size} is signed "
                                      f"under another name ({', '.join(sorted(names))})")
+        # the time column is a copy of the time the witness signed (the first 8 bytes of its signature): a copy
+        # that says otherwise would date the witness's word wrongly for whoever queries it
+        signed = {int.from_bytes(sig.signature[:8], "big") for sig in sigs if sig.name == witness}
+        if signed != {timestamp}:
+            raise AuditFailure(None, f"the stored cosignature of witness {witness} at tree size {size} is dated "
+                                     f"{timestamp}, but the witness signed it at {', '.join(map(str, sorted(signed)))}")
         verifier.cosignatures(note + line, witnesses)

@@ -1021,12 +1021,13 @@ class SqlUnit:
              .order_by(t.cosignatures.c.witness))
         return [str(line) for line in self.conn.execute(q).scalars()]
 
-    def cosignatures(self, since: int = 0) -> list[tuple[int, str, str]]:
-        """The stored witness cosignatures for tree sizes from ``since`` on: (tree size, witness, signature line),
-        in tree-size order."""
+    def cosignatures(self, since: int = 0) -> list[tuple[int, str, str, int]]:
+        """The stored witness cosignatures for tree sizes from ``since`` on: (tree size, witness, signature line,
+        the time stored beside it), in tree-size order."""
         c = t.cosignatures.c
-        q = sa.select(c.tree_size, c.witness, c.line).where(c.tree_size >= since).order_by(c.tree_size, c.witness)
-        return [(int(n), str(w), str(line)) for n, w, line in self.conn.execute(q)]
+        q = (sa.select(c.tree_size, c.witness, c.line, c.timestamp).where(c.tree_size >= since)
+             .order_by(c.tree_size, c.witness))
+        return [(int(n), str(w), str(line), int(ts)) for n, w, line, ts in self.conn.execute(q)]
 
     def put_cosignature(self, tree_size: int, witness: str, line: str, timestamp: int) -> None:
         c = t.cosignatures.c

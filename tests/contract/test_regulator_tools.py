@@ -241,8 +241,15 @@ def test_audit_checks_stored_witness_cosignatures(world: World, db_url: str) -> 
     forged_line = forged[len(first.note):]
     assert "does not verify" in tampered(sa.update(table).where(where).values(line=forged_line))
     # the witness's real cosignature of the second checkpoint, moved onto the first
-    moved = sa.select(c.line).where((c.tree_size == second.tree_size) & (c.witness == "witness.example.ma"))
-    assert "does not verify" in tampered(sa.update(table).where(where).values(line=moved.scalar_subquery()))
+    theirs = (c.tree_size == second.tree_size) & (c.witness == "witness.example.ma")
+    moved = sa.update(table).where(where).values(line=sa.select(c.line).where(theirs).scalar_subquery(),
+                                                 timestamp=1795342600)
+    assert "does not verify" in tampered(moved)
+    # the time stored beside a line is the time inside it, for any witness, its key at hand or not
+    assert "is dated 1795342999, but the witness signed it at 1795342500" in tampered(
+        sa.update(table).where(where).values(timestamp=1795342999))
+    assert "other.example.org" in tampered(sa.update(table).where(c.witness == "other.example.org").values(
+        timestamp=0))
     renamed = (c.tree_size == second.tree_size) & (c.witness == "other.example.org")
     assert "another name" in tampered(sa.update(table).where(renamed).values(witness="third.example.org"))
     assert "no checkpoint" in tampered(sa.update(table).where(where).values(tree_size=second.tree_size + 5))
