@@ -5,7 +5,10 @@ The storage modules are imported inside the commands that use the database, so r
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +21,8 @@ from ledger import errors as E
 if TYPE_CHECKING:
     from ledger.admission import TrustAnchors
     from ledger.audit import AuditReport, LogVerifier
+    from ledger.audit_state import KeptState
+    from scanner_cli.client import AtharClient
 from ledger.checkpoint import Checkpoint, CheckpointError, check_key_name, cosign, split_note, verifier_key
 from ledger.monitor import check_update
 from scanner_cli import exit_codes, render
@@ -106,16 +111,17 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
     _state_dir(state)
     store, database, origin = open_store(home_path(data_dir), trust, db)
     try:
-        with long_task():
-            resume = _resume(state, trust, origin)
+        with long_task(), _kept(state, trust, origin) as kept:
             with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                           console=render.errors, disable=json_out, transient=True) as bar:
                 task = bar.add_task("entries", total=None)
-                report = verify_store(store, trust, origin, resume=resume, witnesses=witnesses,
+                report = verify_store(store, trust, origin, resume=kept.verifier if kept else None,
+                                      witnesses=witnesses,
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+            _keep(kept, report)
     finally:
         database.dispose()
-    _report(report, json_out, state, (trust, origin))
+    _report(report, json_out)
 
 
 @app.command()
@@ -166,7 +172,7 @@ def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = No
     """Verify the whole log served by a remote API (regulator or inspector identity), streaming, and the witness
     cosignatures on its latest checkpoint. With --state, only what was added since the last audit that kept
     that file."""
-    from ledger.audit import AuditFailure, LogVerifier
+    from ledger.audit import LogVerifier
     from ledger.heap import long_task
 
     identity = resolve_identity(key, actor, data_dir, required=True, what="a remote audit")
@@ -177,29 +183,40 @@ def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = No
     with client(url, identity) as api, long_task():
         note = api.checkpoint()
         origin = note.split("\n", 1)[0]
-        verifier = _resume(state, trust, origin) or LogVerifier(trust, origin)
-        done = verifier.tree.size
-        lines = note.split("\n")
-        size = int(lines[1]) if len(lines) >= 3 and lines[1].isascii() and lines[1].isdigit() else 0
-        try:
-            if size < done:
-                raise AuditFailure(None, f"the log shrank from the {done} entries verified before to {size}: "
-                                         "history was rolled back")
-            with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                          console=render.errors, disable=json_out, transient=True) as bar:
-                task = bar.add_task("entries", total=size, completed=done)
-                for start in range(done, size, 1000):
-                    for item in api.entries(start, min(size, start + 1000)):
-                        leaf = canonical(item["entry"])
-                        verifier.add(int(item["index"]), leaf, bytes.fromhex(item["entry_hash"]))
-                    bar.update(task, completed=verifier.tree.size)
-            if verifier.tree.size != size:
-                raise AuditFailure(verifier.tree.size, f"the server returned {verifier.tree.size} of {size} entries")
-            verifier.checkpoint(note)
-            verifier.cosignatures(note, witnesses)
-        except AuditFailure as stop:
-            verifier.report.failure = stop.failure
-    _report(verifier.finish(), json_out, state, (trust, origin))
+        with _kept(state, trust, origin) as kept:
+            report = _verify_remote(api, note, kept.verifier if kept else LogVerifier(trust, origin), witnesses,
+                                    json_out)
+            _keep(kept, report)
+    _report(report, json_out)
+
+
+def _verify_remote(api: AtharClient, note: str, verifier: LogVerifier, witnesses: dict[str, PublicKey],
+                   json_out: bool) -> AuditReport:
+    """Feed the verifier the entries the server serves after those it verified, up to ``note``'s size."""
+    from ledger.audit import AuditFailure
+
+    done = verifier.tree.size
+    lines = note.split("\n")
+    size = int(lines[1]) if len(lines) >= 3 and lines[1].isascii() and lines[1].isdigit() else 0
+    try:
+        if size < done:
+            raise AuditFailure(None, f"the log shrank from the {done} entries verified before to {size}: "
+                                     "history was rolled back")
+        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=render.errors, disable=json_out, transient=True) as bar:
+            task = bar.add_task("entries", total=size, completed=done)
+            for start in range(done, size, 1000):
+                for item in api.entries(start, min(size, start + 1000)):
+                    leaf = canonical(item["entry"])
+                    verifier.add(int(item["index"]), leaf, bytes.fromhex(item["entry_hash"]))
+                bar.update(task, completed=verifier.tree.size)
+        if verifier.tree.size != size:
+            raise AuditFailure(verifier.tree.size, f"the server returned {verifier.tree.size} of {size} entries")
+        verifier.checkpoint(note)
+        verifier.cosignatures(note, witnesses)
+    except AuditFailure as stop:
+        verifier.report.failure = stop.failure
+    return verifier.finish()
 
 
 @app.command()
@@ -275,28 +292,33 @@ def _state_dir(state: Path | None) -> None:
         usage(f"--state {state}: the directory {state.parent} does not exist")
 
 
-def _resume(state: Path | None, trust: TrustAnchors, origin: str) -> LogVerifier | None:
-    """The verifier the last audit kept in ``state``; None for a full audit. A file that cannot be used stops the
-    audit here (exit 2) and is left as it is: it is all the auditor remembers of what it verified."""
+@contextlib.contextmanager
+def _kept(state: Path | None, trust: TrustAnchors, origin: str) -> Iterator[KeptState | None]:
+    """The state file open for this audit (None without --state). A file that cannot be used stops the audit in
+    one line (exit 2) and is left as it was: it is all the auditor remembers of what it verified."""
     from ledger import audit_state
 
     if state is None:
-        return None
+        yield None
+        return
     try:
-        return audit_state.load(state, trust, origin)
+        with audit_state.kept(state, trust, origin) as kept:
+            yield kept
     except audit_state.StateFileError as exc:
         usage(f"--state: {exc}")
 
 
-def _report(report: AuditReport, json_out: bool, state: Path | None = None,
-            kept: tuple[TrustAnchors, str] | None = None) -> None:
-    if report.ok and state is not None and kept is not None:
-        from ledger import audit_state
+def _keep(kept: KeptState | None, report: AuditReport) -> None:
+    """Keep what a passed audit verified; a failed audit leaves the file as it was."""
+    if kept is None or not report.ok:
+        return
+    try:
+        kept.commit(report)
+    except (OSError, sqlite3.Error) as exc:
+        usage(f"the log is intact, but the audit state could not be saved to {kept.path}: {exc}")
 
-        try:
-            audit_state.save(state, report, *kept)
-        except OSError as exc:
-            usage(f"the log is intact, but the audit state could not be saved to {state}: {exc.strerror or exc}")
+
+def _report(report: AuditReport, json_out: bool) -> None:
     result = {"ok": report.ok, "entries": report.entries, "resumed_from": report.resumed_from,
               "tree_size": report.tree_size, "chains": report.chains,
               "actors": report.actors, "batches": report.batches, "checkpoints": report.checkpoints,

@@ -4,7 +4,6 @@ before was rolled back or rewritten under a newly signed root."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,18 +15,35 @@ from ledger.audit import AuditReport, verify_store
 from ledger.home import open_ledger
 from ledger.merkle import root_nodes
 from ledger.replay import MemoryState
+from ledger.replay_disk import DiskState
 from signing import KeyPair
 from tests.contract.test_tamper import drop_triggers, sql
 from tests.support import GTIN, World, make_world
 
 
 def audit(world: World, state: Path | None = None, *, keep: bool = True) -> AuditReport:
+    """A full audit, or with ``state`` one resumed from that file (and kept in it when it passed); the report's
+    state is then a ``MemoryState`` copy of what the file holds, for comparisons."""
     cfg = world.ledger.config
-    resume = audit_state.load(state, cfg.trust, cfg.origin) if state else None
-    report = verify_store(world.ledger.store, cfg.trust, cfg.origin, resume=resume)
-    if state and keep and report.ok:
-        audit_state.save(state, report, cfg.trust, cfg.origin)
+    if state is None:
+        return verify_store(world.ledger.store, cfg.trust, cfg.origin)
+    with audit_state.kept(state, cfg.trust, cfg.origin) as kept:
+        report = verify_store(world.ledger.store, cfg.trust, cfg.origin, resume=kept.verifier)
+        on_disk = report.state
+        assert isinstance(on_disk, DiskState)
+        copy = on_disk.to_memory()
+        if keep and report.ok:
+            kept.commit(report)
+    report.state = copy
     return report
+
+
+def kept_state(world: World, state: Path) -> MemoryState:
+    cfg = world.ledger.config
+    with audit_state.kept(state, cfg.trust, cfg.origin) as kept:
+        on_disk = kept.verifier.report.state
+        assert isinstance(on_disk, DiskState)
+        return on_disk.to_memory()
 
 
 def same_state(a: MemoryState, b: MemoryState) -> None:
@@ -95,11 +111,8 @@ def test_a_resumed_audit_verifies_only_new_entries_and_ends_where_a_full_audit_d
     # nothing new: the log must still be the one verified
     again = audit(world, state)
     assert again.ok and (again.entries, again.resumed_from) == (0, full.tree_size)
-    # and what was kept loads into the same state (the file round-trips every record)
-    cfg = world.ledger.config
-    loaded = audit_state.load(state, cfg.trust, cfg.origin)
-    assert loaded is not None
-    same_state(loaded.report.state, full.state)
+    # and what was kept opens as the same state (the file round-trips every record)
+    same_state(kept_state(world, state), full.state)
 
 
 def test_a_log_rolled_back_behind_the_kept_state_fails(world: World, tmp_path: Path) -> None:
@@ -139,26 +152,40 @@ def test_history_rewritten_under_a_new_signed_root_fails_the_resumed_audit(
     assert "does not match the entries" in report.failure.reason, report.failure
 
 
-def test_a_state_file_of_another_ledger_or_damaged_is_refused(world: World, tmp_path: Path) -> None:
+def test_a_state_file_of_another_ledger_damaged_or_in_use_is_refused(world: World, tmp_path: Path) -> None:
     state = tmp_path / "audit.state"
     assert audit(world, state).ok
     cfg = world.ledger.config
+
+    def opened(path: Path, trust: TrustAnchors = cfg.trust, origin: str = cfg.origin) -> None:
+        with audit_state.kept(path, trust, origin):
+            pass
 
     for trust, origin in ((TrustAnchors(root=cfg.trust.root, ledger=KeyPair.generate().public), cfg.origin),
                           (TrustAnchors(root=KeyPair.generate().public, ledger=cfg.trust.ledger), cfg.origin),
                           (cfg.trust, "another.example/log")):
         with pytest.raises(audit_state.StateFileError, match="another ledger"):
-            audit_state.load(state, trust, origin)
+            opened(state, trust, origin)
 
     data = state.read_bytes()
-    header, _, body = data.partition(b"\n")
     damaged = tmp_path / "damaged.state"
-    for bad in (data[: len(data) // 2], header + b"\n" + body.replace(b'"L1"', b'"L7"', 1), b"", b"not json\n{}",
-                json.dumps({"format": "athar-audit-state/0"}).encode() + b"\n{}"):
+    page = 4096
+    middle = data[:page * 3] + bytes(page) + data[page * 4:]
+    for bad, why in ((data[: len(data) // 2], "damaged"), (middle, "damaged"), (b"", "not an audit state file"),
+                     (b"trusted checkpoint\n1\n", "not an audit state file"), (bytes(8192), "not an audit state")):
         damaged.write_bytes(bad)
-        with pytest.raises(audit_state.StateFileError):
-            audit_state.load(damaged, cfg.trust, cfg.origin)
-    assert audit_state.load(tmp_path / "absent.state", cfg.trust, cfg.origin) is None
+        with pytest.raises(audit_state.StateFileError, match=why):
+            opened(damaged)
+        assert damaged.read_bytes() == bad  # left as it was
+    with pytest.raises(audit_state.StateFileError, match="not a file"):
+        opened(tmp_path)
+    # one audit per file: a second one waits a moment for the first, then says so
+    with audit_state.kept(state, cfg.trust, cfg.origin), pytest.raises(audit_state.StateFileError,
+                                                                         match="in use by another audit"):
+        opened(state)
+    opened(state)
+    assert state.read_bytes() == data
+    assert not list(tmp_path.glob(".*.tmp*"))  # nothing left of the file that the first audit built
 
 
 def test_an_old_row_edited_with_nothing_signed_since_is_left_to_the_full_audit(world: World, tmp_path: Path) -> None:

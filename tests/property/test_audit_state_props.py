@@ -1,4 +1,4 @@
-"""The audit state file keeps every projection record as a list of JSON values: any record, whatever its text (any
+"""An auditor's state file keeps every projection record as a list of JSON values: any record, whatever its text (any
 script, control characters, line separators) and times (any offset, microseconds), comes back equal, and a
 compact range comes back with the same root and the same next nodes."""
 
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.audit_state import decode, encode
 from ledger.identifiers import Channel, Role
 from ledger.merkle import CompactRange, ProofError
+from ledger.record_codec import decode, encode
 from ledger.state import Actor, AlertRecord, Batch, KeyRecord, Pack, Shipment
 
 TEXT = st.text(max_size=12)

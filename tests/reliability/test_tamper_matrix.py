@@ -176,8 +176,8 @@ class Scene:
 
 def resumed_audit(scene: Scene) -> str:
     cfg = scene.world.ledger.config
-    report = verify_store(scene.world.ledger.store, cfg.trust, cfg.origin,
-                          resume=audit_state.load(scene.kept, cfg.trust, cfg.origin))
+    with audit_state.kept(scene.kept, cfg.trust, cfg.origin) as kept:  # never committed: each attack from the same
+        report = verify_store(scene.world.ledger.store, cfg.trust, cfg.origin, resume=kept.verifier)
     if report.ok:
         return "no"
     assert report.failure is not None
@@ -263,8 +263,9 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
     w.ledger.submit(w.as_("inspector").report(GTIN, "suspected_falsified", serial=serials[1]))  # 15
     assert w.ledger.size() == SIZE
     kept = tmp_path / "audit.state"
-    report = verify_store(w.ledger.store, w.ledger.config.trust, w.ledger.config.origin)
-    audit_state.save(kept, report, w.ledger.config.trust, w.ledger.config.origin)
+    with audit_state.kept(kept, w.ledger.config.trust, w.ledger.config.origin) as state:
+        report = verify_store(w.ledger.store, w.ledger.config.trust, w.ledger.config.origin, resume=state.verifier)
+        state.commit(report)
     settings = Settings(data_dir=tmp_path / "home", database_url=url, overdue_check_seconds=0)
     with running_server(settings) as base, httpx.Client(base_url=base, timeout=30) as http:
         yield Scene(w, http, http.get("/v1/log/checkpoint").text, serials, kept)
