@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import subprocess
 import time
 from collections import Counter
 
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 
 from bench import floor as floor_mod
 from bench.bulk import EVERY_ENTRY, BigLedger, big_ledger
-from bench.common import ATHAR, ROOT, Report, fraction, ms, pct, serve
+from bench.common import ATHAR, ROOT, Measured, Report, fraction, ms, pct, run_measured, serve
 from bench.inproc import append_all, set_up
 from bench.rawhttp import Connection
 from bench.world import as_signed, build_world, mixed, pool_sizes, sign_all
@@ -181,10 +180,8 @@ def _checkpoints(b: BigLedger) -> list:  # type: ignore[type-arg]
 
 
 def audit(report: Report, b: BigLedger, kind: str, what: str = "") -> None:
-    t = time.perf_counter()
-    out = subprocess.run([ATHAR, "audit", "verify", "--data-dir", str(b.home), "--db", b.url, "--json"],
-                         capture_output=True, text=True, cwd=ROOT)
-    took = time.perf_counter() - t
+    out = run_measured([ATHAR, "audit", "verify", "--data-dir", str(b.home), "--db", b.url, "--json"], cwd=ROOT)
+    took = out.took
     try:
         doc = json.loads(out.stdout)
     except json.JSONDecodeError:
@@ -199,7 +196,8 @@ def audit(report: Report, b: BigLedger, kind: str, what: str = "") -> None:
                f"{rate:,.0f} entries/s ({took:.1f} s)"
                + ("" if ok else f" FAILED rc={out.returncode}: {_why(doc, out)}"),
                target="≥ 30,000 entries/s", floor=fraction(rate, 1 / per_entry),
-               note=f"whole CLI run incl. start-up; {checkpoints if checkpoints is not None else '?'} checkpoints "
+               note=f"whole CLI run incl. start-up; peak memory {out.peak_mb:,.0f} MB; "
+                    f"{checkpoints if checkpoints is not None else '?'} checkpoints "
                     f"checked; replay on one core, pages read ahead by a thread, leaf form, entry and checkpoint "
                     f"signatures checked ahead by {helpers_for(b.size)} helper process(es); "
                     f"floor {1 / per_entry:,.0f}/s per core (the audit floor"
@@ -207,41 +205,44 @@ def audit(report: Report, b: BigLedger, kind: str, what: str = "") -> None:
 
 
 def audit_resumed(report: Report, b: BigLedger, kind: str, new: int) -> None:
-    """An auditor's next audit: ``--state`` kept by a full audit, then about ``new`` more entries (a fresh mixed
-    workload, appended in-process), then the audit that verifies only those. A third run with nothing new is what
-    keeping the state costs on its own (start-up, load, save)."""
+    """An auditor's next audit: ``--state`` kept by a full audit (which replays on the state file), then about
+    ``new`` more entries (a fresh mixed workload, appended in-process), then the audit that verifies only those.
+    A third run with nothing new is what keeping the state costs on its own (start-up, opening and checking the
+    file, committing)."""
     state = b.home / "audit.state"
     command = [ATHAR, "audit", "verify", "--data-dir", str(b.home), "--db", b.url, "--json", "--state", str(state)]
 
-    def timed() -> tuple[float, dict, subprocess.CompletedProcess[str]]:  # type: ignore[type-arg]
-        t = time.perf_counter()
-        out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-        took = time.perf_counter() - t
+    def entries(out: Measured) -> int:
         try:
-            return took, json.loads(out.stdout), out
-        except json.JSONDecodeError:
-            return took, {}, out
+            return int(json.loads(out.stdout).get("entries", 0))
+        except (json.JSONDecodeError, AttributeError):
+            return 0
 
-    full_s, full, out = timed()
-    if out.returncode != 0:
+    full = run_measured(command, cwd=ROOT)
+    if full.returncode != 0:
         report.add("audit", f"athar audit verify --state, on {b.size:,} entries [{kind}]",
-                   f"FAILED rc={out.returncode}: {_why(full, out)}")
+                   f"FAILED rc={full.returncode}: {_why({}, full)}")
         return
     kept_mb = state.stat().st_size / 1e6
+    report.add("audit", f"athar audit verify --state (a first audit, building the state file), {b.size:,} "
+               f"entries [{kind}]", f"{b.size / full.took:,.0f} entries/s ({full.took:.1f} s)",
+               note=f"the replay on the state file (SQLite, {kept_mb:,.0f} MB at the end); peak memory "
+                    f"{full.peak_mb:,.0f} MB")
     world = build_world(Home(b.home).root_key(), **{f"n_{k}": v for k, v in pool_sizes(new).items()})
     set_up(b.ledger, world)
     append_all(b.ledger, as_signed(sign_all(world, mixed(world))), group=256)
-    took, doc, out = timed()
-    idle_s, _, _ = timed()
-    entries = doc.get("entries", 0)
-    rate = entries / took if took else 0.0
-    report.add("audit", f"athar audit verify --state: {entries:,} new entries after {b.size:,} [{kind}]",
-               f"{rate:,.0f} new entries/s ({took:.1f} s)"
-               + ("" if out.returncode == 0 else f" FAILED rc={out.returncode}: {_why(doc, out)}"),
-               note=f"an incremental audit, resumed from the state the full audit kept ({full_s:.1f} s with the "
-                    f"state saved, {kept_mb:,.0f} MB); with nothing new it takes {idle_s:.1f} s (start-up, load and "
-                    f"save of the state): a day of Morocco's pharmacies (about 2.7 million entries) would take "
-                    f"about {idle_s + 2.7e6 * max(0.0, took - idle_s) / max(entries, 1):,.0f} s on this state")
+    resumed = run_measured(command, cwd=ROOT)
+    idle = run_measured(command, cwd=ROOT)
+    n = entries(resumed)
+    rate = n / resumed.took if resumed.took else 0.0
+    report.add("audit", f"athar audit verify --state: {n:,} new entries after {b.size:,} [{kind}]",
+               f"{rate:,.0f} new entries/s ({resumed.took:.1f} s)"
+               + ("" if resumed.returncode == 0 else f" FAILED rc={resumed.returncode}: {_why({}, resumed)}"),
+               note=f"an incremental audit, resumed from the state file; peak memory {resumed.peak_mb:,.0f} MB; "
+                    f"with nothing new it takes {idle.took:.1f} s (start-up, opening and checking the "
+                    f"{state.stat().st_size / 1e6:,.0f} MB file, committing): a day of Morocco's pharmacies "
+                    f"(about 2.7 million entries) would take about "
+                    f"{idle.took + 2.7e6 * max(0.0, resumed.took - idle.took) / max(n, 1):,.0f} s")
 
 
 def scans(report: Report, b: BigLedger, kind: str, n: int = 2_000) -> None:
@@ -264,7 +265,7 @@ def scans(report: Report, b: BigLedger, kind: str, n: int = 2_000) -> None:
                note=f"{len(times)} random packs of the ledger, one thread, no HTTP ({dict(verdicts)})")
 
 
-def _why(doc: dict, out: subprocess.CompletedProcess[str]) -> str:  # type: ignore[type-arg]
+def _why(doc: dict, out: Measured) -> str:  # type: ignore[type-arg]
     return str(doc.get("failure") or out.stderr or out.stdout)[:500]
 
 

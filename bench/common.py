@@ -180,6 +180,29 @@ def cpu_bound(requests: int, serving_cpu: float, cores: int) -> float | None:
 # ---- PostgreSQL ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Measured:
+    took: float  # seconds
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_mb: float  # the command's own peak resident memory (not its children's)
+
+
+def run_measured(argv: Sequence[str], cwd: Path | None = None) -> Measured:
+    """Run a command to its end; its wall time and its peak memory, from its own resource usage (``wait4``)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        took = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Measured(took, proc.returncode, out.read().decode(errors="replace"), err.read().decode(
+            errors="replace"), usage.ru_maxrss / 1024)
+
+
 def pg_available() -> bool:
     try:
         import psycopg
