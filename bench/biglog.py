@@ -196,7 +196,7 @@ def audit(report: Report, b: BigLedger, kind: str, what: str = "") -> None:
                f"{rate:,.0f} entries/s ({took:.1f} s)"
                + ("" if ok else f" FAILED rc={out.returncode}: {_why(doc, out)}"),
                target="≥ 30,000 entries/s", floor=fraction(rate, 1 / per_entry),
-               note=f"whole CLI run incl. start-up; peak memory {out.peak_mb:,.0f} MB; "
+               note=f"whole CLI run incl. start-up; peak memory of the replay process {out.peak_mb:,.0f} MB; "
                     f"{checkpoints if checkpoints is not None else '?'} checkpoints "
                     f"checked; replay on one core, pages read ahead by a thread, leaf form, entry and checkpoint "
                     f"signatures checked ahead by {helpers_for(b.size)} helper process(es); "

@@ -186,21 +186,27 @@ class Measured:
     returncode: int
     stdout: str
     stderr: str
-    peak_mb: float  # the command's own peak resident memory (not its children's)
+    peak_mb: float  # the command's own peak resident memory (VmHWM, polled), not its children's
 
 
-def run_measured(argv: Sequence[str], cwd: Path | None = None) -> Measured:
-    """Run a command to its end; its wall time and its peak memory, from its own resource usage (``wait4``)."""
+def run_measured(argv: Sequence[str], cwd: Path | None = None, poll: float = 0.02) -> Measured:
+    """Run a command to its end: its wall time, and its peak memory read from /proc while it runs. (Not from
+    ``wait4``: Linux carries the forking process's peak across ``exec``, so a child of this big process would
+    report this process's memory.) The peak is the last reading, at most ``poll`` s before it ended."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t = time.perf_counter()
         proc = subprocess.Popen(list(argv), stdout=out, stderr=err, cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak_kb = 0
+        while proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                peak_kb = max(peak_kb, int(status.split("VmHWM:", 1)[1].split()[0]))
+            time.sleep(poll)
         took = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Measured(took, proc.returncode, out.read().decode(errors="replace"), err.read().decode(
-            errors="replace"), usage.ru_maxrss / 1024)
+        return Measured(took, proc.returncode, out.read().decode(errors="replace"),
+                        err.read().decode(errors="replace"), peak_kb / 1024)
 
 
 def pg_available() -> bool:
