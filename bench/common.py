@@ -198,7 +198,7 @@ def run_measured(argv: Sequence[str], cwd: Path | None = None, poll: float = 0.0
         proc = subprocess.Popen(list(argv), stdout=out, stderr=err, cwd=cwd)
         peak_kb = 0
         while proc.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError, IndexError):  # IndexError: exited, not yet reaped
                 status = Path(f"/proc/{proc.pid}/status").read_text()
                 peak_kb = max(peak_kb, int(status.split("VmHWM:", 1)[1].split()[0]))
             time.sleep(poll)

@@ -20,6 +20,7 @@ auditor trust anything, so it belongs where only the auditor writes.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import sqlite3
@@ -112,6 +113,7 @@ def _open(path: Path, trust: TrustAnchors, origin: str) -> KeptState:
                 db.execute("ROLLBACK")
             db.close()
             raise
+    _remove_abandoned(path)
     building = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     building.unlink(missing_ok=True)
     try:
@@ -123,6 +125,26 @@ def _open(path: Path, trust: TrustAnchors, origin: str) -> KeptState:
     verifier = LogVerifier(trust, origin)
     verifier.report.state = DiskState(db)
     return KeptState(path, db, verifier, building)
+
+
+def _remove_abandoned(path: Path) -> None:
+    """The files a first audit of ``path`` was building when it was killed (``.NAME.PID.tmp``, and its journal):
+    those of a process that is gone. A live one's are its own."""
+    prefix = f".{path.name}."
+    for leftover in path.parent.glob(f"{glob.escape(prefix)}*.tmp*"):
+        pid = leftover.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -4,6 +4,10 @@ before was rolled back or rewritten under a newly signed root."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,3 +202,45 @@ def test_an_old_row_edited_with_nothing_signed_since_is_left_to_the_full_audit(w
     assert audit(world, state, keep=False).ok
     full = audit(world)
     assert not full.ok and full.failure is not None and full.failure.index == 9
+
+
+KILLED_MIDWAY = """
+import os, signal, sys
+from pathlib import Path
+from ledger import audit_state
+from ledger.home import open_ledger
+from ledger.state import AddPacks
+ledger, db = open_ledger(Path(sys.argv[1]), sys.argv[2])
+cfg = ledger.config
+with audit_state.kept(Path(sys.argv[3]), cfg.trust, cfg.origin) as kept:
+    state = kept.verifier.report.state
+    state.apply([AddPacks("06111234567895", "KILLED", tuple(f"K{i}" for i in range(5000)), "maphar")])
+    state.flush()  # written to the file, not committed
+    print(state.count("packs"), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_an_audit_killed_midway_leaves_the_state_as_the_last_good_audit_left_it(
+        world: World, tmp_path: Path, db_url: str) -> None:
+    state = tmp_path / "audit.state"
+    assert audit(world, state).ok
+    before = kept_state(world, state)
+    run = subprocess.run([sys.executable, "-c", KILLED_MIDWAY, str(world.home.path), db_url, str(state)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    assert int(run.stdout) == len(before.packs_) + 5000  # it had written them
+    same_state(kept_state(world, state), before)  # SQLite rolled the unfinished audit back
+    world.commission("AFTER", 2)
+    assert audit(world, state).ok
+
+
+def test_a_first_audit_killed_midway_leaves_files_the_next_one_removes(world: World, tmp_path: Path) -> None:
+    state = tmp_path / "audit.state"
+    gone = tmp_path / ".audit.state.4194999.tmp"  # a pid above Linux's largest
+    live = tmp_path / f".audit.state.{os.getppid()}.tmp"  # a running process's: its own
+    for leftover in (gone, gone.with_name(gone.name + "-journal"), live):
+        leftover.write_bytes(b"half-built")
+    assert audit(world, state).ok
+    assert not gone.exists() and not gone.with_name(gone.name + "-journal").exists()
+    assert live.exists()
