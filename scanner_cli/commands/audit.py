@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from ledger.audit import AuditReport, LogVerifier
     from ledger.audit_state import KeptState
     from scanner_cli.client import AtharClient
-from ledger.checkpoint import Checkpoint, CheckpointError, check_key_name, cosign, split_note, verifier_key
+from ledger.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    check_key_name,
+    cosign,
+    open_checkpoint,
+    split_note,
+    verifier_key,
+)
 from ledger.monitor import check_update
 from scanner_cli import exit_codes, render
 from scanner_cli.identity import (
@@ -196,10 +204,12 @@ def _verify_remote(api: AtharClient, note: str, verifier: LogVerifier, witnesses
     from ledger.audit import AuditFailure
 
     done = verifier.tree.size
-    lines = note.split("\n")
-    size = int(lines[1]) if len(lines) >= 3 and lines[1].isascii() and lines[1].isdigit() else 0
     try:
-        if size < done:
+        try:
+            size = open_checkpoint(note, verifier.vkey).size
+        except CheckpointError as err:
+            raise AuditFailure(None, f"the served checkpoint is not signed by the pinned ledger key: {err}") from err
+        if size < done:  # a signed checkpoint of a shorter log: the server's own word that it rolled back
             raise AuditFailure(None, f"the log shrank from the {done} entries verified before to {size}: "
                                      "history was rolled back")
         with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

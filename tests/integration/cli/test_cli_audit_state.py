@@ -102,8 +102,13 @@ def test_a_remote_auditor_resumes_and_catches_a_fork(tmp_path: Path) -> None:
         assert (report["resumed_from"], report["entries"], report["tree_size"]) == (10, 2, 12)
     kept = state.read_bytes()
 
-    # the fork: a copy of the ledger from before those two entries appends others under the same keys
+    # the copy of the ledger from before those two entries, served as it is: a signed checkpoint of a shorter log
     fork_url = f"sqlite:///{fork_home}/ledger.db"
+    with running_server(Settings(data_dir=fork_home, database_url=fork_url, overdue_check_seconds=0)) as older:
+        rolled = athar("audit", "verify", "--url", older, *identity[:-1])
+    assert rolled.returncode == 20 and "shrank from the 12 entries verified before to 10" in rolled.stderr
+    assert state.read_bytes() == kept
+    # the fork: that copy appends other entries under the same keys
     fork, fork_db = open_ledger(fork_home, fork_url)
     for lot in ("EVIL1", "EVIL2", "EVIL3"):
         fork.submit(world.as_("maphar").commission(GTIN, lot, dt.date(2029, 1, 1), "X", [f"{lot}S1"]))
