@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ledger import errors as E
 from ledger import events as ev
@@ -72,6 +73,14 @@ class AuditReport:
         return self.failure is None
 
 
+class CosignatureMemory(Protocol):
+    """The stored witness cosignatures an earlier audit verified (an auditor's kept state): a resumed audit
+    verifies only the rows it has not seen, whatever checkpoint they are for."""
+
+    def seen(self, size: int, witness: str, line: str) -> bool: ...
+    def remember(self, size: int, witness: str, line: str) -> None: ...
+
+
 class AuditFailure(Exception):
     def __init__(self, index: int | None, reason: str) -> None:
         super().__init__(reason)
@@ -117,10 +126,14 @@ class LogVerifier:
         except CheckpointError as err:
             raise AuditFailure(size - 1 if size else None, f"checkpoint at tree size {size}: {err}") from err
         want = self.tree.root()
-        if cp.size != size or cp.root != want or (stored_root is not None and stored_root != want):
+        if cp.size != size or cp.root != want:
             raise AuditFailure(size - 1 if size else None,
                                f"checkpoint at tree size {size} does not match the entries (signed size {cp.size} "
                                f"root {cp.root.hex()}, computed {want.hex()})")
+        if stored_root is not None and stored_root != want:
+            raise AuditFailure(size - 1 if size else None,
+                               f"checkpoint at tree size {size}: the root stored beside it ({stored_root.hex()}) is "
+                               f"not the root it signs ({want.hex()})")
         self.report.checkpoints += 1
         return cp
 
@@ -190,14 +203,17 @@ class LogVerifier:
 def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
                  progress: Callable[[int, int], None] | None = None, *,
                  helpers: int | None = None, witnesses: Mapping[str, PublicKey] | None = None,
-                 projections: bool = False, resume: LogVerifier | None = None) -> AuditReport:
+                 projections: bool = False, resume: LogVerifier | None = None,
+                 cosigned: CosignatureMemory | None = None) -> AuditReport:
     """Verify the whole stored log, its Merkle nodes, checkpoints and witness cosignatures. Stops at the first
     failure. ``helpers``: processes checking signatures ahead (default: one per spare core, for big logs only).
     ``witnesses``: the witness keys at hand (name -> key); cosignatures of other witnesses are counted, unchecked.
     ``projections``: also read the stored projections in the log head's snapshot (``AuditReport.projections``).
     ``resume``: a verifier an earlier audit left (``ledger.audit_state``): only the entries after it are read and
     verified, with the checkpoints and cosignatures from its size on; the roots they are checked against still
-    commit to every entry, so a log whose verified part was changed fails."""
+    commit to every entry, so a log whose verified part was changed fails. ``cosigned``: the cosignature rows
+    verified before, and where to note those verified now; without it, those from the resumed size on are checked.
+    A database that cannot be read is ``StorageUnavailable``, raised: that is not a finding about the log."""
     verifier = resume or LogVerifier(trust, origin)
     start = verifier.tree.size
     reader = LogReader(store, trust, verifier.vkey, helpers, projections=projections, start=start)
@@ -235,9 +251,11 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
         if extra:
             raise AuditFailure(None, f"checkpoint for tree size {extra[0]} does not match the log of {head.size} "
                                      "entries")
-        _check_stored_cosignatures(store, verifier, witnesses or {}, start)
+        _check_stored_cosignatures(store, verifier, witnesses or {}, start, cosigned)
     except AuditFailure as stop:
         verifier.report.failure = stop.failure
+    except E.StorageUnavailable:
+        raise
     except E.LedgerError as err:  # e.g. a stored row the readers refuse: the error names it
         named = err.details.get("index")
         verifier.report.failure = Failure(named if isinstance(named, int) else None, err.message)
@@ -247,12 +265,15 @@ def verify_store(store: SqlStore, trust: TrustAnchors, origin: str,
 
 
 def _check_stored_cosignatures(store: SqlStore, verifier: LogVerifier, witnesses: Mapping[str, PublicKey],
-                               since: int) -> None:
+                               since: int, cosigned: CosignatureMemory | None) -> None:
     """A cosignature row is a witness's word that it saw this log at that size: one an attacker forged or moved to
-    another checkpoint must not pass for it. Those for sizes from ``since`` on (a resumed audit's)."""
+    another checkpoint must not pass for it. Those for sizes from ``since`` on (a resumed audit's), and with
+    ``cosigned`` every row it has not seen verified (a witness may cosign an older checkpoint late)."""
     with store.read() as u:
-        rows = u.cosignatures(since)
-        notes = {cp.tree_size: cp.note for cp in u.checkpoints(since)} if rows else {}
+        rows = u.cosignatures(0 if cosigned is not None else since)
+        if cosigned is not None:
+            rows = [r for r in rows if r[0] >= since or not cosigned.seen(*r[:3])]
+        notes = {cp.tree_size: cp.note for cp in u.checkpoints(min(r[0] for r in rows))} if rows else {}
     for size, witness, line, timestamp in rows:
         if witness == verifier.origin:
             raise AuditFailure(None, f"a cosignature is stored under the log's own name {verifier.origin} at tree "
@@ -277,3 +298,5 @@ def _check_stored_cosignatures(store: SqlStore, verifier: LogVerifier, witnesses
             raise AuditFailure(None, f"the stored cosignature of witness {witness} at tree size {size} is dated "
                                      f"{timestamp}, but the witness signed it at {', '.join(map(str, sorted(signed)))}")
         verifier.cosignatures(note + line, witnesses)
+        if cosigned is not None and witness in witnesses:  # verified: those of witnesses without a key are not
+            cosigned.remember(size, witness, line)

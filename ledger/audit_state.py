@@ -20,7 +20,6 @@ auditor trust anything, so it belongs where only the auditor writes.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import sqlite3
@@ -30,7 +29,7 @@ from typing import Any
 
 from ledger.admission import TrustAnchors
 from ledger.audit import AuditReport, ChainHead, LogVerifier
-from ledger.merkle import CompactRange, ProofError
+from ledger.merkle import CompactRange
 from ledger.record_codec import decode_all, encode_all
 from ledger.replay_disk import DiskState
 from ledger.state import Actor, Batch, KeyRecord
@@ -39,6 +38,10 @@ FORMAT = "athar-audit-state/1"
 #: SQLite's page cache for the state file, in KiB (the part of the packs the replay finds in memory)
 CACHE_KIB = 131_072
 _SMALL = {"actors": Actor, "keys": KeyRecord, "batches": Batch}
+COSIGNED = ("CREATE TABLE IF NOT EXISTS cosigned (size INTEGER NOT NULL, witness TEXT NOT NULL, line TEXT NOT NULL, "
+            "PRIMARY KEY (size, witness)) WITHOUT ROWID")
+#: the file a first audit builds, beside the state file (short: the state file's own name may be long)
+BUILDING = ".athar-audit-{pid}.tmp"
 
 
 class StateFileError(Exception):
@@ -52,6 +55,16 @@ class KeptState:
     def __init__(self, path: Path, db: sqlite3.Connection, verifier: LogVerifier, building: Path | None) -> None:
         self.path, self.db, self.verifier, self._building = path, db, verifier, building
         self._done = False
+        db.execute(COSIGNED)
+
+    # the witness cosignature rows verified (``ledger.audit.CosignatureMemory``)
+
+    def seen(self, size: int, witness: str, line: str) -> bool:
+        row = self.db.execute("SELECT line FROM cosigned WHERE size = ? AND witness = ?", (size, witness)).fetchone()
+        return row is not None and row[0] == line
+
+    def remember(self, size: int, witness: str, line: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO cosigned VALUES (?, ?, ?)", (size, witness, line))
 
     def commit(self, report: AuditReport) -> None:
         if not report.ok:
@@ -107,31 +120,34 @@ def _open(path: Path, trust: TrustAnchors, origin: str) -> KeptState:
             raise StateFileError(f"{path} is not a file")
         db = _connect(path)
         try:
-            return KeptState(path, db, _resume(path, db, trust, origin), None)
+            verifier = _resume(path, db, trust, origin)  # checks the file before anything is written to it
+            _writable(path, db)
+            return KeptState(path, db, verifier, None)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             db.close()
             raise
-    _remove_abandoned(path)
-    building = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove_abandoned(path.parent)
+    building = path.with_name(BUILDING.format(pid=os.getpid()))
     building.unlink(missing_ok=True)
+    db = _connect(building)
     try:
-        db = _connect(building)
+        _writable(building, db)
     except StateFileError:
+        db.close()
         building.unlink(missing_ok=True)
         raise
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     verifier = LogVerifier(trust, origin)
     verifier.report.state = DiskState(db)
     return KeptState(path, db, verifier, building)
 
 
-def _remove_abandoned(path: Path) -> None:
-    """The files a first audit of ``path`` was building when it was killed (``.NAME.PID.tmp``, and its journal):
-    those of a process that is gone. A live one's are its own."""
-    prefix = f".{path.name}."
-    for leftover in path.parent.glob(f"{glob.escape(prefix)}*.tmp*"):
+def _remove_abandoned(directory: Path) -> None:
+    """The files a first audit was building in ``directory`` when it was killed (and their journals): those of a
+    process that is gone. A live one's are its own."""
+    prefix, suffix = BUILDING.split("{pid}")
+    for leftover in directory.glob(f"{prefix}*{suffix}*"):
         pid = leftover.name[len(prefix):].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             leftover.unlink(missing_ok=True)
@@ -157,15 +173,30 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise StateFileError(f"{path} is in use by another audit") from exc
         raise StateFileError(f"cannot open {path}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
-        raise StateFileError(f"{path} is not an audit state file ({exc})") from exc
+        raise _unusable(path, exc) from exc
     return db
+
+
+def _unusable(path: Path, exc: Exception) -> StateFileError:
+    what = "is damaged" if "malformed" in str(exc) else "is not an audit state file"
+    return StateFileError(f"{path} {what} ({exc})")
+
+
+def _writable(path: Path, db: sqlite3.Connection) -> None:
+    """A write now (rolled back, or kept at the end): a file or directory the audit could not write to is said
+    before the audit, not after it."""
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('opened', '1')")
+    except sqlite3.Error as exc:
+        raise StateFileError(f"cannot write to {path}: {exc}") from exc
 
 
 def _resume(path: Path, db: sqlite3.Connection, trust: TrustAnchors, origin: str) -> LogVerifier:
     try:
         meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
-    except (sqlite3.DatabaseError, ValueError) as exc:
-        raise StateFileError(f"{path} is not an audit state file ({exc})") from exc
+    except (sqlite3.DatabaseError, ValueError, RecursionError) as exc:
+        raise _unusable(path, exc) from exc
     if meta.get("format") != FORMAT:
         raise StateFileError(f"{path} is not an audit state file of this version ({FORMAT})")
     if (meta.get("origin"), meta.get("ledger_key"), meta.get("root_key")) != (origin, trust.ledger.b64,
@@ -190,7 +221,7 @@ def _resume(path: Path, db: sqlite3.Connection, trust: TrustAnchors, origin: str
         state.batches = {(b.gtin, b.lot): b for b in small["batches"]}
         heads = {name: ChainHead(bytes.fromhex(h), int(index), int(length))
                  for name, (h, index, length) in meta["chains"].items()}
-    except (ValueError, KeyError, TypeError, IndexError, ProofError, sqlite3.DatabaseError) as exc:
+    except Exception as exc:  # a file this code wrote cannot say any of it: whatever it says instead, it is damaged
         raise StateFileError(f"{path} is damaged: {type(exc).__name__}: {exc}") from exc
     verifier.report = AuditReport(resumed_from=verifier.tree.size, state=state, chain_heads=heads)
     return verifier

@@ -123,7 +123,7 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
             with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                           console=render.errors, disable=json_out, transient=True) as bar:
                 task = bar.add_task("entries", total=None)
-                report = verify_store(store, trust, origin, resume=kept.verifier if kept else None,
+                report = verify_store(store, trust, origin, resume=kept.verifier if kept else None, cosigned=kept,
                                       witnesses=witnesses,
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
             _keep(kept, report)
@@ -191,6 +191,11 @@ def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = No
     with client(url, identity) as api, long_task():
         note = api.checkpoint()
         origin = note.split("\n", 1)[0]
+        try:
+            open_checkpoint(note, verifier_key(origin, trust.ledger))
+        except (CheckpointError, ValueError):
+            # the server's note, not the auditor's state, is wrong: said as a finding, the state left unread
+            state = None
         with _kept(state, trust, origin) as kept:
             report = _verify_remote(api, note, kept.verifier if kept else LogVerifier(trust, origin), witnesses,
                                     json_out)
@@ -216,10 +221,18 @@ def _verify_remote(api: AtharClient, note: str, verifier: LogVerifier, witnesses
                       console=render.errors, disable=json_out, transient=True) as bar:
             task = bar.add_task("entries", total=size, completed=done)
             for start in range(done, size, 1000):
-                for item in api.entries(start, min(size, start + 1000)):
-                    leaf = canonical(item["entry"])
-                    verifier.add(int(item["index"]), leaf, bytes.fromhex(item["entry_hash"]))
+                page = api.entries(start, min(size, start + 1000))
+                for item in page:
+                    try:
+                        leaf, index, entry_hash = canonical(item["entry"]), int(item["index"]), bytes.fromhex(
+                            item["entry_hash"])
+                    except (KeyError, TypeError, ValueError) as err:
+                        raise AuditFailure(verifier.tree.size, f"the server served entry {verifier.tree.size} in "
+                                                               f"a form that is not a log entry ({err!r})") from err
+                    verifier.add(index, leaf, entry_hash)
                 bar.update(task, completed=verifier.tree.size)
+                if not page:  # a server that signs more than it serves would be asked for ever
+                    break
         if verifier.tree.size != size:
             raise AuditFailure(verifier.tree.size, f"the server returned {verifier.tree.size} of {size} entries")
         verifier.checkpoint(note)
@@ -299,7 +312,8 @@ def _trusted(state: Path) -> Checkpoint | None:
 
 def _state_dir(state: Path | None) -> None:
     if state is not None and not state.parent.is_dir():
-        usage(f"--state {state}: the directory {state.parent} does not exist")
+        usage(f"--state {state}: {state.parent} is not a directory" if state.parent.exists() else
+              f"--state {state}: the directory {state.parent} does not exist")
 
 
 @contextlib.contextmanager
@@ -342,7 +356,8 @@ def _report(report: AuditReport, json_out: bool) -> None:
                  if report.resumed_from else "")
         render.console.print(f"[green]intact[/]: {report.entries} {'new ' if report.resumed_from else ''}entries"
                              f"{since}, {report.chains} chains, {report.actors} "
-                             f"actors, {report.batches} batches, {report.checkpoints} checkpoints"
+                             f"actors, {report.batches} batches, {report.checkpoints} "
+                             f"checkpoint{'' if report.checkpoints == 1 else 's'}"
                              + (f", {report.cosignatures} witness cosignatures" if report.cosignatures else "")
                              + " verified", soft_wrap=True)
         for name, n in sorted(report.unchecked_witnesses.items()):

@@ -14,25 +14,30 @@ from pathlib import Path
 import pytest
 
 from ledger import audit_state
+from ledger import errors as E
 from ledger.admission import TrustAnchors
 from ledger.audit import AuditReport, verify_store
+from ledger.checkpoint import cosign
 from ledger.home import open_ledger
 from ledger.merkle import root_nodes
 from ledger.replay import MemoryState
 from ledger.replay_disk import DiskState
-from signing import KeyPair
+from signing import KeyPair, PublicKey
+from signing.keys import write_public_key
 from tests.contract.test_tamper import drop_triggers, sql
 from tests.support import GTIN, World, make_world
 
 
-def audit(world: World, state: Path | None = None, *, keep: bool = True) -> AuditReport:
+def audit(world: World, state: Path | None = None, *, keep: bool = True,
+          witnesses: dict[str, PublicKey] | None = None) -> AuditReport:
     """A full audit, or with ``state`` one resumed from that file (and kept in it when it passed); the report's
     state is then a ``MemoryState`` copy of what the file holds, for comparisons."""
     cfg = world.ledger.config
     if state is None:
-        return verify_store(world.ledger.store, cfg.trust, cfg.origin)
+        return verify_store(world.ledger.store, cfg.trust, cfg.origin, witnesses=witnesses)
     with audit_state.kept(state, cfg.trust, cfg.origin) as kept:
-        report = verify_store(world.ledger.store, cfg.trust, cfg.origin, resume=kept.verifier)
+        report = verify_store(world.ledger.store, cfg.trust, cfg.origin, resume=kept.verifier, cosigned=kept,
+                              witnesses=witnesses)
         on_disk = report.state
         assert isinstance(on_disk, DiskState)
         copy = on_disk.to_memory()
@@ -237,10 +242,54 @@ def test_an_audit_killed_midway_leaves_the_state_as_the_last_good_audit_left_it(
 
 def test_a_first_audit_killed_midway_leaves_files_the_next_one_removes(world: World, tmp_path: Path) -> None:
     state = tmp_path / "audit.state"
-    gone = tmp_path / ".audit.state.4194999.tmp"  # a pid above Linux's largest
-    live = tmp_path / f".audit.state.{os.getppid()}.tmp"  # a running process's: its own
+    gone = tmp_path / audit_state.BUILDING.format(pid=4194999)  # a pid above Linux's largest
+    live = tmp_path / audit_state.BUILDING.format(pid=os.getppid())  # a running process's: its own
     for leftover in (gone, gone.with_name(gone.name + "-journal"), live):
         leftover.write_bytes(b"half-built")
     assert audit(world, state).ok
     assert not gone.exists() and not gone.with_name(gone.name + "-journal").exists()
     assert live.exists()
+
+
+def test_a_witness_cosigning_an_old_checkpoint_late_is_verified_once(world: World, tmp_path: Path,
+                                                                      db_url: str) -> None:
+    """A cosignature row may arrive for a checkpoint older than the kept size: the next audit verifies it (a forged
+    one fails it), and the one after does not verify it again."""
+    witness = KeyPair.generate()
+    write_public_key(world.home.keys / "witnesses" / "witness.example.ma.pub", witness.public)
+    world.db.dispose()
+    world.ledger, world.db = open_ledger(world.home.path, db_url)
+    world.ledger.clock = world.clock
+    keys = {"witness.example.ma": witness.public}
+    state = tmp_path / "audit.state"
+    old = world.ledger.checkpoint()
+    assert old is not None
+    assert audit(world, state, witnesses=keys).ok
+    world.commission("LATE", 2)
+    world.ledger.add_cosignatures(cosign(old.note, "witness.example.ma", witness, 1795342500))
+
+    late = audit(world, state, witnesses=keys)
+    assert late.ok and late.cosignatures == 1, late.failure
+    again = audit(world, state, witnesses=keys)
+    assert again.ok and again.cosignatures == 0  # seen, verified, kept
+    forged = cosign(old.note, "witness.example.ma", KeyPair.generate(), 1795342500)[len(old.note):]
+    sql(world, "UPDATE cosignatures SET line = :line WHERE tree_size = :n", line=forged, n=old.tree_size)
+    caught = audit(world, state, witnesses=keys)
+    assert not caught.ok and caught.failure is not None and "does not verify" in caught.failure.reason
+
+
+def test_a_database_that_cannot_be_read_is_not_a_finding(tmp_path: Path) -> None:
+    """Storage errors are raised (the command says it cannot reach the ledger, exit 5), never reported as
+    tampering, and the kept state stays as it was."""
+    home = tmp_path / "home"
+    w = make_world(home, f"sqlite:///{tmp_path / 'ledger.db'}")
+    state = tmp_path / "audit.state"
+    assert audit(w, state).ok
+    kept = state.read_bytes()
+    w.db.dispose()
+    (tmp_path / "ledger.db").rename(tmp_path / "elsewhere.db")
+    with pytest.raises(E.StorageUnavailable):
+        audit(w, state)
+    with pytest.raises(E.StorageUnavailable):
+        audit(w)
+    assert state.read_bytes() == kept

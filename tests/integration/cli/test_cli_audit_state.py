@@ -52,11 +52,11 @@ def test_daily_audits_resume_from_the_kept_state(tmp_path: Path, db_url: str) ->
 
     # a damaged state stops the audit in one line and stays as it was: it is all the auditor remembers
     kept = state.read_bytes()
-    state.write_bytes(kept[:-40])
+    state.write_bytes(kept[: len(kept) // 2])
     damaged = athar(*common)
     assert damaged.returncode == 2 and "damaged" in damaged.stderr, damaged.stderr
     assert len(damaged.stderr.strip().splitlines()) == 1
-    assert state.read_bytes() == kept[:-40]
+    assert state.read_bytes() == kept[: len(kept) // 2]
     state.write_bytes(kept)
 
     # the log rolled back behind what was verified: TAMPERED, and the kept state is not replaced
@@ -102,6 +102,16 @@ def test_a_remote_auditor_resumes_and_catches_a_fork(tmp_path: Path) -> None:
         assert (report["resumed_from"], report["entries"], report["tree_size"]) == (10, 2, 12)
     kept = state.read_bytes()
 
+    # another ledger's server (its own keys, the same default origin): its checkpoint is not signed by the pinned
+    # ledger key, which is said as a finding about that server; the auditor's state is not read
+    stranger = make_world(tmp_path / "stranger", f"sqlite:///{tmp_path / 'stranger.db'}")
+    stranger.db.dispose()
+    with running_server(Settings(data_dir=tmp_path / "stranger", overdue_check_seconds=0)) as other:
+        refused = athar("audit", "verify", "--url", other, *identity[:-1])
+    assert refused.returncode == 20, refused.stderr
+    assert "not signed by the pinned ledger key" in refused.stderr and "rolled back" not in refused.stderr
+    assert state.read_bytes() == kept
+
     # the copy of the ledger from before those two entries, served as it is: a signed checkpoint of a shorter log
     fork_url = f"sqlite:///{fork_home}/ledger.db"
     with running_server(Settings(data_dir=fork_home, database_url=fork_url, overdue_check_seconds=0)) as older:
@@ -117,4 +127,18 @@ def test_a_remote_auditor_resumes_and_catches_a_fork(tmp_path: Path) -> None:
         alarm = athar("audit", "verify", "--url", forked, *identity[:-1])
     assert alarm.returncode == 20, alarm.stderr
     assert "TAMPERED" in alarm.stderr and "does not match the entries" in alarm.stderr, alarm.stderr
+    assert state.read_bytes() == kept
+
+
+def test_a_ledger_database_gone_is_unreachable_not_tampered(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    world = make_world(home, f"sqlite:///{home}/ledger.db")
+    world.db.dispose()
+    state = tmp_path / "athar.state"
+    assert athar("audit", "verify", "--data-dir", str(home), "--state", str(state)).returncode == 0
+    kept = state.read_bytes()
+    (home / "ledger.db").rename(tmp_path / "elsewhere.db")
+    gone = athar("audit", "verify", "--data-dir", str(home), "--state", str(state))
+    assert gone.returncode == 5, gone.stderr
+    assert "TAMPERED" not in gone.stderr and "ledger.db" in gone.stderr
     assert state.read_bytes() == kept
