@@ -11,7 +11,9 @@ commits it only when the log verified (``ledger.audit_state``).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import operator
 import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -32,10 +34,12 @@ from ledger.state import (
 )
 
 SCHEMA = (
-    # active: the pack is active, so a movement by quantity of its batch from its holder pools it
-    "CREATE TABLE IF NOT EXISTS packs (gtin TEXT NOT NULL, serial TEXT NOT NULL, lot TEXT NOT NULL, holder TEXT, "
-    "active INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (gtin, serial)) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS packs_pool ON packs (gtin, lot, holder) WHERE active",
+    # a pack's fields as columns (most of the state is packs: no JSON to encode and parse for them)
+    "CREATE TABLE IF NOT EXISTS packs (gtin TEXT NOT NULL, serial TEXT NOT NULL, lot TEXT NOT NULL, "
+    "status TEXT NOT NULL, holder TEXT, dispensed_by TEXT, dispensed_at TEXT, dispensed_index INTEGER, "
+    "PRIMARY KEY (gtin, serial)) WITHOUT ROWID",
+    # a movement by quantity of a batch pools its sender's active packs of it
+    "CREATE INDEX IF NOT EXISTS packs_pool ON packs (gtin, lot, holder) WHERE status = 'active'",
     "CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, id TEXT NOT NULL, record TEXT NOT NULL, "
     "PRIMARY KEY (kind, id)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS holdings (actor TEXT NOT NULL, gtin TEXT NOT NULL, lot TEXT NOT NULL, "
@@ -66,17 +70,18 @@ class DiskState(MemoryState):
         found = self._packs.get((gtin, serial))
         if found is not None:
             return found
-        row = self.db.execute("SELECT record FROM packs WHERE gtin = ? AND serial = ?", (gtin, serial)).fetchone()
-        return _pack(row[0]) if row else None
+        row = self.db.execute(f"SELECT {PACK_COLUMNS} FROM packs WHERE gtin = ? AND serial = ?",
+                              (gtin, serial)).fetchone()
+        return _pack(row) if row else None
 
     def packs(self, gtin: str, serials: tuple[str, ...]) -> dict[str, Pack]:
         found = {s: p for s in serials if (p := self._packs.get((gtin, s))) is not None}
         rest = [s for s in dict.fromkeys(serials) if s not in found]
         for i in range(0, len(rest), CHUNK):
             chunk = rest[i:i + CHUNK]
-            rows = self.db.execute(f"SELECT serial, record FROM packs WHERE gtin = ? AND serial IN "
+            rows = self.db.execute(f"SELECT {PACK_COLUMNS} FROM packs WHERE gtin = ? AND serial IN "
                                    f"({','.join('?' * len(chunk))})", (gtin, *chunk))
-            found.update((serial, _pack(record)) for serial, record in rows)
+            found.update((row[1], _pack(row)) for row in rows)
         return {s: found[s] for s in serials if s in found}
 
     def holding(self, actor: str, gtin: str, lot: str) -> int:
@@ -130,9 +135,8 @@ class DiskState(MemoryState):
     def flush(self) -> None:
         """Write what changed to the database (in the caller's transaction)."""
         if self._packs:
-            rows = encode_all(Pack, self._packs.values())
-            self.db.executemany("INSERT OR REPLACE INTO packs VALUES (?, ?, ?, ?, ?, ?)", (
-                (r[0], r[1], r[2], r[4], r[3] == "active", _json(r)) for r in rows))
+            self.db.executemany("INSERT OR REPLACE INTO packs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                map(_pack_row, self._packs.values()))
             self._packs.clear()
         for kind, cls, records in (("shipment", Shipment, self._shipments), ("alert", AlertRecord, self._alerts)):
             if records:
@@ -157,15 +161,15 @@ class DiskState(MemoryState):
         return copy
 
     def _all_packs(self) -> Iterator[Pack]:
-        for (record,) in self.db.execute("SELECT record FROM packs ORDER BY gtin, serial"):
-            yield _pack(record)
+        for row in self.db.execute(f"SELECT {PACK_COLUMNS} FROM packs ORDER BY gtin, serial"):
+            yield _pack(row)
 
     def _pool(self, gtin: str, lot: str, holder: str | None) -> None:
         self.flush()  # the pool is read from the table: the packs changed since must be in it
-        rows = self.db.execute("SELECT record FROM packs WHERE gtin = ? AND lot = ? AND holder IS ? AND active",
-                               (gtin, lot, holder)).fetchall()
-        for (record,) in rows:
-            p = _pack(record).moved("active", None)
+        rows = self.db.execute(f"SELECT {PACK_COLUMNS} FROM packs WHERE gtin = ? AND lot = ? AND holder IS ? "
+                               "AND status = 'active'", (gtin, lot, holder)).fetchall()
+        for row in rows:
+            p = _pack(row).moved("active", None)
             self._packs[(p.gtin, p.serial)] = p
 
     def _record(self, cls: type[R], key: str) -> R | None:
@@ -178,5 +182,21 @@ def _json(row: list[object]) -> str:
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
 
-def _pack(record: str) -> Pack:
-    return decode_all(Pack, [json.loads(record)])[0]  # type: ignore[no-any-return]
+PACK_COLUMNS = "gtin, serial, lot, status, holder, dispensed_by, dispensed_at, dispensed_index"
+_PACK_FIELDS = tuple(PACK_COLUMNS.split(", "))
+_pack_values = operator.attrgetter(*_PACK_FIELDS)
+
+
+def _pack_row(pack: Pack) -> tuple[object, ...]:
+    values = _pack_values(pack)
+    at = values[6]
+    return values if at is None else (*values[:6], at.isoformat(), values[7])
+
+
+def _pack(row: tuple[object, ...]) -> Pack:
+    fields = dict(zip(_PACK_FIELDS, row, strict=True))
+    if fields["dispensed_at"] is not None:
+        fields["dispensed_at"] = dt.datetime.fromisoformat(str(fields["dispensed_at"]))
+    pack = object.__new__(Pack)  # as Pack.moved builds one: the fields at once
+    object.__setattr__(pack, "__dict__", fields)
+    return pack
