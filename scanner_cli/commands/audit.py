@@ -121,7 +121,7 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
     try:
         with long_task(), _kept(state, trust, origin) as kept:
             with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                          console=render.errors, disable=json_out, transient=True) as bar:
+                          console=render.errors, disable=_quiet(json_out), transient=True) as bar:
                 task = bar.add_task("entries", total=None)
                 report = verify_store(store, trust, origin, resume=kept.verifier if kept else None, cosigned=kept,
                                       witnesses=witnesses,
@@ -218,7 +218,7 @@ def _verify_remote(api: AtharClient, note: str, verifier: LogVerifier, witnesses
             raise AuditFailure(None, f"the log shrank from the {done} entries verified before to {size}: "
                                      "history was rolled back")
         with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=render.errors, disable=json_out, transient=True) as bar:
+                      console=render.errors, disable=_quiet(json_out), transient=True) as bar:
             task = bar.add_task("entries", total=size, completed=done)
             for start in range(done, size, 1000):
                 page = api.entries(start, min(size, start + 1000))
@@ -308,6 +308,11 @@ def _trusted(state: Path) -> Checkpoint | None:
     except (OSError, UnicodeDecodeError, CheckpointError) as exc:
         # not moved aside here: it is the monitor's only memory of what the log promised
         usage(f"--state {state} does not hold a checkpoint this monitor wrote ({exc})")
+
+
+def _quiet(json_out: bool) -> bool:
+    """No progress bar for --json, nor where no one watches it (it would leave an empty line in a log)."""
+    return json_out or not render.errors.is_terminal
 
 
 def _state_dir(state: Path | None) -> None:

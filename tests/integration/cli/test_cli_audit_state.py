@@ -49,6 +49,7 @@ def test_daily_audits_resume_from_the_kept_state(tmp_path: Path, db_url: str) ->
     second = athar(*common)
     assert second.returncode == 0, second.stderr
     assert "intact: 3 new entries (after the 12 of the last audit: 15 in all)" in second.stdout, second.stdout
+    assert second.stderr == ""  # no progress bar where no one watches it, not even its empty line
 
     # a damaged state stops the audit in one line and stays as it was: it is all the auditor remembers
     kept = state.read_bytes()
@@ -74,6 +75,7 @@ def test_daily_audits_resume_from_the_kept_state(tmp_path: Path, db_url: str) ->
     engine.dispose()
     rolled = athar(*common)
     assert rolled.returncode == 20 and "rolled back" in rolled.stderr, rolled.stderr
+    assert rolled.stderr.count("\n") == 1
     assert state.read_bytes() == kept
     world.db.dispose()
 
