@@ -144,3 +144,33 @@ def test_a_ledger_database_gone_is_unreachable_not_tampered(tmp_path: Path) -> N
     assert gone.returncode == 5, gone.stderr
     assert "TAMPERED" not in gone.stderr and "ledger.db" in gone.stderr
     assert state.read_bytes() == kept
+
+
+class _Withholding:
+    """A server that signs a checkpoint of more entries than it serves: its pages come back empty."""
+
+    def __init__(self, served: list[dict[str, object]]) -> None:
+        self.served = served
+        self.asked = 0
+
+    def entries(self, start: int, end: int) -> list[dict[str, object]]:
+        self.asked += 1
+        return self.served[start:end]
+
+
+def test_a_server_that_signs_more_than_it_serves_is_a_finding(tmp_path: Path) -> None:
+    from ledger.audit import LogVerifier
+    from ledger.checkpoint import Checkpoint, sign_checkpoint
+    from scanner_cli.commands.audit import _verify_remote
+
+    world = make_world(tmp_path / "home", f"sqlite:///{tmp_path / 'ledger.db'}")
+    cfg = world.ledger.config
+    stored = world.ledger.entries(0, world.ledger.size())
+    served = [{"index": e.index, "entry": json.loads(e.leaf), "entry_hash": e.entry_hash.hex()} for e in stored]
+    note = sign_checkpoint(Checkpoint(cfg.origin, 10**15, bytes(32)), cfg.origin, world.home.ledger_key())
+    server = _Withholding(served)
+    report = _verify_remote(server, note, LogVerifier(cfg.trust, cfg.origin), {}, True)  # type: ignore[arg-type]
+    assert not report.ok and report.failure is not None
+    assert f"returned {len(served)} of {10**15} entries" in report.failure.reason
+    assert server.asked == 2  # the page it served, then the empty one: not the 10^12 pages the note promised
+    world.db.dispose()
