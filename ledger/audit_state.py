@@ -134,13 +134,15 @@ def _open(path: Path, trust: TrustAnchors, origin: str) -> KeptState:
     db = _connect(building)
     try:
         _writable(building, db)
-    except StateFileError:
+        verifier = LogVerifier(trust, origin)
+        verifier.report.state = DiskState(db)
+        return KeptState(path, db, verifier, building)
+    except (StateFileError, sqlite3.Error) as exc:
         db.close()
         building.unlink(missing_ok=True)
-        raise
-    verifier = LogVerifier(trust, origin)
-    verifier.report.state = DiskState(db)
-    return KeptState(path, db, verifier, building)
+        if isinstance(exc, StateFileError):
+            raise
+        raise StateFileError(f"cannot write to {building}: {exc}") from exc
 
 
 def _remove_abandoned(directory: Path) -> None:
