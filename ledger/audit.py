@@ -77,8 +77,10 @@ class CosignatureMemory(Protocol):
     """The stored witness cosignatures an earlier audit verified (an auditor's kept state): a resumed audit
     verifies only the rows it has not seen, whatever checkpoint they are for."""
 
-    def seen(self, size: int, witness: str, line: str) -> bool: ...
-    def remember(self, size: int, witness: str, line: str) -> None: ...
+    def seen(self, size: int, witness: str, line: str) -> bool | None:
+        """True: verified; False: seen, its witness's key not at hand then; None: not seen."""
+
+    def remember(self, size: int, witness: str, line: str, verified: bool) -> None: ...
 
 
 class AuditFailure(Exception):
@@ -271,8 +273,9 @@ def _check_stored_cosignatures(store: SqlStore, verifier: LogVerifier, witnesses
     ``cosigned`` every row it has not seen verified (a witness may cosign an older checkpoint late)."""
     with store.read() as u:
         rows = u.cosignatures(0 if cosigned is not None else since)
-        if cosigned is not None:
-            rows = [r for r in rows if r[0] >= since or not cosigned.seen(*r[:3])]
+        if cosigned is not None:  # those seen before: verified, or still of a witness whose key is not at hand
+            rows = [r for r in rows if r[0] >= since or (seen := cosigned.seen(*r[:3])) is None
+                    or (not seen and r[1] in witnesses)]
         notes = {cp.tree_size: cp.note for cp in u.checkpoints(min(r[0] for r in rows))} if rows else {}
     for size, witness, line, timestamp in rows:
         if witness == verifier.origin:
@@ -298,5 +301,5 @@ def _check_stored_cosignatures(store: SqlStore, verifier: LogVerifier, witnesses
             raise AuditFailure(None, f"the stored cosignature of witness {witness} at tree size {size} is dated "
                                      f"{timestamp}, but the witness signed it at {', '.join(map(str, sorted(signed)))}")
         verifier.cosignatures(note + line, witnesses)
-        if cosigned is not None and witness in witnesses:  # verified: those of witnesses without a key are not
-            cosigned.remember(size, witness, line)
+        if cosigned is not None:
+            cosigned.remember(size, witness, line, witness in witnesses)

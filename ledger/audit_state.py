@@ -39,7 +39,9 @@ FORMAT = "athar-audit-state/1"
 CACHE_KIB = 131_072
 _SMALL = {"actors": Actor, "keys": KeyRecord, "batches": Batch}
 COSIGNED = ("CREATE TABLE IF NOT EXISTS cosigned (size INTEGER NOT NULL, witness TEXT NOT NULL, line TEXT NOT NULL, "
-            "PRIMARY KEY (size, witness)) WITHOUT ROWID")
+            "verified INTEGER NOT NULL, PRIMARY KEY (size, witness)) WITHOUT ROWID")
+#: SQLite keeps its rollback journal beside the file, named after it
+JOURNAL = "-journal"
 #: the file a first audit builds, beside the state file (short: the state file's own name may be long)
 BUILDING = ".athar-audit-{pid}.tmp"
 
@@ -59,12 +61,13 @@ class KeptState:
 
     # the witness cosignature rows verified (``ledger.audit.CosignatureMemory``)
 
-    def seen(self, size: int, witness: str, line: str) -> bool:
-        row = self.db.execute("SELECT line FROM cosigned WHERE size = ? AND witness = ?", (size, witness)).fetchone()
-        return row is not None and row[0] == line
+    def seen(self, size: int, witness: str, line: str) -> bool | None:
+        row = self.db.execute("SELECT line, verified FROM cosigned WHERE size = ? AND witness = ?",
+                              (size, witness)).fetchone()
+        return None if row is None or row[0] != line else bool(row[1])
 
-    def remember(self, size: int, witness: str, line: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO cosigned VALUES (?, ?, ?)", (size, witness, line))
+    def remember(self, size: int, witness: str, line: str, verified: bool) -> None:
+        self.db.execute("INSERT OR REPLACE INTO cosigned VALUES (?, ?, ?, ?)", (size, witness, line, verified))
 
     def commit(self, report: AuditReport) -> None:
         if not report.ok:
@@ -87,7 +90,16 @@ class KeptState:
         self.db.close()
         self._done = True
         if self._building is not None:
-            os.replace(self._building, self.path)
+            try:  # a link, not a rename: it never replaces a state another audit kept while this one ran
+                os.link(self._building, self.path)
+            except FileExistsError as exc:
+                raise StateFileError(f"{self.path} was written by another audit while this one ran; it is kept, "
+                                     "and this audit's state is not") from exc
+            except OSError:  # a file system without hard links
+                if self.path.exists():
+                    raise
+                os.replace(self._building, self.path)
+            self._building.unlink(missing_ok=True)
             self._building = None
 
     def close(self) -> None:
@@ -96,9 +108,12 @@ class KeptState:
                 self.db.execute("ROLLBACK")
             self.db.close()
             self._done = True
+            if self._building is None:
+                _roll_back_journal(self.path)
         if self._building is not None:
-            for leftover in (self._building, self._building.with_name(self._building.name + "-journal")):
-                leftover.unlink(missing_ok=True)
+            for leftover in (self._building, self._building.with_name(self._building.name + JOURNAL)):
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -115,6 +130,10 @@ def kept(path: Path, trust: TrustAnchors, origin: str) -> Iterator[KeptState]:
 
 
 def _open(path: Path, trust: TrustAnchors, origin: str) -> KeptState:
+    with contextlib.suppress(OSError, ValueError):
+        if len(os.fsencode(path.name + JOURNAL)) > os.pathconf(path.parent, "PC_NAME_MAX"):
+            raise StateFileError(f"{path.name!r} is too long a file name: SQLite keeps a journal beside it named "
+                                 f"{path.name}{JOURNAL}, which this file system cannot hold")
     if path.exists() or path.is_symlink():
         if not path.is_file():
             raise StateFileError(f"{path} is not a file")
@@ -130,7 +149,8 @@ def _open(path: Path, trust: TrustAnchors, origin: str) -> KeptState:
             raise
     _remove_abandoned(path.parent)
     building = path.with_name(BUILDING.format(pid=os.getpid()))
-    building.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # unwritable: said by the connection below
+        building.unlink(missing_ok=True)
     db = _connect(building)
     try:
         _writable(building, db)
@@ -145,6 +165,15 @@ def _open(path: Path, trust: TrustAnchors, origin: str) -> KeptState:
         raise StateFileError(f"cannot write to {building}: {exc}") from exc
 
 
+def _roll_back_journal(path: Path) -> None:
+    """After a failed write (a full disk), SQLite may leave the file changed and its journal beside it, which the
+    next connection to read it rolls back: that is done now, so the file alone is the last good state again."""
+    if not path.with_name(path.name + JOURNAL).exists():
+        return
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(str(path), timeout=1.0)) as db:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+
 def _remove_abandoned(directory: Path) -> None:
     """The files a first audit was building in ``directory`` when it was killed (and their journals): those of a
     process that is gone. A live one's are its own."""
@@ -152,7 +181,8 @@ def _remove_abandoned(directory: Path) -> None:
     for leftover in directory.glob(f"{prefix}*{suffix}*"):
         pid = leftover.name[len(prefix):].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only directory: the audit says so when it tries to write
+                leftover.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

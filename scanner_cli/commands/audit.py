@@ -226,7 +226,7 @@ def _verify_remote(api: AtharClient, note: str, verifier: LogVerifier, witnesses
                     try:
                         leaf, index, entry_hash = canonical(item["entry"]), int(item["index"]), bytes.fromhex(
                             item["entry_hash"])
-                    except (KeyError, TypeError, ValueError) as err:
+                    except (KeyError, TypeError, ValueError, SigningError) as err:
                         raise AuditFailure(verifier.tree.size, f"the server served entry {verifier.tree.size} in "
                                                                f"a form that is not a log entry ({err!r})") from err
                     verifier.add(index, leaf, entry_hash)
@@ -341,9 +341,11 @@ def _keep(kept: KeptState | None, report: AuditReport) -> None:
     """Keep what a passed audit verified; a failed audit leaves the file as it was."""
     if kept is None or not report.ok:
         return
+    from ledger.audit_state import StateFileError
+
     try:
         kept.commit(report)
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, StateFileError) as exc:
         usage(f"the log is intact, but the audit state could not be saved to {kept.path}: {exc}")
 
 

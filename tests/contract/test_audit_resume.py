@@ -255,8 +255,9 @@ def test_a_witness_cosigning_an_old_checkpoint_late_is_verified_once(world: Worl
                                                                       db_url: str) -> None:
     """A cosignature row may arrive for a checkpoint older than the kept size: the next audit verifies it (a forged
     one fails it), and the one after does not verify it again."""
-    witness = KeyPair.generate()
+    witness, other = KeyPair.generate(), KeyPair.generate()
     write_public_key(world.home.keys / "witnesses" / "witness.example.ma.pub", witness.public)
+    write_public_key(world.home.keys / "witnesses" / "other.example.org.pub", other.public)
     world.db.dispose()
     world.ledger, world.db = open_ledger(world.home.path, db_url)
     world.ledger.clock = world.clock
@@ -267,13 +268,18 @@ def test_a_witness_cosigning_an_old_checkpoint_late_is_verified_once(world: Worl
     assert audit(world, state, witnesses=keys).ok
     world.commission("LATE", 2)
     world.ledger.add_cosignatures(cosign(old.note, "witness.example.ma", witness, 1795342500))
+    world.ledger.add_cosignatures(cosign(old.note, "other.example.org", other, 1795342501))
 
     late = audit(world, state, witnesses=keys)
     assert late.ok and late.cosignatures == 1, late.failure
+    assert late.unchecked_witnesses == {"other.example.org": 1}  # its key is not at hand: said once
     again = audit(world, state, witnesses=keys)
-    assert again.ok and again.cosignatures == 0  # seen, verified, kept
+    assert again.ok and again.cosignatures == 0 and again.unchecked_witnesses == {}  # seen, kept
+    both = audit(world, state, witnesses={**keys, "other.example.org": other.public})
+    assert both.ok and both.cosignatures == 1  # the other witness's key at hand now: its row is verified
     forged = cosign(old.note, "witness.example.ma", KeyPair.generate(), 1795342500)[len(old.note):]
-    sql(world, "UPDATE cosignatures SET line = :line WHERE tree_size = :n", line=forged, n=old.tree_size)
+    sql(world, "UPDATE cosignatures SET line = :line WHERE tree_size = :n AND witness = 'witness.example.ma'",
+        line=forged, n=old.tree_size)
     caught = audit(world, state, witnesses=keys)
     assert not caught.ok and caught.failure is not None and "does not verify" in caught.failure.reason
 
@@ -293,3 +299,31 @@ def test_a_database_that_cannot_be_read_is_not_a_finding(tmp_path: Path) -> None
     with pytest.raises(E.StorageUnavailable):
         audit(w)
     assert state.read_bytes() == kept
+
+
+def test_a_state_file_name_its_journal_cannot_follow_is_refused(world: World, tmp_path: Path) -> None:
+    cfg = world.ledger.config
+    with pytest.raises(audit_state.StateFileError, match="too long a file name"), \
+            audit_state.kept(tmp_path / ("s" * 250), cfg.trust, cfg.origin):
+        pass
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".athar", "sss"))]
+
+
+def test_a_first_audit_never_replaces_a_state_kept_while_it_ran(world: World, tmp_path: Path, db_url: str) -> None:
+    """Two first audits overlap (a slow one from last night's cron, today's): the slower one must not put its older
+    state over the newer one, which would hide a later rollback."""
+    state = tmp_path / "audit.state"
+    cfg = world.ledger.config
+    with audit_state.kept(state, cfg.trust, cfg.origin) as slow:
+        report = verify_store(world.ledger.store, cfg.trust, cfg.origin, resume=slow.verifier, cosigned=slow)
+        world.commission("MEANWHILE", 1)
+        other = subprocess.run([sys.executable, "-m", "scanner_cli.main", "audit", "verify", "--data-dir",
+                                str(world.home.path), "--db", db_url, "--state", str(state)],
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert other.returncode == 0, other.stderr
+        newer = state.read_bytes()
+        with pytest.raises(audit_state.StateFileError, match="written by another audit while this one ran"):
+            slow.commit(report)
+    assert state.read_bytes() == newer
+    assert not list(tmp_path.glob(".athar-audit-*"))
+    assert audit(world, state).resumed_from == world.ledger.size()

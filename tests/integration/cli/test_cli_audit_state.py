@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -168,9 +169,27 @@ def test_a_server_that_signs_more_than_it_serves_is_a_finding(tmp_path: Path) ->
     stored = world.ledger.entries(0, world.ledger.size())
     served = [{"index": e.index, "entry": json.loads(e.leaf), "entry_hash": e.entry_hash.hex()} for e in stored]
     note = sign_checkpoint(Checkpoint(cfg.origin, 10**15, bytes(32)), cfg.origin, world.home.ledger_key())
-    server = _Withholding(served)
-    report = _verify_remote(server, note, LogVerifier(cfg.trust, cfg.origin), {}, True)  # type: ignore[arg-type]
+    server: Any = _Withholding(served)
+    report = _verify_remote(server, note, LogVerifier(cfg.trust, cfg.origin), {}, True)
     assert not report.ok and report.failure is not None
     assert f"returned {len(served)} of {10**15} entries" in report.failure.reason
     assert server.asked == 2  # the page it served, then the empty one: not the 10^12 pages the note promised
+    world.db.dispose()
+
+
+def test_a_served_entry_that_is_not_canonical_json_is_a_finding(tmp_path: Path) -> None:
+    from ledger.audit import LogVerifier
+    from scanner_cli.commands.audit import _verify_remote
+
+    world = make_world(tmp_path / "home", f"sqlite:///{tmp_path / 'ledger.db'}")
+    cfg = world.ledger.config
+    note = world.ledger.checkpoint()
+    assert note is not None
+    stored = world.ledger.entries(0, world.ledger.size())
+    served = [{"index": e.index, "entry": json.loads(e.leaf), "entry_hash": e.entry_hash.hex()} for e in stored]
+    served[3]["entry"]["v"] = 2**60  # type: ignore[index]  # beyond what RFC 8785 (I-JSON) can write
+    server: Any = _Withholding(served)
+    report = _verify_remote(server, note.note, LogVerifier(cfg.trust, cfg.origin), {}, True)
+    assert not report.ok and report.failure is not None and report.failure.index == 3
+    assert "not a log entry" in report.failure.reason
     world.db.dispose()
