@@ -327,3 +327,22 @@ def test_a_first_audit_never_replaces_a_state_kept_while_it_ran(world: World, tm
     assert state.read_bytes() == newer
     assert not list(tmp_path.glob(".athar-audit-*"))
     assert audit(world, state).resumed_from == world.ledger.size()
+
+
+def test_a_journal_left_by_a_failed_write_is_rolled_back_when_the_audit_closes(
+        world: World, tmp_path: Path, db_url: str) -> None:
+    """What a full disk leaves (SQLite could not roll back in the same connection): pages of the unfinished audit
+    written into the file, and the journal that undoes them. Here a killed audit with a small page cache leaves
+    the same; rolling the journal back gives the file alone its last good content again."""
+    state = tmp_path / "audit.state"
+    assert audit(world, state).ok
+    good = state.read_bytes()
+    spill = KILLED_MIDWAY.replace("state = kept.verifier.report.state",
+                                  "kept.db.execute('PRAGMA cache_size = 8')\n    state = kept.verifier.report.state")
+    run = subprocess.run([sys.executable, "-c", spill, str(world.home.path), db_url, str(state)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    journal = state.with_name(state.name + audit_state.JOURNAL)
+    assert journal.exists() and state.read_bytes() != good  # the unfinished audit's pages are in the file
+    audit_state._roll_back_journal(state)
+    assert state.read_bytes() == good and not journal.exists()
