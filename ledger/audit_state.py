@@ -81,8 +81,7 @@ class KeptState:
             "root_key": self.verifier.trust.root.b64,
             "tree": {"size": tree.size, "hashes": [h.hex() for _, h in tree.nodes()]},
             "chains": {name: [h.hash.hex(), h.index, h.length] for name, h in report.chain_heads.items()},
-            "actors": encode_all(Actor, state.actors.values()), "keys": encode_all(KeyRecord, state.keys.values()),
-            "batches": encode_all(Batch, state.batches.values()),
+            **{name: encode_all(cls, getattr(state, name).values()) for name, cls in _SMALL.items()},
         }
         self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                             [(k, json.dumps(v, ensure_ascii=False)) for k, v in meta.items()])

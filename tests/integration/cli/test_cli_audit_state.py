@@ -7,8 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +15,9 @@ import sqlalchemy as sa
 from api.settings import Settings
 from ledger.home import open_ledger
 from signing.keys import write_private_key
+from tests.integration.cli.test_cli_audit import athar
 from tests.integration.server import running_server
 from tests.support import GTIN, make_world
-
-
-def athar(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scanner_cli.main", *args], capture_output=True, text=True,
-                          timeout=120, check=False)
 
 
 def test_daily_audits_resume_from_the_kept_state(tmp_path: Path, db_url: str) -> None:
