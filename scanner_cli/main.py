@@ -45,8 +45,28 @@ def run() -> None:
         render.fail_line(str(err))
         sys.exit(exit_codes.AUTH)
     except KeyboardInterrupt:
-        render.fail_line("interrupted")
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exc:
+        # typer turns a Ctrl-C inside a command into a bare exit 130, before the handler above can see it
+        if exc.code == 130 and _from_ctrl_c(exc):
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    render.fail_line("interrupted")
+    sys.exit(130)
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 if __name__ == "__main__":

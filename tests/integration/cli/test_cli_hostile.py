@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -229,3 +231,21 @@ def test_stdin_bom_empty_input_and_closed_stdout(cli: Cli) -> None:
                           preexec_fn=lambda: os.close(1))
     assert proc.returncode == 2
     assert "standard output is closed" in one_line(Result(proc.returncode, "", proc.stderr))
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """A Ctrl-C while a command waits (here for codes on stdin) ends it with one line and the shell's 130, not
+    a traceback, and not a silent exit that leaves the user guessing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATHAR_")}
+    proc = subprocess.Popen([sys.executable, "-m", "scanner_cli.main", "scan", "--stdin", "--url",
+                             "http://127.0.0.1:9", "--data-dir", str(tmp_path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    try:
+        time.sleep(1.5)  # started and waiting on stdin (an interrupt during start-up is Python's own)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.decode().strip().splitlines() == ["error: interrupted"]
+    assert out == b""
