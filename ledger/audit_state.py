@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ from ledger.state import Actor, Batch, KeyRecord
 FORMAT = "athar-audit-state/1"
 #: SQLite's page cache for the state file, in KiB (the part of the packs the replay finds in memory)
 CACHE_KIB = 131_072
+#: records a full audit that keeps nothing holds in memory before it writes them to its scratch file (``scratch``)
+SCRATCH_FLUSH_EVERY = 1_000_000
 _SMALL = {"actors": Actor, "keys": KeyRecord, "batches": Batch}
 COSIGNED = ("CREATE TABLE IF NOT EXISTS cosigned (size INTEGER NOT NULL, witness TEXT NOT NULL, line TEXT NOT NULL, "
             "verified INTEGER NOT NULL, PRIMARY KEY (size, witness)) WITHOUT ROWID")
@@ -126,6 +129,42 @@ def kept(path: Path, trust: TrustAnchors, origin: str) -> Iterator[KeptState]:
         raise StateFileError(f"{path}: {exc}") from exc
     finally:
         state.close()
+
+
+@contextlib.contextmanager
+def scratch(trust: TrustAnchors, origin: str, directory: Path | None = None,
+            flush_every: int = SCRATCH_FLUSH_EVERY) -> Iterator[LogVerifier]:
+    """A fresh verifier for a full audit that keeps nothing: its replay runs on a throwaway SQLite file in
+    ``directory`` (default: the system's temporary directory, ``TMPDIR``), removed afterwards. An in-memory replay
+    holds every pack of the log (about 1.6 GB per million entries): a national log outgrows any machine's memory
+    within weeks. Here the packs wait in memory until ``flush_every`` records changed, so a log of up to about a
+    million entries replays without writing; a bigger one spills to the file. Errors of the file, here or during
+    the audit, are ``StateFileError``."""
+    where = directory or Path(tempfile.gettempdir())
+    hint = "set TMPDIR to a directory with room, or keep a state with --state"
+    try:
+        tmp = tempfile.TemporaryDirectory(prefix="athar-audit-", dir=directory, ignore_cleanup_errors=True)
+    except OSError as exc:
+        raise StateFileError(f"cannot make the audit's scratch file in {where}: {exc} ({hint})") from exc
+    try:
+        db = sqlite3.connect(str(Path(tmp.name) / "replay.db"), isolation_level=None)
+    except sqlite3.Error as exc:
+        tmp.cleanup()
+        raise StateFileError(f"cannot make the audit's scratch file in {where}: {exc} ({hint})") from exc
+    try:
+        # nothing here survives the audit: no journal to keep, no flush to wait for
+        db.execute("PRAGMA journal_mode = OFF")
+        db.execute("PRAGMA synchronous = OFF")
+        db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        db.execute("BEGIN")
+        verifier = LogVerifier(trust, origin)
+        verifier.report.state = DiskState(db, flush_every)
+        yield verifier
+    except sqlite3.Error as exc:  # the scratch file's own (the ledger's database errors are the ledger's)
+        raise StateFileError(f"the audit's scratch file in {where}: {exc} ({hint})") from exc
+    finally:
+        db.close()
+        tmp.cleanup()
 
 
 def _open(path: Path, trust: TrustAnchors, origin: str) -> KeptState:

@@ -119,11 +119,11 @@ def verify(data_dir: DataDir = None, db: DbUrl = None,
     _state_dir(state)
     store, database, origin = open_store(home_path(data_dir), trust, db)
     try:
-        with long_task(), _kept(state, trust, origin) as kept:
+        with long_task(), _kept(state, trust, origin) as kept, _verifier(kept, trust, origin) as verifier:
             with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                           console=render.errors, disable=_quiet(json_out), transient=True) as bar:
                 task = bar.add_task("entries", total=None)
-                report = verify_store(store, trust, origin, resume=kept.verifier if kept else None, cosigned=kept,
+                report = verify_store(store, trust, origin, resume=verifier, cosigned=kept,
                                       witnesses=witnesses,
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
             _keep(kept, report)
@@ -180,7 +180,6 @@ def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = No
     """Verify the whole log served by a remote API (regulator or inspector identity), streaming, and the witness
     cosignatures on its latest checkpoint. With --state, only what was added since the last audit that kept
     that file."""
-    from ledger.audit import LogVerifier
     from ledger.heap import long_task
 
     identity = resolve_identity(key, actor, data_dir, required=True, what="a remote audit")
@@ -196,9 +195,8 @@ def verify_remote(url: Url = DEFAULT_URL, key: KeyFile = None, actor: Actor = No
         except (CheckpointError, ValueError):
             # the server's note, not the auditor's state, is wrong: said as a finding, the state left unread
             state = None
-        with _kept(state, trust, origin) as kept:
-            report = _verify_remote(api, note, kept.verifier if kept else LogVerifier(trust, origin), witnesses,
-                                    json_out)
+        with _kept(state, trust, origin) as kept, _verifier(kept, trust, origin) as verifier:
+            report = _verify_remote(api, note, verifier, witnesses, json_out)
             _keep(kept, report)
     _report(report, json_out)
 
@@ -335,6 +333,22 @@ def _kept(state: Path | None, trust: TrustAnchors, origin: str) -> Iterator[Kept
             yield kept
     except audit_state.StateFileError as exc:
         usage(f"--state: {exc}")
+
+
+@contextlib.contextmanager
+def _verifier(kept: KeptState | None, trust: TrustAnchors, origin: str) -> Iterator[LogVerifier]:
+    """The verifier that resumes from the state file, or, without --state, a fresh one replaying on a scratch
+    file (so that a full audit's memory does not grow with the log)."""
+    from ledger import audit_state
+
+    if kept is not None:
+        yield kept.verifier
+        return
+    try:
+        with audit_state.scratch(trust, origin) as verifier:
+            yield verifier
+    except audit_state.StateFileError as exc:
+        usage(str(exc))
 
 
 def _keep(kept: KeptState | None, report: AuditReport) -> None:

@@ -346,3 +346,54 @@ def test_a_journal_left_by_a_failed_write_is_rolled_back_when_the_audit_closes(
     assert journal.exists() and state.read_bytes() != good  # the unfinished audit's pages are in the file
     audit_state._roll_back_journal(state)
     assert state.read_bytes() == good and not journal.exists()
+
+
+def scratch_audit(world: World, directory: Path, flush_every: int) -> tuple[AuditReport, MemoryState]:
+    cfg = world.ledger.config
+    with audit_state.scratch(cfg.trust, cfg.origin, directory, flush_every) as verifier:
+        assert list(directory.iterdir()), "the scratch file is in the directory given"
+        report = verify_store(world.ledger.store, cfg.trust, cfg.origin, resume=verifier)
+        on_disk = report.state
+        assert isinstance(on_disk, DiskState)
+        return report, on_disk.to_memory()
+
+
+@pytest.mark.parametrize("flush_every", [1, 7, audit_state.SCRATCH_FLUSH_EVERY])
+def test_a_full_audit_on_a_scratch_file_ends_where_the_audit_in_memory_does(
+        world: World, tmp_path: Path, flush_every: int) -> None:
+    """The audit that keeps nothing replays on a throwaway file (so its memory does not grow with the log): with
+    its records written out after every change, every few, or never, it ends in the state the replay in memory
+    reaches, and leaves no file behind."""
+    more_history(world)
+    scratch_dir = tmp_path / "scratch"
+    scratch_dir.mkdir()
+    report, state = scratch_audit(world, scratch_dir, flush_every)
+    full = audit(world)
+    assert report.ok and full.ok, (report.failure, full.failure)
+    assert (report.resumed_from, report.entries, report.checkpoints) == (0, full.entries, full.checkpoints)
+    assert report.tree.root() == full.tree.root()
+    assert report.chain_heads == full.chain_heads
+    same_state(state, full.state)
+    assert not list(scratch_dir.iterdir())
+
+
+def test_a_scratch_audit_finds_what_the_audit_in_memory_finds(world: World, tmp_path: Path) -> None:
+    more_history(world)
+    drop_triggers(world)
+    sql(world, "UPDATE log_entries SET entry_hash = :h WHERE idx = 5", h=b"\x11" * 32)
+    scratch_dir = tmp_path / "scratch"
+    scratch_dir.mkdir()
+    report, _ = scratch_audit(world, scratch_dir, 3)
+    full = audit(world)
+    assert not report.ok and report.failure is not None
+    assert report.failure == full.failure and report.failure.index == 5
+    assert not list(scratch_dir.iterdir())
+
+
+def test_a_scratch_file_that_cannot_be_made_is_one_error(world: World, tmp_path: Path) -> None:
+    cfg = world.ledger.config
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("x")
+    with pytest.raises(audit_state.StateFileError, match=r"cannot make the audit's scratch file.*TMPDIR"), \
+            audit_state.scratch(cfg.trust, cfg.origin, not_a_directory):
+        pass
