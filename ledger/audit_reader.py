@@ -18,11 +18,16 @@ from dataclasses import dataclass
 from typing import cast
 
 from ledger.admission import TrustAnchors
-from ledger.audit_signatures import Checked, SignatureChecks, helpers_for, pages
+from ledger.audit_signatures import Checked, SignatureChecks, helpers_for
 from ledger.merkle import NodeID
-from ledger.storage.sql import ProjectionSnapshot, SqlStore, StoredCheckpoint
+from ledger.storage.sql import ProjectionSnapshot, SqlStore, SqlUnit, StoredCheckpoint
 
 PAGE = 2000
+#: at most this many bytes of leaves in a page (a page holds at least one entry): a page is read ahead, copied to
+#: the helpers and parsed, several at once, so its size bounds the audit's memory. Entries are about 650 bytes,
+#: but a commission lists every serial of its batch (about 2 MB for 100,000 packs), and a manufacturer may
+#: commission many batches in a row
+PAGE_BYTES = 8 << 20
 #: the share of each page's checkpoint notes sent to the helpers at first, and how far one page moves it
 #: (see ``LogReader.results``)
 NOTE_SHARE_START = 1.0
@@ -53,6 +58,22 @@ class Page:
 
 class _Done:
     pass
+
+
+def _pages(u: SqlUnit, size: int, first: int) -> Iterator[tuple[int, int]]:
+    """Pages of at most ``PAGE`` entries and ``PAGE_BYTES`` bytes of leaves (or one entry, if bigger)."""
+    start = first
+    while start < size:
+        lengths = u.leaf_sizes(start, min(size, start + PAGE))
+        end, total = start, 0
+        for n in lengths:
+            if end > start and total + n > PAGE_BYTES:
+                break
+            end, total = end + 1, total + n
+        if end == start:  # the entries the head counts are not all there: the audit says which is missing
+            end = min(size, start + PAGE)
+        yield start, end
+        start = end
 
 
 class LogReader:
@@ -133,7 +154,7 @@ class LogReader:
                 if not self._put(LogHead(size, root, checkpoints, projections)):
                     return
                 sizes = sorted(checkpoints)
-                for start, end in pages(size, PAGE, self.start):
+                for start, end in _pages(u, size, self.start):
                     rows = cast(list[tuple[int, bytes, bytes, Columns]], u.audit_rows(start, end))
                     completed = sizes[bisect.bisect_right(sizes, start):bisect.bisect_right(sizes, end)]
                     completed = completed[:round(len(completed) * self.note_share)]

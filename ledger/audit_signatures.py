@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import NamedTuple
 
@@ -140,8 +140,3 @@ def helpers_for(entries: int) -> int:
     """How many helper processes an audit of this many entries should use (0: none)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return min(2, cores - 1) if entries >= MIN_ENTRIES and cores > 1 else 0
-
-
-def pages(size: int, page: int, first: int = 0) -> Iterator[tuple[int, int]]:
-    for start in range(first, size, page):
-        yield start, min(size, start + page)

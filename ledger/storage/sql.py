@@ -757,6 +757,11 @@ class SqlUnit:
         columns (chain, prev, event id, actor, event type, GTIN, lot, serial); plain tuples, no row objects."""
         return [rows.audit_row(r) for r in self.conn.execute(_AUDIT_ROWS, {"start": start, "end": end})]
 
+    def leaf_sizes(self, start: int, end: int) -> list[int]:
+        """The byte length of entries ``start`` to ``end - 1``, in order, without reading the leaves themselves
+        (PostgreSQL reads a TOASTed value's length from its pointer, SQLite a blob's from the record header)."""
+        return [int(n) for (n,) in self.conn.execute(_LEAF_SIZES, {"start": start, "end": end})]
+
     def registry_entries(self) -> list[StoredEntry]:
         """Every entry of the actor registry's chains (registrations, key rotations and revocations)."""
         q = sa.select(t.log_entries).where(t.log_entries.c.chain.like("actor/%")).order_by(t.log_entries.c.idx)
@@ -1125,6 +1130,7 @@ def _naive_utc(when: dt.datetime | None) -> dt.datetime | None:
 _AUDIT_ROWS = sa.text(
     "SELECT idx, entry_hash, leaf, chain, prev, event_id, actor, event_type, gtin, lot, serial "
     "FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
+_LEAF_SIZES = sa.text("SELECT length(leaf) FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
 _ENTRIES_PAGE = sa.text(
     f"SELECT {rows.ENTRY_COLUMNS} FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
 

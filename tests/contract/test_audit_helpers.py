@@ -255,3 +255,37 @@ def test_nodes_completed_are_the_nodes_each_page_of_leaves_completes(world: Worl
                 want = dict(tree.copy().extend(hashes[start:end]))
                 assert u.nodes_completed(start, end) == want, (start, end)
         assert u.nodes_completed(5, 5) == {}
+
+
+def test_pages_are_bounded_by_the_bytes_of_their_leaves(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page is read ahead, copied to the helpers and parsed, several at once: the bytes it holds bound the
+    audit's memory, whatever the entries (a commission lists every serial of its batch). Pages cover the log in
+    order, each within ``PAGE_BYTES`` unless it is one entry bigger than that."""
+    from ledger import audit_reader
+
+    world.commission("BIG", 400)  # one entry of about 10 kB among entries of about 650 B
+    size = world.ledger.size()
+    with world.ledger.store.read() as u:
+        lengths = u.leaf_sizes(0, size)
+        assert lengths == [len(e.leaf) for e in world.ledger.entries(0, size)]
+        assert u.leaf_sizes(size, size + 10) == []
+        monkeypatch.setattr(audit_reader, "PAGE", 4)  # small entries: pages of PAGE entries
+        assert list(audit_reader._pages(u, size, 3)) == [(s, min(size, s + 4)) for s in range(3, size, 4)]
+        monkeypatch.setattr(audit_reader, "PAGE", 2000)
+        monkeypatch.setattr(audit_reader, "PAGE_BYTES", 2_000)
+        bounds = list(audit_reader._pages(u, size, 0))
+    assert [s for s, _ in bounds] == [0] + [e for _, e in bounds[:-1]] and bounds[-1][1] == size
+    for start, end in bounds:
+        assert end - start == 1 or sum(lengths[start:end]) <= 2_000, (start, end)
+        if end < size:  # as many entries as fit
+            assert sum(lengths[start:end + 1]) > 2_000 or end - start == audit_reader.PAGE
+    assert any(end - start == 1 and lengths[start] > 2_000 for start, end in bounds)
+
+
+def test_pages_bounded_by_bytes_give_the_same_verdict(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ledger import audit_reader
+
+    monkeypatch.setattr(audit_reader, "PAGE_BYTES", 1_500)  # about two entries a page
+    report = both(world)
+    assert report.ok and report.entries == world.ledger.size()
+    check(world, forge_signature, TARGET, "signature does not verify")
