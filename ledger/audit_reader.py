@@ -23,10 +23,8 @@ from ledger.merkle import NodeID
 from ledger.storage.sql import ProjectionSnapshot, SqlStore, SqlUnit, StoredCheckpoint
 
 PAGE = 2000
-#: at most this many bytes of leaves in a page (a page holds at least one entry): a page is read ahead, copied to
-#: the helpers and parsed, several at once, so its size bounds the audit's memory. Entries are about 650 bytes,
-#: but a commission lists every serial of its batch (about 2 MB for 100,000 packs), and a manufacturer may
-#: commission many batches in a row
+#: at most this many bytes of leaves in a page (``SqlUnit.page_end``): pages are read ahead, copied to the helpers
+#: and parsed, several at once, so their size bounds the audit's memory
 PAGE_BYTES = 8 << 20
 #: the share of each page's checkpoint notes sent to the helpers at first, and how far one page moves it
 #: (see ``LogReader.results``)
@@ -64,14 +62,7 @@ def _pages(u: SqlUnit, size: int, first: int) -> Iterator[tuple[int, int]]:
     """Pages of at most ``PAGE`` entries and ``PAGE_BYTES`` bytes of leaves (or one entry, if bigger)."""
     start = first
     while start < size:
-        lengths = u.leaf_sizes(start, min(size, start + PAGE))
-        end, total = start, 0
-        for n in lengths:
-            if end > start and total + n > PAGE_BYTES:
-                break
-            end, total = end + 1, total + n
-        if end == start:  # the entries the head counts are not all there: the audit says which is missing
-            end = min(size, start + PAGE)
+        end = u.page_end(start, min(size, start + PAGE), PAGE_BYTES)
         yield start, end
         start = end
 

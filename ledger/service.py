@@ -52,6 +52,8 @@ from ledger.storage.sql import (
 from signing import KeyPair, PublicKey, SigningError
 
 MAX_ENTRIES_PAGE = 1000
+#: at most this many bytes of leaves in a page of entries read with ``max_bytes`` (as the API serves them)
+MAX_ENTRIES_BYTES = 8 << 20
 
 
 def utcnow() -> dt.datetime:
@@ -288,11 +290,16 @@ class Ledger:
         with self.store.read() as u:
             return u.head()[0]
 
-    def entries(self, start: int, end: int) -> list[StoredEntry]:
+    def entries(self, start: int, end: int, max_bytes: int | None = None) -> list[StoredEntry]:
+        """Entries ``start`` to ``end - 1``, at most ``MAX_ENTRIES_PAGE`` of them; with ``max_bytes``, fewer when
+        their leaves would hold more bytes than that (but at least one): read on from ``start + len(...)``."""
         if start < 0 or end < start:
             raise E.InvalidQuery(f"invalid range [{start}, {end})")
+        end = min(end, start + MAX_ENTRIES_PAGE)
         with self.store.read() as u:
-            return u.entries(start, min(end, start + MAX_ENTRIES_PAGE))
+            if max_bytes is not None and end > start:
+                end = u.page_end(start, end, max_bytes)
+            return u.entries(start, end)
 
 
 class ProofReads(Protocol):

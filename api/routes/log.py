@@ -59,7 +59,9 @@ async def public_key(st: State) -> PlainTextResponse:
 
 
 @router.get("/entries", response_model=EntriesOut, summary="Log entries [start, end)",
-            description="At most 1000 entries per call. Regulators and inspectors only (entries hold volumes).",
+            description="At most 1000 entries per call, and fewer when they are large (about 8 MB of entries; at "
+                        "least one): continue from start plus the number returned. Regulators and inspectors only "
+                        "(entries hold volumes).",
             responses=responses(401, 403, 422, 503))
 async def entries(st: State, who: Who, start: Size, end: Size) -> EntriesOut:
     rows = await st.run_heavy(st.reader.entries, start, end, who)

@@ -762,6 +762,17 @@ class SqlUnit:
         (PostgreSQL reads a TOASTed value's length from its pointer, SQLite a blob's from the record header)."""
         return [int(n) for (n,) in self.conn.execute(_LEAF_SIZES, {"start": start, "end": end})]
 
+    def page_end(self, start: int, end: int, max_bytes: int) -> int:
+        """Where a page of entries from ``start`` ends so that its leaves hold at most ``max_bytes`` bytes (at
+        least one entry), at most at ``end``. A commission lists every serial of its batch (about 2 MB for 100,000
+        packs), so a page counted in entries alone can hold gigabytes."""
+        stop, total = start, 0
+        for n in self.leaf_sizes(start, end):
+            if stop > start and total + n > max_bytes:
+                break
+            stop, total = stop + 1, total + n
+        return stop if stop > start else end  # none stored: the reader finds the range empty
+
     def registry_entries(self) -> list[StoredEntry]:
         """Every entry of the actor registry's chains (registrations, key rotations and revocations)."""
         q = sa.select(t.log_entries).where(t.log_entries.c.chain.like("actor/%")).order_by(t.log_entries.c.idx)

@@ -218,7 +218,9 @@ def _verify_remote(api: AtharClient, note: str, verifier: LogVerifier, witnesses
         with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=render.errors, disable=_quiet(json_out), transient=True) as bar:
             task = bar.add_task("entries", total=size, completed=done)
-            for start in range(done, size, 1000):
+            start = done
+            while start < size:
+                # the server may send fewer than asked (a page of big commissions is cut by its bytes)
                 page = api.entries(start, min(size, start + 1000))
                 for item in page:
                     try:
@@ -228,7 +230,8 @@ def _verify_remote(api: AtharClient, note: str, verifier: LogVerifier, witnesses
                         raise AuditFailure(verifier.tree.size, f"the server served entry {verifier.tree.size} in "
                                                                f"a form that is not a log entry ({err!r})") from err
                     verifier.add(index, leaf, entry_hash)
-                bar.update(task, completed=verifier.tree.size)
+                start = verifier.tree.size
+                bar.update(task, completed=start)
                 if not page:  # a server that signs more than it serves would be asked for ever
                     break
         if verifier.tree.size != size:

@@ -11,6 +11,7 @@ import time
 import httpx
 import nacl.signing
 import pytest
+import rfc8785
 
 from ledger.request_signing import sign_request
 from tests.integration.api.conftest import Live
@@ -122,8 +123,6 @@ def test_batch_lifecycle_over_http_with_independent_proof_checks(live: Live) -> 
                                           [bytes.fromhex(h) for h in proof["hashes"]]) == root
     # the leaf hash is SHA-256(0x00 || canonical entry) of the entry the regulator reads
     entries = signed_get(live, "regulator", "/v1/log/entries?start=3&end=4").json()["entries"]
-    import rfc8785
-
     assert hashlib.sha256(b"\x00" + rfc8785.dumps(entries[0]["entry"])).hexdigest() == proof["leaf_hash"]
 
     # consistency from an early checkpoint to the latest
@@ -490,3 +489,31 @@ def test_event_submissions_answer_like_the_routed_endpoint(live: Live) -> None:
         f, r = fast.json(), routed.json()
         f.pop("instance", None), r.pop("instance", None)
         assert f == r and f["status"] >= 400, raw
+
+
+def test_a_page_of_entries_is_cut_by_its_bytes(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commission lists every serial of its batch (a request may carry 16 MB): a page of 1000 such entries
+    would be gigabytes, built in the server's memory. The server sends fewer (at least one) when their leaves
+    pass ``MAX_ENTRIES_BYTES``; reading on from start plus the number returned gives every entry once."""
+    import ledger.queries
+
+    w = live.world
+    for lot in ("BIG-1", "BIG-2", "BIG-3"):
+        w.commission(lot, 300)  # about 7 kB each, among entries of under 1 kB
+    size = w.ledger.size()
+    whole = signed_get(live, "regulator", f"/v1/log/entries?start=0&end={size}").json()["entries"]
+    assert [e["index"] for e in whole] == list(range(size))
+    limit = 4_000
+    monkeypatch.setattr(ledger.queries, "MAX_ENTRIES_BYTES", limit)
+    start, pages = 0, []
+    while start < size:
+        page = signed_get(live, "regulator", f"/v1/log/entries?start={start}&end={size}").json()["entries"]
+        assert page and page[0]["index"] == start
+        pages.append(page)
+        start += len(page)
+    assert [e for page in pages for e in page] == whole
+    for page in pages:
+        leaves = [len(rfc8785.dumps(e["entry"])) for e in page]
+        assert len(page) == 1 or sum(leaves) <= limit, leaves
+    assert any(len(page) == 1 and len(rfc8785.dumps(page[0]["entry"])) > limit for page in pages)
+    assert len(pages) > 3

@@ -187,3 +187,33 @@ def test_a_served_entry_that_is_not_canonical_json_is_a_finding(tmp_path: Path) 
     assert not report.ok and report.failure is not None and report.failure.index == 3
     assert "not a log entry" in report.failure.reason
     world.db.dispose()
+
+
+class _ShortPages(_Withholding):
+    """A server that sends at most ``per_call`` entries whatever was asked (as one cuts a page of big
+    commissions by its bytes)."""
+
+    def __init__(self, served: list[dict[str, object]], per_call: int) -> None:
+        super().__init__(served)
+        self.per_call = per_call
+
+    def entries(self, start: int, end: int) -> list[dict[str, object]]:
+        return super().entries(start, min(end, start + self.per_call))
+
+
+def test_a_remote_audit_reads_on_after_pages_shorter_than_asked(tmp_path: Path) -> None:
+    from ledger.audit import LogVerifier
+    from scanner_cli.commands.audit import _verify_remote
+
+    world = make_world(tmp_path / "home", f"sqlite:///{tmp_path / 'ledger.db'}")
+    world.supply_history("L1")
+    cfg = world.ledger.config
+    note = world.ledger.checkpoint()
+    assert note is not None
+    stored = world.ledger.entries(0, world.ledger.size())
+    served = [{"index": e.index, "entry": json.loads(e.leaf), "entry_hash": e.entry_hash.hex()} for e in stored]
+    server: Any = _ShortPages(served, 3)
+    report = _verify_remote(server, note.note, LogVerifier(cfg.trust, cfg.origin), {}, True)
+    assert report.ok, report.failure
+    assert report.entries == len(served) and server.asked == -(-len(served) // 3)
+    world.db.dispose()
