@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -47,6 +48,8 @@ COSIGNED = ("CREATE TABLE IF NOT EXISTS cosigned (size INTEGER NOT NULL, witness
 JOURNAL = "-journal"
 #: the file a first audit builds, beside the state file (short: the state file's own name may be long)
 BUILDING = ".athar-audit-{pid}.tmp"
+#: the prefix of a full audit's scratch directory, in the temporary directory (``scratch``)
+SCRATCH = "athar-audit-{pid}-"
 
 
 class StateFileError(Exception):
@@ -142,8 +145,10 @@ def scratch(trust: TrustAnchors, origin: str, directory: Path | None = None,
     the audit, are ``StateFileError``."""
     where = directory or Path(tempfile.gettempdir())
     hint = "set TMPDIR to a directory with room, or keep a state with --state"
+    _remove_abandoned_scratch(where)
     try:
-        tmp = tempfile.TemporaryDirectory(prefix="athar-audit-", dir=directory, ignore_cleanup_errors=True)
+        tmp = tempfile.TemporaryDirectory(prefix=SCRATCH.format(pid=os.getpid()), dir=where,
+                                          ignore_cleanup_errors=True)
     except OSError as exc:
         raise StateFileError(f"cannot make the audit's scratch file in {where}: {exc} ({hint})") from exc
     try:
@@ -221,6 +226,17 @@ def _remove_abandoned(directory: Path) -> None:
         if pid.isdigit() and not _alive(int(pid)):
             with contextlib.suppress(OSError):  # a read-only directory: the audit says so when it tries to write
                 leftover.unlink(missing_ok=True)
+
+
+def _remove_abandoned_scratch(directory: Path) -> None:
+    """The scratch directories of audits that were killed (SIGKILL, SIGTERM, a power cut: no cleanup ran), which
+    may hold gigabytes: those of a process that is gone."""
+    prefix = SCRATCH.split("{pid}")[0]
+    with contextlib.suppress(OSError):
+        for leftover in directory.glob(f"{prefix}*"):
+            pid = leftover.name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and leftover.is_dir() and not leftover.is_symlink() and not _alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -397,3 +397,22 @@ def test_a_scratch_file_that_cannot_be_made_is_one_error(world: World, tmp_path:
     with pytest.raises(audit_state.StateFileError, match=r"cannot make the audit's scratch file.*TMPDIR"), \
             audit_state.scratch(cfg.trust, cfg.origin, not_a_directory):
         pass
+
+
+def test_a_killed_audit_s_scratch_directory_is_removed_by_the_next(world: World, tmp_path: Path) -> None:
+    """An audit killed outright (SIGKILL, SIGTERM, a power cut) runs no cleanup, and its scratch file may hold
+    gigabytes: the next audit in that directory removes it. A running audit's is left alone."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    scratch_dir = tmp_path / "scratch"
+    scratch_dir.mkdir()
+    dead = scratch_dir / (audit_state.SCRATCH.format(pid=int(gone.stdout)) + "abc")
+    live = scratch_dir / (audit_state.SCRATCH.format(pid=os.getpid()) + "def")
+    for d in (dead, live):
+        d.mkdir()
+        (d / "replay.db").write_bytes(b"x" * 1000)
+    other = scratch_dir / "athar-audit-notes"
+    other.mkdir()
+    report, _ = scratch_audit(world, scratch_dir, 5)
+    assert report.ok
+    assert sorted(p.name for p in scratch_dir.iterdir()) == sorted([live.name, other.name])
