@@ -20,10 +20,13 @@ auditor trust anything, so it belongs where only the auditor writes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import re
 import shutil
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,8 +51,12 @@ COSIGNED = ("CREATE TABLE IF NOT EXISTS cosigned (size INTEGER NOT NULL, witness
 JOURNAL = "-journal"
 #: the file a first audit builds, beside the state file (short: the state file's own name may be long)
 BUILDING = ".athar-audit-{pid}.tmp"
-#: the prefix of a full audit's scratch directory, in the temporary directory (``scratch``)
-SCRATCH = "athar-audit-{pid}-"
+#: a full audit's scratch directory in the temporary directory (``scratch``), and the file it holds locked while
+#: the audit runs (so the next audit removes only the directories of audits that are gone)
+SCRATCH_PREFIX = "athar-audit-scratch-"
+SCRATCH_NAME = re.compile(re.escape(SCRATCH_PREFIX) + r"[a-z0-9_]{8}")
+SCRATCH_LOCK = "lock"
+SCRATCH_FILES = {SCRATCH_LOCK, "replay.db", "replay.db-journal"}
 
 
 class StateFileError(Exception):
@@ -140,20 +147,21 @@ def scratch(trust: TrustAnchors, origin: str, directory: Path | None = None,
     """A fresh verifier for a full audit that keeps nothing: its replay runs on a throwaway SQLite file in
     ``directory`` (default: the system's temporary directory, ``TMPDIR``), removed afterwards. An in-memory replay
     holds every pack of the log (about 1.6 GB per million entries): a national log outgrows any machine's memory
-    within weeks. Here the packs wait in memory until ``flush_every`` records changed, so a log of up to about a
-    million entries replays without writing; a bigger one spills to the file. Errors of the file, here or during
-    the audit, are ``StateFileError``."""
+    within weeks. Here changed records (mostly packs) wait in memory until there are ``flush_every`` of them, then
+    go to the file. Errors of the file, here or during the audit, are ``StateFileError``."""
     where = directory or Path(tempfile.gettempdir())
     hint = "set TMPDIR to a directory with room, or keep a state with --state"
     _remove_abandoned_scratch(where)
     try:
-        tmp = tempfile.TemporaryDirectory(prefix=SCRATCH.format(pid=os.getpid()), dir=where,
-                                          ignore_cleanup_errors=True)
+        tmp = tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=where, ignore_cleanup_errors=True)
     except OSError as exc:
         raise StateFileError(f"cannot make the audit's scratch file in {where}: {exc} ({hint})") from exc
     try:
+        # held until the audit ends, by whatever process and PID namespace: "in use" to other audits' cleanup
+        lock = open(Path(tmp.name) / SCRATCH_LOCK, "wb")  # noqa: SIM115 - held across the yield, closed below
+        fcntl.flock(lock, fcntl.LOCK_EX)
         db = sqlite3.connect(str(Path(tmp.name) / "replay.db"), isolation_level=None)
-    except sqlite3.Error as exc:
+    except (OSError, sqlite3.Error) as exc:
         tmp.cleanup()
         raise StateFileError(f"cannot make the audit's scratch file in {where}: {exc} ({hint})") from exc
     try:
@@ -169,6 +177,7 @@ def scratch(trust: TrustAnchors, origin: str, directory: Path | None = None,
         raise StateFileError(f"the audit's scratch file in {where}: {exc} ({hint})") from exc
     finally:
         db.close()
+        lock.close()
         tmp.cleanup()
 
 
@@ -230,13 +239,24 @@ def _remove_abandoned(directory: Path) -> None:
 
 def _remove_abandoned_scratch(directory: Path) -> None:
     """The scratch directories of audits that were killed (SIGKILL, SIGTERM, a power cut: no cleanup ran), which
-    may hold gigabytes: those of a process that is gone."""
-    prefix = SCRATCH.split("{pid}")[0]
+    may hold gigabytes. Only what ``scratch`` makes: a directory of this user, named as it names them, holding
+    nothing but its files, whose lock no running audit holds."""
     with contextlib.suppress(OSError):
-        for leftover in directory.glob(f"{prefix}*"):
-            pid = leftover.name[len(prefix):].split("-", 1)[0]
-            if pid.isdigit() and leftover.is_dir() and not leftover.is_symlink() and not _alive(int(pid)):
-                shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in directory.glob(f"{SCRATCH_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                st = leftover.lstat()
+                if not (SCRATCH_NAME.fullmatch(leftover.name) and stat.S_ISDIR(st.st_mode)
+                        and st.st_uid == os.geteuid()):
+                    continue
+                names = set(os.listdir(leftover))
+                if SCRATCH_LOCK not in names or not names <= SCRATCH_FILES:  # not (yet) one of ours
+                    continue
+                fd = os.open(leftover / SCRATCH_LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a running audit's
+                    shutil.rmtree(leftover, ignore_errors=True)
+                finally:
+                    os.close(fd)
 
 
 def _alive(pid: int) -> bool:

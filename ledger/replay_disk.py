@@ -138,7 +138,7 @@ class DiskState(MemoryState):
             # in key order: the table's B-tree is then written page after page, not at random (a million packs
             # outgrow SQLite's cache, and random writes took twice as long there)
             self.db.executemany("INSERT OR REPLACE INTO packs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                [_pack_row(p) for _, p in sorted(self._packs.items())])
+                                map(_pack_row, map(self._packs.__getitem__, sorted(self._packs))))
             self._packs.clear()
         for kind, cls, records in (("shipment", Shipment, self._shipments), ("alert", AlertRecord, self._alerts)):
             if records:

@@ -757,21 +757,23 @@ class SqlUnit:
         columns (chain, prev, event id, actor, event type, GTIN, lot, serial); plain tuples, no row objects."""
         return [rows.audit_row(r) for r in self.conn.execute(_AUDIT_ROWS, {"start": start, "end": end})]
 
-    def leaf_sizes(self, start: int, end: int) -> list[int]:
-        """The byte length of entries ``start`` to ``end - 1``, in order, without reading the leaves themselves
-        (PostgreSQL reads a TOASTed value's length from its pointer, SQLite a blob's from the record header)."""
-        return [int(n) for (n,) in self.conn.execute(_LEAF_SIZES, {"start": start, "end": end})]
+    def leaf_sizes(self, start: int, end: int) -> list[tuple[int, int]]:
+        """(index, byte length) of the entries stored from ``start`` to ``end - 1``, in order, without reading the
+        leaves themselves (PostgreSQL reads a TOASTed value's length from its pointer, SQLite a blob's from the
+        record header)."""
+        return [(int(i), int(n)) for i, n in self.conn.execute(_LEAF_SIZES, {"start": start, "end": end})]
 
     def page_end(self, start: int, end: int, max_bytes: int) -> int:
         """Where a page of entries from ``start`` ends so that its leaves hold at most ``max_bytes`` bytes (at
         least one entry), at most at ``end``. A commission lists every serial of its batch (about 2 MB for 100,000
-        packs), so a page counted in entries alone can hold gigabytes."""
-        stop, total = start, 0
-        for n in self.leaf_sizes(start, end):
-            if stop > start and total + n > max_bytes:
-                break
-            stop, total = stop + 1, total + n
-        return stop if stop > start else end  # none stored: the reader finds the range empty
+        packs), so a page counted in entries alone can hold gigabytes. Indexes missing from the store (a damaged
+        log) stay inside the page, where its reader finds them missing."""
+        total, first = 0, True
+        for index, n in self.leaf_sizes(start, end):
+            if not first and total + n > max_bytes:
+                return index
+            total, first = total + n, False
+        return end
 
     def registry_entries(self) -> list[StoredEntry]:
         """Every entry of the actor registry's chains (registrations, key rotations and revocations)."""
@@ -1141,7 +1143,7 @@ def _naive_utc(when: dt.datetime | None) -> dt.datetime | None:
 _AUDIT_ROWS = sa.text(
     "SELECT idx, entry_hash, leaf, chain, prev, event_id, actor, event_type, gtin, lot, serial "
     "FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
-_LEAF_SIZES = sa.text("SELECT length(leaf) FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
+_LEAF_SIZES = sa.text("SELECT idx, length(leaf) FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
 _ENTRIES_PAGE = sa.text(
     f"SELECT {rows.ENTRY_COLUMNS} FROM log_entries WHERE idx >= :start AND idx < :end ORDER BY idx")
 

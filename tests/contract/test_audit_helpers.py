@@ -266,8 +266,9 @@ def test_pages_are_bounded_by_the_bytes_of_their_leaves(world: World, monkeypatc
     world.commission("BIG", 400)  # one entry of about 10 kB among entries of about 650 B
     size = world.ledger.size()
     with world.ledger.store.read() as u:
-        lengths = u.leaf_sizes(0, size)
-        assert lengths == [len(e.leaf) for e in world.ledger.entries(0, size)]
+        sizes = u.leaf_sizes(0, size)
+        assert sizes == [(e.index, len(e.leaf)) for e in world.ledger.entries(0, size)]
+        lengths = [n for _, n in sizes]
         assert u.leaf_sizes(size, size + 10) == []
         monkeypatch.setattr(audit_reader, "PAGE", 4)  # small entries: pages of PAGE entries
         assert list(audit_reader._pages(u, size, 3)) == [(s, min(size, s + 4)) for s in range(3, size, 4)]
@@ -289,3 +290,23 @@ def test_pages_bounded_by_bytes_give_the_same_verdict(world: World, monkeypatch:
     report = both(world)
     assert report.ok and report.entries == world.ledger.size()
     check(world, forge_signature, TARGET, "signature does not verify")
+
+
+def test_a_page_keeps_missing_entries_inside_it(world: World) -> None:
+    """With entries deleted from the store, a page still ends where the bytes of the stored ones say, so the
+    missing indexes fall inside a page and its reader finds them missing (never a page that skips them)."""
+    big = world.commission("BIG", 400)  # about 10 kB
+    assert big
+    size = world.ledger.size()
+    drop_triggers(world)
+    sql(world, "DELETE FROM log_entries WHERE idx IN (3, 4)")
+    with world.ledger.store.read() as u:
+        assert [i for i, _ in u.leaf_sizes(0, 8)] == [0, 1, 2, 5, 6, 7]
+        first = len(world.ledger.entries(0, 1)[0].leaf)
+        assert u.page_end(0, 8, first) == 1  # the second stored entry no longer fits
+        assert u.page_end(2, 8, len(world.ledger.entries(2, 3)[0].leaf)) == 5  # cut at the next stored one
+        assert u.page_end(3, 5, 1) == 5  # nothing stored: the whole range, read as empty
+        assert u.page_end(0, size, 10**9) == size
+        assert u.page_end(size - 1, size, 1) == size  # the big commission alone
+    report = both(world)
+    assert not report.ok and report.failure is not None and report.failure.index == 3

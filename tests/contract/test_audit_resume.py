@@ -4,6 +4,7 @@ before was rolled back or rewritten under a newly signed root."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -401,18 +402,26 @@ def test_a_scratch_file_that_cannot_be_made_is_one_error(world: World, tmp_path:
 
 def test_a_killed_audit_s_scratch_directory_is_removed_by_the_next(world: World, tmp_path: Path) -> None:
     """An audit killed outright (SIGKILL, SIGTERM, a power cut) runs no cleanup, and its scratch file may hold
-    gigabytes: the next audit in that directory removes it. A running audit's is left alone."""
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    gigabytes: the next audit in that directory removes it. A running audit's (its lock held, here by another
+    open file) is left alone, and so is anything the audit did not make, whatever its name."""
     scratch_dir = tmp_path / "scratch"
     scratch_dir.mkdir()
-    dead = scratch_dir / (audit_state.SCRATCH.format(pid=int(gone.stdout)) + "abc")
-    live = scratch_dir / (audit_state.SCRATCH.format(pid=os.getpid()) + "def")
-    for d in (dead, live):
+
+    def made(suffix: str, files: tuple[str, ...] = ("lock", "replay.db")) -> Path:
+        d = scratch_dir / (audit_state.SCRATCH_PREFIX + suffix)
         d.mkdir()
-        (d / "replay.db").write_bytes(b"x" * 1000)
-    other = scratch_dir / "athar-audit-notes"
-    other.mkdir()
-    report, _ = scratch_audit(world, scratch_dir, 5)
+        for name in files:
+            (d / name).write_bytes(b"x" * 100)
+        return d
+
+    dead, running = made("abcd1234"), made("efgh5678")
+    others = [made("notes"), made("ijkl9012", ("lock", "replay.db", "report.pdf")), made("mnop3456", ("replay.db",)),
+              scratch_dir / "athar-audit-2024-reports"]
+    others[-1].mkdir()
+    (scratch_dir / (audit_state.SCRATCH_PREFIX + "qrst7890")).symlink_to(dead)
+    others.append(scratch_dir / (audit_state.SCRATCH_PREFIX + "qrst7890"))
+    with open(running / "lock", "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        report, _ = scratch_audit(world, scratch_dir, 5)
     assert report.ok
-    assert sorted(p.name for p in scratch_dir.iterdir()) == sorted([live.name, other.name])
+    assert sorted(p.name for p in scratch_dir.iterdir()) == sorted(p.name for p in [running, *others])
