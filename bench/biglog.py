@@ -198,7 +198,8 @@ def audit(report: Report, b: BigLedger, kind: str, what: str = "") -> None:
                target="≥ 30,000 entries/s", floor=fraction(rate, 1 / per_entry),
                note=f"whole CLI run incl. start-up; peak memory of the replay process {out.peak_mb:,.0f} MB; "
                     f"{checkpoints if checkpoints is not None else '?'} checkpoints "
-                    f"checked; replay on one core, pages read ahead by a thread, leaf form, entry and checkpoint "
+                    f"checked; replay on one core (on a scratch file past a million changed records), pages read "
+                    f"ahead by a thread, leaf form, entry and checkpoint "
                     f"signatures checked ahead by {helpers_for(b.size)} helper process(es); "
                     f"floor {1 / per_entry:,.0f}/s per core (the audit floor"
                     + (f", plus {checkpoints / b.size:.3g} checkpoint signature per entry)" if checkpoints else ")"))
