@@ -135,10 +135,8 @@ class DiskState(MemoryState):
     def flush(self) -> None:
         """Write what changed to the database (in the caller's transaction)."""
         if self._packs:
-            # in key order: the table's B-tree is then written page after page, not at random (a million packs
-            # outgrow SQLite's cache, and random writes took twice as long there)
             self.db.executemany("INSERT OR REPLACE INTO packs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                map(_pack_row, map(self._packs.__getitem__, sorted(self._packs))))
+                                map(_pack_row, self._packs.values()))
             self._packs.clear()
         for kind, cls, records in (("shipment", Shipment, self._shipments), ("alert", AlertRecord, self._alerts)):
             if records:
