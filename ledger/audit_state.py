@@ -30,7 +30,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ledger.admission import TrustAnchors
 from ledger.audit import AuditReport, ChainHead, LogVerifier
@@ -156,12 +156,15 @@ def scratch(trust: TrustAnchors, origin: str, directory: Path | None = None,
         tmp = tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=where, ignore_cleanup_errors=True)
     except OSError as exc:
         raise StateFileError(f"cannot make the audit's scratch file in {where}: {exc} ({hint})") from exc
+    lock: BinaryIO | None = None
     try:
         # held until the audit ends, by whatever process and PID namespace: "in use" to other audits' cleanup
         lock = open(Path(tmp.name) / SCRATCH_LOCK, "wb")  # noqa: SIM115 - held across the yield, closed below
         fcntl.flock(lock, fcntl.LOCK_EX)
         db = sqlite3.connect(str(Path(tmp.name) / "replay.db"), isolation_level=None)
     except (OSError, sqlite3.Error) as exc:
+        if lock is not None:
+            lock.close()
         tmp.cleanup()
         raise StateFileError(f"cannot make the audit's scratch file in {where}: {exc} ({hint})") from exc
     try:
