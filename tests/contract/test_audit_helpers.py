@@ -295,8 +295,7 @@ def test_pages_bounded_by_bytes_give_the_same_verdict(world: World, monkeypatch:
 def test_a_page_keeps_missing_entries_inside_it(world: World) -> None:
     """With entries deleted from the store, a page still ends where the bytes of the stored ones say, so the
     missing indexes fall inside a page and its reader finds them missing (never a page that skips them)."""
-    big = world.commission("BIG", 400)  # about 10 kB
-    assert big
+    world.commission("BIG", 400)  # about 10 kB
     size = world.ledger.size()
     drop_triggers(world)
     sql(world, "DELETE FROM log_entries WHERE idx IN (3, 4)")
